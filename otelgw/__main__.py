@@ -1,0 +1,3 @@
+from otelgw.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The query API (aiohttp): one module per resource, paths in routes.py."""

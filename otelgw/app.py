@@ -1,0 +1,144 @@
+"""Build and wire every component (the only place that does), start them, stop them in order.
+
+Stop order: intake first (new requests get 503 / UNAVAILABLE), then the queue drains through
+the mapper, then the writer flushes every buffered row, then the query side closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import msgspec
+from aiohttp import web
+
+from otelgw import __version__
+from otelgw.api.app import build_api_app
+from otelgw.config import Config, parse_addr
+from otelgw.pipeline.mapper import Mapper, MapperOptions
+from otelgw.pipeline.pipeline import Pipeline
+from otelgw.pricing import Pricing
+from otelgw.receiver.otlp_grpc import build_otlp_grpc_server
+from otelgw.receiver.otlp_http import build_otlp_http_app
+from otelgw.semconv import load_conventions
+from otelgw.store.client import DSN, ClientFactory
+from otelgw.store.migrate import apply_migrations
+from otelgw.store.reader import Reader
+from otelgw.store.writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+
+class Ports(msgspec.Struct):
+    otlp_grpc: int = 0
+    otlp_http: int = 0
+    api: int = 0
+
+
+def build_mapper(cfg: Config) -> Mapper:
+    return Mapper(
+        load_conventions(),
+        Pricing.load(cfg.pricing_file or None),
+        MapperOptions(preview_chars=cfg.preview_chars, attribute_value_max_chars=cfg.attribute_value_max_chars),
+    )
+
+
+def migrate(cfg: Config) -> list[str]:
+    clients = ClientFactory(DSN(cfg.clickhouse_dsn))
+    try:
+        return [f"{m.version:03d}_{m.name}" for m in apply_migrations(clients.get())]
+    finally:
+        clients.close()
+
+
+async def _start_site(app: web.Application, addr: str) -> tuple[web.AppRunner, int]:
+    host, port = parse_addr(addr)  # type: ignore[misc]  # validated with the config
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, bound
+
+
+class Gateway:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.ports = Ports()
+        self.dsn = DSN(cfg.clickhouse_dsn)
+        self._write_clients = ClientFactory(self.dsn)
+        self._read_clients = ClientFactory(self.dsn)
+        self.writer = BatchWriter(
+            self._write_clients,
+            batch_rows=cfg.batch_rows,
+            flush_interval_s=cfg.flush_interval_ms / 1000,
+            max_bytes=cfg.writer_max_bytes,
+            attempts=cfg.insert_attempts,
+            dead_letter_dir=Path(cfg.data_dir) / "dead-letter",
+        )
+        self.pipeline = Pipeline(build_mapper(cfg), self.writer, cfg.queue_size)
+        self.reader = Reader(self._read_clients)
+        self._decode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-decode")
+        self._runners: list[web.AppRunner] = []
+        self._grpc: grpc.aio.Server | None = None
+        self._api_runner: web.AppRunner | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        applied = await loop.run_in_executor(None, lambda: apply_migrations(self._write_clients.get()))
+        log.info("store ready", extra={"dsn": self.dsn.redacted(), "database": self.dsn.database,
+                                       "migrations_applied": [m.name for m in applied]})
+        self.writer.start()
+        await self.pipeline.start()
+        cfg = self.cfg
+        if cfg.api_addr:
+            checks = {"writer": lambda: self.writer.stats.healthy, "accepting": lambda: not self._stopping}
+            self._api_runner, self.ports.api = await _start_site(build_api_app(self.reader, checks), cfg.api_addr)
+        if cfg.otlp_http_addr:
+            app = build_otlp_http_app(self.pipeline, cfg.max_request_bytes, self._decode_pool)
+            runner, self.ports.otlp_http = await _start_site(app, cfg.otlp_http_addr)
+            self._runners.append(runner)
+        if cfg.otlp_grpc_addr:
+            self._grpc, self.ports.otlp_grpc = build_otlp_grpc_server(
+                self.pipeline, cfg.otlp_grpc_addr, cfg.max_request_bytes, self._decode_pool)
+            await self._grpc.start()
+        log.info("otelgw serving", extra={"version": __version__, **msgspec.to_builtins(self.ports)})
+
+    async def stop(self) -> bool:
+        """Stop intake, deliver everything accepted, close. True if every row was flushed."""
+        self._stopping = True
+        timeout = self.cfg.shutdown_timeout_s
+        # Closing the pipeline first makes requests that are still arriving get a retryable
+        # answer while the listeners wind down.
+        stop_pipeline = asyncio.create_task(self.pipeline.stop(timeout))
+        if self._grpc is not None:
+            await self._grpc.stop(grace=min(5.0, timeout / 4))
+        for runner in self._runners:
+            await runner.cleanup()
+        flushed = await stop_pipeline
+        if self._api_runner is not None:
+            await self._api_runner.cleanup()
+        self.reader.close()
+        self._decode_pool.shutdown(wait=False)
+        self._write_clients.close()
+        self._read_clients.close()
+        log.info("otelgw stopped", extra={"flushed": flushed, **msgspec.to_builtins(self.writer.stats)})
+        return flushed
+
+
+async def serve(cfg: Config) -> int:
+    gateway = Gateway(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
+    await stop.wait()
+    log.info("shutdown requested")
+    flushed = await gateway.stop()
+    return 0 if flushed else 1

@@ -1,0 +1,137 @@
+"""Gateway configuration: one msgspec Struct, read from an optional TOML file and `OTELGW_*`.
+
+Precedence is defaults < TOML file < environment, as with the OTel Collector's `--set`. Every
+problem is collected and reported at once, each naming the key the user wrote, so a typo in
+a deployment fails at start instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ENV_PREFIX = "OTELGW_"
+MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """Raised with every configuration problem found, one per line."""
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Where rows go: chdb://PATH (embedded, relative paths resolved against the working
+    # directory) or http(s)://user:pass@host:8123/db (a ClickHouse server).
+    clickhouse_dsn: str = "chdb://./data/otelgw"
+    # Where the gateway keeps its own files (dead letters now, the WAL later).
+    data_dir: str = "./data"
+    # OTLP/gRPC listen address; empty disables the listener.
+    otlp_grpc_addr: str = "0.0.0.0:4317"
+    # OTLP/HTTP listen address; empty disables the listener.
+    otlp_http_addr: str = "0.0.0.0:4318"
+    # Query API, health and readiness.
+    api_addr: str = "127.0.0.1:3200"
+    # Largest accepted request body after decompression, in bytes.
+    max_request_bytes: int = 20 * MIB
+    # Rows per table that trigger a flush to ClickHouse.
+    batch_rows: int = 50_000
+    # Longest time a row waits in the writer before it is flushed.
+    flush_interval_ms: int = 1000
+    # Decoded requests waiting for the mapper; full means 503 / UNAVAILABLE.
+    queue_size: int = 256
+    # Encoded bytes the writer may hold before the mapper waits for a flush.
+    writer_max_bytes: int = 256 * MIB
+    # Attempts for one ClickHouse insert before its block goes to the dead-letter directory.
+    insert_attempts: int = 5
+    log_level: str = "INFO"
+    # JSON log lines (structured) or plain text for a terminal.
+    log_format: str = "json"
+    # A user pricing table merged over semconv/pricing.toml.
+    pricing_file: str = ""
+    # Longest input/output preview stored on an inference row, in characters.
+    preview_chars: int = 512
+    # Longest attribute value kept in an inference row's attributes map.
+    attribute_value_max_chars: int = 16_384
+    # Seconds SIGTERM may take to flush before the process exits anyway.
+    shutdown_timeout_s: float = 30.0
+
+    def validate(self) -> list[str]:
+        errors: list[str] = []
+        if not (self.clickhouse_dsn.startswith("chdb:") or self.clickhouse_dsn.startswith(("http://", "https://"))):
+            errors.append(f"clickhouse_dsn: {self.clickhouse_dsn!r} must start with chdb://, http:// or https://")
+        for name in ("otlp_grpc_addr", "otlp_http_addr", "api_addr"):
+            value = getattr(self, name)
+            if value and parse_addr(value) is None:
+                errors.append(f"{name}: {value!r} is not HOST:PORT")
+        for name in ("max_request_bytes", "batch_rows", "flush_interval_ms", "queue_size", "writer_max_bytes",
+                     "insert_attempts", "preview_chars", "attribute_value_max_chars"):
+            if getattr(self, name) <= 0:
+                errors.append(f"{name}: must be greater than 0")
+        if self.shutdown_timeout_s <= 0:
+            errors.append("shutdown_timeout_s: must be greater than 0")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            errors.append(f"log_level: {self.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        if self.log_format not in ("json", "text"):
+            errors.append(f"log_format: {self.log_format!r} is not json or text")
+        if self.pricing_file and not Path(self.pricing_file).is_file():
+            errors.append(f"pricing_file: {self.pricing_file!r} does not exist")
+        return errors
+
+
+def parse_addr(addr: str) -> tuple[str, int] | None:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return None
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+_FIELDS = {f.name: f for f in msgspec.structs.fields(Config)}
+
+
+def _from_env(env: Mapping[str, str], errors: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name not in _FIELDS:
+            errors.append(f"{key}: unknown setting")
+            continue
+        values[name] = raw
+    return values
+
+
+def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the TOML file at `path`, then `OTELGW_*` from `env` (os.environ)."""
+    env = os.environ if env is None else env
+    errors: list[str] = []
+    merged: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                from_file = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+        for key, value in from_file.items():
+            if key not in _FIELDS:
+                errors.append(f"{path}: {key}: unknown setting")
+            else:
+                merged[key] = value
+    merged.update(_from_env(env, errors))
+    # Convert field by field so that every malformed value is reported, not just the first.
+    good: dict[str, Any] = {}
+    for name, value in merged.items():
+        field = _FIELDS[name]
+        try:
+            good[name] = msgspec.convert(value, field.type, strict=False)
+        except msgspec.ValidationError as exc:
+            errors.append(f"{ENV_PREFIX}{name.upper()} / {name}: {exc}: {value!r}")
+    cfg = Config(**good)
+    errors.extend(cfg.validate())
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    return cfg

@@ -1,0 +1,1 @@
+"""Decoded OTLP requests become rows: mapping (pure), queueing and hand-off to the writer."""

@@ -1,0 +1,272 @@
+"""Read inference fields and messages out of one span's attributes and events, as the
+convention tables say. Pure functions over plain values; the mapper builds rows from them."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from otelgw.pipeline import messages as msgs
+from otelgw.pipeline.messages import Message
+from otelgw.semconv import FIELD_TYPES, Conventions, Family, MessageSpec, Source
+
+
+class SpanEvent(msgspec.Struct):
+    name: str
+    time_ns: int
+    attrs: dict[str, Any]
+
+
+class SpanView(msgspec.Struct):
+    """What extraction needs of a span (or of a log record standing in for one)."""
+
+    name: str
+    scope_name: str
+    start_ns: int
+    attrs: dict[str, Any]
+    events: list[SpanEvent] = []
+
+
+class Extracted(msgspec.Struct):
+    values: dict[str, Any]
+    # field -> where its value came from ("attribute:gen_ai.server.time_to_first_token", ...)
+    sources: dict[str, str]
+
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def _coerce(value: Any, kind: type) -> Any:
+    """The value as `kind`, or None when it cannot be one (never raises)."""
+    if kind is str:
+        if isinstance(value, str):
+            return value or None
+        if isinstance(value, list):
+            return _coerce(value[0], str) if value else None
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (int, float)):
+            return str(value)
+        return None
+    if kind is int:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return value if value >= 0 else None
+        if isinstance(value, float):
+            return int(value) if math.isfinite(value) and value >= 0 else None
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                return None
+            return int(number) if math.isfinite(number) and number >= 0 else None
+        return None
+    if kind is float:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                return None
+        else:
+            return None
+        return number if math.isfinite(number) else None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            return value != 0
+        if isinstance(value, str):
+            low = value.strip().lower()
+            return True if low in _TRUE else False if low in _FALSE else None
+        return None
+    return value
+
+
+def _walk(doc: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if isinstance(doc, dict):
+            doc = doc.get(part)
+        elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
+            doc = doc[int(part)]
+        else:
+            return None
+        if doc is None:
+            return None
+    return doc
+
+
+def parse_timestamp_ns(value: Any) -> int | None:
+    """An ISO-8601 string (possibly JSON-quoted, as Langfuse sends it) or a ns/ms/s number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value <= 0:
+            return None
+        if value > 1e17:
+            return int(value)
+        if value > 1e14:
+            return int(value * 1_000)
+        if value > 1e11:
+            return int(value * 1_000_000)
+        return int(value * 1_000_000_000)
+    if not isinstance(value, str):
+        return None
+    text = value.strip().strip('"')
+    if not text:
+        return None
+    if text.isdigit():
+        return parse_timestamp_ns(int(text))
+    frac_ns = 0
+    # datetime keeps microseconds only: cut nanosecond fractions off and add them back.
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = ""
+        for ch in rest:
+            if not ch.isdigit():
+                break
+            digits += ch
+        tail = rest[len(digits):]
+        frac_ns = int((digits + "000000000")[:9]) if digits else 0
+        text = head + tail
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp()) * 1_000_000_000 + frac_ns
+
+
+class _Reader:
+    """Reads sources for one span, parsing each JSON attribute at most once."""
+
+    __slots__ = ("view", "_json")
+
+    def __init__(self, view: SpanView) -> None:
+        self.view = view
+        self._json: dict[str, Any] = {}
+
+    def json(self, key: str) -> Any:
+        if key in self._json:
+            return self._json[key]
+        raw = self.view.attrs.get(key)
+        doc = msgs.parse_json_text(raw) if isinstance(raw, str) else raw if isinstance(raw, (dict, list)) else None
+        self._json[key] = doc
+        return doc
+
+    def first_event(self, name: str) -> SpanEvent | None:
+        best: SpanEvent | None = None
+        for event in self.view.events:
+            if event.name == name and (best is None or event.time_ns < best.time_ns):
+                best = event
+        return best
+
+    def read(self, src: Source) -> Any:
+        view = self.view
+        kind = src.kind
+        if kind == "attribute":
+            value = view.attrs.get(src.key)
+        elif kind == "json":
+            value = _walk(self.json(src.key), src.path) if src.key in view.attrs else None
+        elif kind == "event":
+            event = self.first_event(src.event)
+            value = (event.time_ns - view.start_ns) / 1e6 if event and event.time_ns >= view.start_ns else None
+        elif kind == "event_attribute":
+            event = self.first_event(src.event)
+            value = event.attrs.get(src.key) if event else None
+        elif kind == "span_name":
+            assert src.pattern is not None
+            match = src.pattern.search(view.name)
+            value = match.group(1) if match else None
+        else:  # since_start
+            at = parse_timestamp_ns(view.attrs.get(src.key))
+            value = (at - view.start_ns) / 1e6 if at is not None and at >= view.start_ns else None
+        if value is None:
+            return None
+        if src.mapping is not None and isinstance(value, str):
+            value = src.mapping.get(value.lower(), value)
+        if src.lower and isinstance(value, str):
+            value = value.lower()
+        return value
+
+
+def extract_fields(conv: Conventions, family: Family | None, view: SpanView) -> Extracted:
+    reader = _Reader(view)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for field, srcs in conv.sources(family).items():
+        kind = FIELD_TYPES[field]
+        for src in srcs:
+            raw = reader.read(src)
+            if raw is None:
+                continue
+            value = _coerce(raw, kind)
+            if value is None:
+                continue
+            if src.scale != 1.0 and kind in (int, float):
+                value = kind(value * src.scale)
+            values[field] = value
+            sources[field] = src.label
+            break
+    if family is not None:
+        for field, value in family.defaults.items():
+            values.setdefault(field, value)
+    return Extracted(values, sources)
+
+
+def _from_spec(spec: MessageSpec, reader: _Reader, event_messages: list[tuple[str, Message, int | None]]) -> list[Message]:
+    attrs = reader.view.attrs
+    if spec.shape == "events":
+        return [m for direction, m, _ in event_messages if direction == spec.direction]
+    if spec.shape == "indexed":
+        return msgs.from_indexed(spec, attrs)
+    if spec.event:
+        event = reader.first_event(spec.event)
+        value = event.attrs.get(spec.attribute) if event else None
+    else:
+        value = attrs.get(spec.attribute)
+    if (value is None or value == "") and spec.shape != "text":
+        return []
+    if spec.mime_attribute and attrs.get(spec.mime_attribute) not in (None, "application/json"):
+        return []
+    if spec.shape == "json":
+        return msgs.from_json(value, spec.default_role)
+    if spec.shape == "role_lines":
+        return msgs.from_role_lines(value)
+    return msgs.from_text(spec, attrs, value)
+
+
+def legacy_event_messages(events: list[SpanEvent]) -> list[tuple[str, Message, int | None]]:
+    out: list[tuple[str, Message, int | None]] = []
+    for event in events:
+        if event.name in msgs.LEGACY_INPUT_EVENTS or event.name == msgs.LEGACY_OUTPUT_EVENT:
+            found = msgs.legacy_event(event.name, None, event.attrs)
+            if found:
+                out.append(found)
+    return out
+
+
+def extract_messages(conv: Conventions, family: Family | None, view: SpanView) -> tuple[list[Message], list[Message]]:
+    """(input messages with system instructions first, output messages)."""
+    reader = _Reader(view)
+    event_messages = legacy_event_messages(view.events) if view.events else []
+    found: dict[str, list[Message]] = {}
+    for spec in conv.message_specs(family):
+        if spec.direction in found:
+            continue
+        got = _from_spec(spec, reader, event_messages)
+        if got:
+            found[spec.direction] = got
+    inputs = found.get("system", []) + found.get("input", [])
+    return inputs, found.get("output", [])

@@ -1,0 +1,306 @@
+"""Map decoded OTLP requests to rows: a pure function of (request, project, receive time).
+
+No I/O and no state beyond bounded caches, so the same code can run in the event loop, a
+thread or a worker process, and is tested straight from the captured fixtures.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+
+from otelgw.pipeline import genai
+from otelgw.pipeline.anyvalue import attrs_to_dict, clip, str_map, to_json, to_str
+from otelgw.pipeline.genai import SpanEvent, SpanView
+from otelgw.pipeline.messages import Message, tool_calls_json
+from otelgw.pipeline.rows import FeedbackRow, InferenceRow, MessageRow, RowBatch, SpanRow, UnmappedRow, ts
+from otelgw.pricing import Pricing
+from otelgw.semconv import Conventions
+
+DEFAULT_PROJECT = "default"
+PROJECT_RESOURCE_ATTRIBUTE = "project.id"
+EVALUATION_EVENT = "gen_ai.evaluation.result"
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+SPAN_KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
+STATUS_CODES = ("unset", "ok", "error")
+
+
+class MapperOptions(msgspec.Struct, frozen=True):
+    preview_chars: int = 512
+    attribute_value_max_chars: int = 16_384
+
+
+def derived_inference_id(trace_hex: str, span_hex: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"otelgw:{trace_hex}:{span_hex}"))
+
+
+def explicit_uuid(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            return None
+    return None
+
+
+def project_for(header_project: str, resource_attrs: dict[str, Any]) -> str:
+    if header_project:
+        return header_project
+    value = resource_attrs.get(PROJECT_RESOURCE_ATTRIBUTE)
+    return value if isinstance(value, str) and value else DEFAULT_PROJECT
+
+
+def _preview(messages: list[Message], limit: int, prefer_role: str | None) -> str:
+    if not messages:
+        return ""
+    chosen = messages[-1]
+    if prefer_role:
+        for msg in reversed(messages):
+            if msg.role == prefer_role:
+                chosen = msg
+                break
+    else:
+        chosen = messages[0]
+    text = chosen.content
+    if not text and chosen.tool_calls:
+        text = "; ".join(f"{c.name}({c.arguments})" for c in chosen.tool_calls)
+    return clip(text, limit)
+
+
+class UnmappedCounter:
+    """Per-batch tally of GenAI-looking attributes no table maps."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str, str], list[Any]] = {}
+
+    def add(self, project: str, key: str, scope: str, at_ns: int, value: Any) -> None:
+        slot = self._seen.get((project, key, scope))
+        if slot is None:
+            self._seen[(project, key, scope)] = [1, at_ns, value]
+        else:
+            slot[0] += 1
+            if at_ns >= slot[1]:
+                slot[1] = at_ns
+                slot[2] = value
+
+    def rows(self) -> list[UnmappedRow]:
+        return [
+            UnmappedRow(project_id=p, key=k, scope_name=s, count=c, last_seen=ts(at), example=clip(to_str(v), 200))
+            for (p, k, s), (c, at, v) in self._seen.items()
+        ]
+
+
+class Mapper:
+    def __init__(self, conventions: Conventions, pricing: Pricing, options: MapperOptions | None = None) -> None:
+        self.conventions = conventions
+        self.pricing = pricing
+        self.options = options or MapperOptions()
+
+    # -- traces -------------------------------------------------------------------------------
+
+    def map_traces(self, request: Any, project_header: str, received_ns: int) -> RowBatch:
+        batch = RowBatch(inferences=[], messages=[], feedback=[], spans=[])
+        unmapped = UnmappedCounter()
+        conv = self.conventions
+        for resource_spans in request.resource_spans:
+            resource_attrs = attrs_to_dict(resource_spans.resource.attributes)
+            resource_map = str_map(resource_attrs)
+            project = project_for(project_header, resource_attrs)
+            service = to_str(resource_attrs.get("service.name", "")) or "unknown_service"
+            for scope_spans in resource_spans.scope_spans:
+                scope_name = scope_spans.scope.name
+                scope_version = scope_spans.scope.version
+                for span in scope_spans.spans:
+                    attrs = attrs_to_dict(span.attributes)
+                    trace_hex = span.trace_id.hex()
+                    span_hex = span.span_id.hex()
+                    start_ns = span.start_time_unix_nano
+                    end_ns = max(span.end_time_unix_nano, start_ns)
+                    events = [SpanEvent(e.name, e.time_unix_nano, attrs_to_dict(e.attributes)) for e in span.events]
+                    for key, value in attrs.items():
+                        if conv.is_unmapped(key):
+                            unmapped.add(project, key, scope_name, start_ns, value)
+                    family = conv.detect(attrs, scope_name, span.name)
+                    inference_id = ""
+                    if family is not None:
+                        view = SpanView(span.name, scope_name, start_ns, attrs, events)
+                        inference_id = self._inference(batch, view, family, span, project, service, trace_hex,
+                                                       span_hex, end_ns)
+                    for index, event in enumerate(events):
+                        if event.name == EVALUATION_EVENT:
+                            target = inference_id or derived_inference_id(trace_hex, span_hex)
+                            batch.feedback.append(self.evaluation(event.attrs, target, project, trace_hex, span_hex,
+                                                                  event.time_ns or end_ns, "span_event", index, service))
+                    batch.spans.append(SpanRow(
+                        trace_id=trace_hex,
+                        span_id=span_hex,
+                        parent_span_id=span.parent_span_id.hex(),
+                        trace_state=span.trace_state,
+                        project_id=project,
+                        service_name=service,
+                        name=span.name,
+                        kind=SPAN_KINDS[span.kind] if 0 <= span.kind < len(SPAN_KINDS) else str(span.kind),
+                        start_time=ts(start_ns),
+                        end_time=ts(end_ns),
+                        duration_ns=end_ns - start_ns,
+                        status_code=STATUS_CODES[span.status.code] if 0 <= span.status.code < 3 else "unset",
+                        status_message=span.status.message,
+                        attributes=str_map(attrs),
+                        resource_attributes=resource_map,
+                        scope_name=scope_name,
+                        scope_version=scope_version,
+                        events=to_json([{"name": e.name, "time_unix_nano": e.time_ns, "attributes": str_map(e.attrs)}
+                                        for e in events]) if events else "[]",
+                        links=to_json([{"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex(),
+                                        "trace_state": link.trace_state,
+                                        "attributes": str_map(attrs_to_dict(link.attributes))}
+                                       for link in span.links]) if span.links else "[]",
+                        inference_id=inference_id,
+                    ))
+        batch.unmapped_attributes = unmapped.rows()
+        return batch
+
+    def _inference(self, batch: RowBatch, view: SpanView, family: Any, span: Any, project: str, service: str,
+                   trace_hex: str, span_hex: str, end_ns: int) -> str:
+        conv = self.conventions
+        ext = genai.extract_fields(conv, family, view)
+        values = ext.values
+        inputs, outputs = genai.extract_messages(conv, family, view)
+        inference_id = explicit_uuid(values.get("inference_id")) or derived_inference_id(trace_hex, span_hex)
+
+        failed = span.status.code == 2 or str(values.get("level", "")).upper() == "ERROR"
+        error_type = values.get("error_type", "")
+        error_message = span.status.message or values.get("error_message", "")
+        for event in view.events:
+            if event.name == "exception":
+                error_type = error_type or to_str(event.attrs.get("exception.type", ""))
+                error_message = error_message or to_str(event.attrs.get("exception.message", ""))
+                break
+        if failed and not error_type:
+            error_type = "error"
+
+        input_tokens = values.get("input_tokens", 0)
+        output_tokens = values.get("output_tokens", 0)
+        cached = values.get("cached_input_tokens", 0)
+        request_model = values.get("request_model", "")
+        response_model = values.get("response_model", "")
+        cost = values.get("cost_usd")
+        cost_source = ext.sources.get("cost_usd", "")
+        # A reported cost of 0 for a call that used tokens means "not computed" (OpenLIT without
+        # its price list): the pricing table knows better.
+        if cost is None or (cost == 0 and (input_tokens or output_tokens)):
+            priced = self.pricing.cost(response_model or request_model, input_tokens, cached, output_tokens)
+            if priced is not None:
+                cost, cost_source = priced, "pricing"
+        finish_reason = values.get("finish_reason", "")
+        if not finish_reason:
+            finish_reason = next((m.finish_reason for m in outputs if m.finish_reason), "")
+
+        ttft = values.get("ttft_ms")
+        limit = self.options.attribute_value_max_chars
+        consumed = _message_keys(conv, family, view.attrs)
+        attributes = {k: clip(to_str(v), limit) for k, v in view.attrs.items() if k not in consumed}
+        batch.inferences.append(InferenceRow(
+            inference_id=inference_id,
+            project_id=project,
+            trace_id=trace_hex,
+            span_id=span_hex,
+            parent_span_id=span.parent_span_id.hex(),
+            timestamp=ts(view.start_ns),
+            end_timestamp=ts(end_ns),
+            service_name=service,
+            span_name=span.name,
+            span_kind=SPAN_KINDS[span.kind] if 0 <= span.kind < len(SPAN_KINDS) else str(span.kind),
+            scope_name=view.scope_name,
+            family=family.name,
+            operation=values.get("operation", ""),
+            provider=values.get("provider", ""),
+            request_model=request_model,
+            response_model=response_model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_input_tokens=cached,
+            reasoning_tokens=values.get("reasoning_tokens", 0),
+            total_tokens=values.get("total_tokens", input_tokens + output_tokens),
+            cost_usd=cost or 0.0,
+            cost_source=cost_source if cost is not None else "",
+            latency_ms=(end_ns - view.start_ns) / 1e6,
+            ttft_ms=ttft,
+            ttft_source=ext.sources.get("ttft_ms", "") if ttft is not None else "",
+            is_streaming=bool(values.get("is_streaming", False)),
+            is_success=not failed,
+            error_type=error_type,
+            error_message=error_message,
+            finish_reason=finish_reason,
+            response_id=values.get("response_id", ""),
+            session_id=values.get("session_id", ""),
+            user_id=values.get("user_id", ""),
+            input_preview=_preview(inputs, self.options.preview_chars, "user"),
+            output_preview=_preview(outputs, self.options.preview_chars, None),
+            attributes=attributes,
+        ))
+        self.add_messages(batch, inference_id, project, view.start_ns, inputs, outputs, "span")
+        return inference_id
+
+    @staticmethod
+    def add_messages(batch: RowBatch, inference_id: str, project: str, at_ns: int, inputs: list[Message],
+                     outputs: list[Message], source: str) -> None:
+        stamp = ts(at_ns)
+        for direction, items in (("input", inputs), ("output", outputs)):
+            for index, msg in enumerate(items):
+                batch.messages.append(MessageRow(
+                    inference_id=inference_id,
+                    project_id=project,
+                    timestamp=stamp,
+                    direction=direction,
+                    index=index,
+                    role=msg.role,
+                    content=msg.content,
+                    tool_calls=tool_calls_json(msg.tool_calls),
+                    tool_call_id=msg.tool_call_id,
+                    name=msg.name,
+                    finish_reason=msg.finish_reason,
+                    source=source,
+                ))
+
+    @staticmethod
+    def evaluation(attrs: dict[str, Any], inference_id: str, project: str, trace_hex: str, span_hex: str,
+                   at_ns: int, source: str, index: int, created_by: str) -> FeedbackRow:
+        name = to_str(attrs.get("gen_ai.evaluation.name", ""))
+        score = attrs.get("gen_ai.evaluation.score.value")
+        value = genai._coerce(score, float) if score is not None else None
+        response_id = to_str(attrs.get("gen_ai.response.id", ""))
+        # Deterministic: the same event re-sent is the same feedback row.
+        feedback_id = uuid.uuid5(uuid.NAMESPACE_URL,
+                                 f"otelgw:feedback:{trace_hex}:{span_hex}:{response_id}:{name}:{at_ns}:{index}")
+        return FeedbackRow(
+            feedback_id=str(feedback_id),
+            inference_id=inference_id,
+            project_id=project,
+            timestamp=ts(at_ns),
+            kind="evaluation",
+            name=name,
+            value=value,
+            label=to_str(attrs.get("gen_ai.evaluation.score.label", "")),
+            comment=to_str(attrs.get("gen_ai.evaluation.explanation", "")),
+            source=source,
+            created_by=created_by,
+            response_id=response_id,
+            trace_id=trace_hex,
+            span_id=span_hex,
+        )
+
+
+def _message_keys(conv: Conventions, family: Any, attrs: dict[str, Any]) -> set[str]:
+    """Attribute keys that carry messages: their content lives in message rows, not twice on
+    the inference row (the spans table keeps every attribute as sent)."""
+    keys: set[str] = set()
+    for spec in conv.message_specs(family):
+        if spec.shape == "indexed":
+            keys.update(k for k in attrs if k.startswith(spec.prefix))
+        elif spec.attribute and not spec.event and spec.attribute in attrs:
+            keys.add(spec.attribute)
+    return keys

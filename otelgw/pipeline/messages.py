@@ -1,0 +1,317 @@
+"""Message shapes: every way a convention family carries chat messages, normalised to Message.
+
+A shape is code; which attribute holds which shape is data (semconv/*.toml `messages`).
+Nothing here raises on odd input: an unreadable value yields no messages, and the raw value
+stays in the row's attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from otelgw.pipeline.anyvalue import to_json
+from otelgw.semconv import MessageSpec
+
+_decode = msgspec.json.Decoder()
+
+# Roles an OpenLIT-style "role: content" prompt line may start with.
+_LINE_ROLES = ("system", "user", "assistant", "tool", "developer", "function", "model", "human", "ai")
+
+# Legacy per-message GenAI events (semconv <= 1.36), as span events or log records.
+LEGACY_INPUT_EVENTS: dict[str, str] = {
+    "gen_ai.system.message": "system",
+    "gen_ai.user.message": "user",
+    "gen_ai.assistant.message": "assistant",
+    "gen_ai.tool.message": "tool",
+}
+LEGACY_OUTPUT_EVENT = "gen_ai.choice"
+
+
+class ToolCall(msgspec.Struct, omit_defaults=True):
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+class Message(msgspec.Struct):
+    role: str
+    content: str = ""
+    tool_calls: list[ToolCall] = []
+    tool_call_id: str = ""
+    name: str = ""
+    finish_reason: str = ""
+
+
+def parse_json_text(value: Any) -> Any:
+    """A JSON document if `value` is JSON text for an object or array, else None."""
+    if isinstance(value, (bytes, str)) and value[:1] in ("[", "{", b"[", b"{"):
+        try:
+            return _decode.decode(value)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return None
+    return None
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return to_json(value)
+
+
+def _arguments(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else to_json(value)
+
+
+def _tool_call(raw: Any) -> ToolCall | None:
+    if not isinstance(raw, dict):
+        return None
+    fn = raw.get("function")
+    if isinstance(fn, dict):  # OpenAI: {id, type: function, function: {name, arguments}}
+        return ToolCall(_text(raw.get("id")), _text(fn.get("name")), _arguments(fn.get("arguments")))
+    name = raw.get("name") or raw.get("toolName") or raw.get("tool_name")
+    if name is None:
+        return None
+    args = next((raw[k] for k in ("arguments", "args", "input", "parameters") if k in raw), None)
+    call_id = raw.get("id") or raw.get("toolCallId") or raw.get("tool_call_id") or ""
+    return ToolCall(_text(call_id), _text(name), _arguments(args))
+
+
+_TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+_TOOL_CALL_PARTS = frozenset({"tool_call", "tool-call", "tool_use", "function_call"})
+_TOOL_RESULT_PARTS = frozenset({"tool_call_response", "tool-result", "tool_result", "function_call_output"})
+
+
+def _parts(parts: list[Any], msg: Message) -> None:
+    texts: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            texts.append(part)
+            continue
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type", "text")
+        if kind in _TEXT_PARTS:
+            texts.append(_text(part.get("content", part.get("text"))))
+        elif kind in _TOOL_CALL_PARTS:
+            call = _tool_call(part)
+            if call:
+                msg.tool_calls.append(call)
+        elif kind in _TOOL_RESULT_PARTS:
+            msg.tool_call_id = msg.tool_call_id or _text(
+                part.get("id") or part.get("tool_use_id") or part.get("toolCallId") or part.get("call_id"))
+            result = next((part[k] for k in ("response", "content", "result", "output") if k in part), None)
+            texts.append(_text(result))
+        elif kind == "reasoning":
+            continue
+        else:  # media (blob, uri, image_url, file): a marker, never the bytes
+            texts.append(f"[{kind}]")
+    msg.content = "\n".join(t for t in texts if t)
+
+
+def normalize(raw: Any, default_role: str) -> Message | None:
+    """One chat message in any common JSON shape (OpenAI, OTel parts, Anthropic, Vercel)."""
+    if isinstance(raw, str):
+        return Message(role=default_role or "user", content=raw)
+    if not isinstance(raw, dict):
+        return None
+    msg = Message(role=_text(raw.get("role")) or default_role or "user")
+    content = raw.get("parts", raw.get("content"))
+    if isinstance(content, list):
+        _parts(content, msg)
+    elif isinstance(content, dict):
+        _parts([content], msg)
+    else:
+        msg.content = _text(content)
+    calls = raw.get("tool_calls")
+    if isinstance(calls, list):
+        msg.tool_calls.extend(c for c in (_tool_call(x) for x in calls) if c)
+    elif isinstance(raw.get("function_call"), dict):
+        call = _tool_call({"function": raw["function_call"]})
+        if call:
+            msg.tool_calls.append(call)
+    if not msg.tool_call_id:
+        call_id = raw.get("tool_call_id")
+        if call_id is None and msg.role == "tool":
+            call_id = raw.get("id")
+        msg.tool_call_id = _text(call_id)
+    msg.name = _text(raw.get("name"))
+    msg.finish_reason = _text(raw.get("finish_reason"))
+    return msg
+
+
+def from_json(value: Any, default_role: str) -> list[Message]:
+    """Messages from a JSON string or structured value: a list of messages, one message, an
+    OpenAI request (`messages`) or response (`choices`), or plain text."""
+    doc = value
+    if isinstance(value, (str, bytes)):
+        doc = parse_json_text(value)
+        if doc is None:
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            return [Message(role=default_role or "user", content=text)] if text else []
+    if isinstance(doc, dict):
+        if isinstance(doc.get("messages"), list):
+            doc = doc["messages"]
+        elif isinstance(doc.get("choices"), list):
+            out: list[Message] = []
+            for choice in doc["choices"]:
+                if not isinstance(choice, dict):
+                    continue
+                msg = normalize(choice.get("message") or choice.get("delta") or {"content": choice.get("text")},
+                                default_role or "assistant")
+                if msg:
+                    msg.finish_reason = msg.finish_reason or _text(choice.get("finish_reason"))
+                    out.append(msg)
+            return out
+        elif not ("role" in doc or "content" in doc or "parts" in doc):
+            return [Message(role=default_role or "user", content=to_json(doc))]
+        else:
+            doc = [doc]
+    if isinstance(doc, list):
+        if doc and all(isinstance(p, dict) and "type" in p and "role" not in p for p in doc):
+            # A bare list of parts (gen_ai.system_instructions): one message.
+            msg = Message(role=default_role or "user")
+            _parts(doc, msg)
+            return [msg]
+        return [m for m in (normalize(item, default_role) for item in doc) if m]
+    return []
+
+
+def from_role_lines(text: Any) -> list[Message]:
+    """OpenLIT's `gen_ai.prompt`: one `role: content` line per message; other lines continue
+    the message above."""
+    if not isinstance(text, str) or not text:
+        return []
+    out: list[Message] = []
+    for line in text.split("\n"):
+        role, sep, rest = line.partition(": ")
+        if sep and role.strip().lower() in _LINE_ROLES:
+            out.append(Message(role=role.strip().lower(), content=rest))
+        elif out:
+            out[-1].content += "\n" + line
+        else:
+            out.append(Message(role="user", content=line))
+    return out
+
+
+def from_text(spec: MessageSpec, attrs: dict[str, Any], value: Any) -> list[Message]:
+    msg = Message(role=spec.default_role or "assistant", content=_text(value))
+    if spec.tool_calls_attribute:
+        raw = attrs.get(spec.tool_calls_attribute)
+        doc = parse_json_text(raw) if isinstance(raw, str) else raw
+        if isinstance(doc, list):
+            msg.tool_calls.extend(c for c in (_tool_call(x) for x in doc) if c)
+    if spec.tool_name_attribute and attrs.get(spec.tool_name_attribute):
+        msg.tool_calls.append(ToolCall(_text(attrs.get(spec.tool_id_attribute, "")),
+                                       _text(attrs[spec.tool_name_attribute]),
+                                       _arguments(attrs.get(spec.tool_arguments_attribute))))
+    if not msg.content and not msg.tool_calls:
+        return []
+    return [msg]
+
+
+def _split_pattern(pattern: str) -> tuple[str, str] | None:
+    if not pattern:
+        return None
+    head, sep, tail = pattern.partition("{j}")
+    return (head, tail) if sep else None
+
+
+def from_indexed(spec: MessageSpec, attrs: dict[str, Any]) -> list[Message]:
+    """Flattened messages: `{prefix}{i}.{sub}` attributes, e.g. llm.input_messages.0.message.role."""
+    prefix = spec.prefix
+    by_index: dict[int, dict[str, Any]] = {}
+    for key, value in attrs.items():
+        if not key.startswith(prefix):
+            continue
+        idx, dot, sub = key[len(prefix):].partition(".")
+        if not dot or not idx.isdigit():
+            continue
+        by_index.setdefault(int(idx), {})[sub] = value
+    if not by_index:
+        return []
+    parts_pat = _split_pattern(spec.content_parts)
+    tool_pats = {field: _split_pattern(getattr(spec, field)) for field in ("tool_name", "tool_arguments", "tool_id")}
+    out: list[Message] = []
+    for idx in sorted(by_index):
+        subs = by_index[idx]
+        role = _text(subs.get(spec.role)) if spec.role else ""
+        msg = Message(role=role or spec.default_role or ("assistant" if spec.direction == "output" else "user"))
+        content = subs.get(spec.content) if spec.content else None
+        if spec.content_may_be_json and isinstance(content, str):
+            doc = parse_json_text(content)
+            if isinstance(doc, list):
+                _parts(doc, msg)
+                content = None
+        if content is not None:
+            msg.content = _text(content)
+        parts: dict[int, str] = {}
+        calls: dict[int, dict[str, Any]] = {}
+        for sub, value in subs.items():
+            if parts_pat and sub.startswith(parts_pat[0]) and sub.endswith(parts_pat[1]):
+                j = sub[len(parts_pat[0]):len(sub) - len(parts_pat[1])]
+                if j.isdigit():
+                    parts[int(j)] = _text(value)
+                continue
+            for field, pat in tool_pats.items():
+                if pat and sub.startswith(pat[0]) and sub.endswith(pat[1]):
+                    j = sub[len(pat[0]):len(sub) - len(pat[1])]
+                    if j.isdigit():
+                        calls.setdefault(int(j), {})[field] = value
+                    break
+        if parts and not msg.content:
+            msg.content = "\n".join(parts[j] for j in sorted(parts))
+        for j in sorted(calls):
+            call = calls[j]
+            msg.tool_calls.append(ToolCall(_text(call.get("tool_id")), _text(call.get("tool_name")),
+                                           _arguments(call.get("tool_arguments"))))
+        if spec.tool_call_id:
+            msg.tool_call_id = _text(subs.get(spec.tool_call_id))
+        if spec.name:
+            msg.name = _text(subs.get(spec.name))
+        if spec.finish_reason:
+            msg.finish_reason = _text(subs.get(spec.finish_reason))
+        out.append(msg)
+    return out
+
+
+def legacy_event(name: str, body: Any, attrs: dict[str, Any]) -> tuple[str, Message, int | None] | None:
+    """One legacy GenAI message event: (direction, message, choice index or None)."""
+    if isinstance(body, str) and body[:1] in ("{", "["):
+        body = parse_json_text(body) or body
+    if body is None:
+        if "gen_ai.event.content" in attrs:
+            body = parse_json_text(attrs["gen_ai.event.content"])
+        else:  # a span event: the body's fields are its attributes
+            body = {k: v for k, v in attrs.items() if not k.startswith("gen_ai.")} or None
+    role = LEGACY_INPUT_EVENTS.get(name)
+    if role is not None:
+        if isinstance(body, dict):
+            msg = normalize({"role": role, **body}, role)
+        else:
+            msg = Message(role=role, content=_text(body))
+        if msg is None:
+            return None
+        if role == "tool" and isinstance(body, dict):
+            msg.tool_call_id = _text(body.get("id") or body.get("tool_call_id"))
+        return "input", msg, None
+    if name == LEGACY_OUTPUT_EVENT:
+        if not isinstance(body, dict):
+            return "output", Message(role="assistant", content=_text(body)), None
+        inner = body.get("message")
+        msg = normalize(inner if isinstance(inner, dict) else {"content": inner}, "assistant") or Message("assistant")
+        msg.finish_reason = _text(body.get("finish_reason")) or msg.finish_reason
+        index = body.get("index")
+        return "output", msg, index if isinstance(index, int) and not isinstance(index, bool) else None
+    return None
+
+
+def tool_calls_json(calls: Iterable[ToolCall]) -> str:
+    items = list(calls)
+    return to_json([msgspec.to_builtins(c) for c in items]) if items else ""

@@ -1,0 +1,223 @@
+"""Rows as they are written to ClickHouse. Field names are column names; the table a row goes
+to is its Struct's `TABLE`. Timestamps travel as "sec.nanos" strings, the form ClickHouse's
+JSONEachRow reads into DateTime64(9) without losing nanoseconds."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+
+def ts(ns: int) -> str:
+    if ns <= 0:
+        return "0.000000000"
+    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
+
+
+class InferenceRow(msgspec.Struct, kw_only=True):
+    TABLE: ClassVar[str] = "inferences"
+    inference_id: str
+    project_id: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    timestamp: str
+    end_timestamp: str
+    service_name: str
+    span_name: str
+    span_kind: str
+    scope_name: str
+    family: str
+    operation: str = ""
+    provider: str = ""
+    request_model: str = ""
+    response_model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_source: str = ""
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    ttft_source: str = ""
+    is_streaming: bool = False
+    is_success: bool = True
+    error_type: str = ""
+    error_message: str = ""
+    finish_reason: str = ""
+    response_id: str = ""
+    session_id: str = ""
+    user_id: str = ""
+    input_preview: str = ""
+    output_preview: str = ""
+    attributes: dict[str, str] = {}
+    ingested_at: str = ""
+
+
+class MessageRow(msgspec.Struct, kw_only=True):
+    TABLE: ClassVar[str] = "messages"
+    inference_id: str
+    project_id: str
+    timestamp: str
+    direction: str
+    index: int
+    role: str
+    content: str = ""
+    tool_calls: str = ""
+    tool_call_id: str = ""
+    name: str = ""
+    finish_reason: str = ""
+    source: str = ""
+    ingested_at: str = ""
+
+
+class FeedbackRow(msgspec.Struct, kw_only=True):
+    TABLE: ClassVar[str] = "feedback"
+    feedback_id: str
+    inference_id: str
+    project_id: str
+    timestamp: str
+    kind: str
+    name: str
+    value: float | None = None
+    label: str = ""
+    comment: str = ""
+    source: str = ""
+    created_by: str = ""
+    response_id: str = ""
+    trace_id: str = ""
+    span_id: str = ""
+    ingested_at: str = ""
+
+
+class SpanRow(msgspec.Struct, kw_only=True):
+    TABLE: ClassVar[str] = "spans"
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    trace_state: str
+    project_id: str
+    service_name: str
+    name: str
+    kind: str
+    start_time: str
+    end_time: str
+    duration_ns: int
+    status_code: str
+    status_message: str
+    attributes: dict[str, str]
+    resource_attributes: dict[str, str]
+    scope_name: str
+    scope_version: str
+    events: str
+    links: str
+    inference_id: str = ""
+    ingested_at: str = ""
+
+
+class LogRow(msgspec.Struct, kw_only=True):
+    TABLE: ClassVar[str] = "logs"
+    project_id: str
+    service_name: str
+    timestamp: str
+    observed_timestamp: str
+    trace_id: str
+    span_id: str
+    severity_number: int
+    severity_text: str
+    event_name: str
+    body: str
+    attributes: dict[str, str]
+    resource_attributes: dict[str, str]
+    scope_name: str
+    flags: int
+    ingested_at: str = ""
+
+
+class MetricPointRow(msgspec.Struct, kw_only=True):
+    TABLE: ClassVar[str] = "metric_points"
+    project_id: str
+    service_name: str
+    metric_name: str
+    description: str
+    unit: str
+    type: str
+    aggregation_temporality: str
+    is_monotonic: bool
+    timestamp: str
+    start_timestamp: str
+    attributes: dict[str, str]
+    resource_attributes: dict[str, str]
+    scope_name: str
+    value: float = 0.0
+    count: int = 0
+    sum: float = 0.0
+    min: float | None = None
+    max: float | None = None
+    bucket_counts: list[int] = []
+    explicit_bounds: list[float] = []
+    extra: str = ""
+    ingested_at: str = ""
+
+
+class UnmappedRow(msgspec.Struct, kw_only=True):
+    TABLE: ClassVar[str] = "unmapped_attributes"
+    project_id: str
+    key: str
+    scope_name: str
+    count: int
+    last_seen: str
+    example: str
+
+
+Row = InferenceRow | MessageRow | FeedbackRow | SpanRow | LogRow | MetricPointRow | UnmappedRow
+
+TABLES: tuple[str, ...] = (
+    "inferences", "messages", "feedback", "spans", "logs", "metric_points", "unmapped_attributes",
+)
+
+
+class RowBatch(msgspec.Struct):
+    """Rows mapped from one request, by table."""
+
+    inferences: list[InferenceRow] = []
+    messages: list[MessageRow] = []
+    feedback: list[FeedbackRow] = []
+    spans: list[SpanRow] = []
+    logs: list[LogRow] = []
+    metric_points: list[MetricPointRow] = []
+    unmapped_attributes: list[UnmappedRow] = []
+
+    def count(self) -> int:
+        return sum(len(getattr(self, t)) for t in TABLES)
+
+
+class EncodedBatch(msgspec.Struct):
+    """A RowBatch as JSONEachRow blocks: what crosses from the mapper to the writer (cheap to
+    hand between threads or processes)."""
+
+    blocks: dict[str, bytes]
+    rows: dict[str, int]
+
+
+def encode_batch(batch: RowBatch, ingested_at: str, encoder: msgspec.json.Encoder | None = None) -> EncodedBatch:
+    enc = encoder or msgspec.json.Encoder()
+    blocks: dict[str, bytes] = {}
+    rows: dict[str, int] = {}
+    for table in TABLES:
+        items = getattr(batch, table)
+        if not items:
+            continue
+        if table != "unmapped_attributes":
+            for row in items:
+                row.ingested_at = ingested_at
+        buf = bytearray()
+        for row in items:
+            enc.encode_into(row, buf, len(buf))
+            buf += b"\n"
+        blocks[table] = bytes(buf)
+        rows[table] = len(items)
+    return EncodedBatch(blocks=blocks, rows=rows)

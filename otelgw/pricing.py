@@ -1,0 +1,76 @@
+"""Token prices (USD per million tokens) from semconv/pricing.toml, optionally overridden by a
+user table, and the cost of one inference."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+from otelgw.resources import semconv_dir
+
+
+class Price(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    input: float
+    output: float
+    cached_input: float | None = None
+
+
+class _PricingFile(msgspec.Struct, forbid_unknown_fields=True):
+    models: dict[str, Price] = {}
+
+
+class Pricing:
+    def __init__(self, models: dict[str, Price]) -> None:
+        self._exact = {k.lower(): v for k, v in models.items() if not k.endswith("*")}
+        # Longest prefix first, so "gpt-4o-mini*" wins over "gpt-4o*".
+        self._prefixes = sorted(
+            ((k[:-1].lower(), v) for k, v in models.items() if k.endswith("*")), key=lambda kv: -len(kv[0])
+        )
+        self._cache: dict[str, Price | None] = {}
+
+    @classmethod
+    def load(cls, override: str | Path | None = None) -> Pricing:
+        models = _read(semconv_dir() / "pricing.toml")
+        if override:
+            models.update(_read(Path(override)))
+        return cls(models)
+
+    def lookup(self, model: str) -> Price | None:
+        if not model:
+            return None
+        found = self._cache.get(model, False)
+        if found is not False:
+            return found  # type: ignore[return-value]
+        name = model.lower().rsplit("/", 1)[-1]
+        price = self._exact.get(name)
+        if price is None:
+            for prefix, candidate in self._prefixes:
+                if name.startswith(prefix):
+                    price = candidate
+                    break
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[model] = price
+        return price
+
+    def cost(self, model: str, input_tokens: int, cached_input_tokens: int, output_tokens: int) -> float | None:
+        """USD for one call. Input tokens include the cached ones, as OTel's
+        gen_ai.usage.input_tokens does, so cached tokens are priced at the cached rate."""
+        price = self.lookup(model)
+        if price is None:
+            return None
+        cached = min(max(cached_input_tokens, 0), max(input_tokens, 0))
+        uncached = max(input_tokens, 0) - cached
+        cached_rate = price.cached_input if price.cached_input is not None else price.input
+        return (uncached * price.input + cached * cached_rate + max(output_tokens, 0) * price.output) / 1_000_000
+
+
+def _read(path: Path) -> dict[str, Price]:
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        return dict(msgspec.convert(raw, _PricingFile).models)
+    except (OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"pricing table {path}: {exc}") from exc

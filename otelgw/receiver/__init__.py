@@ -1,0 +1,1 @@
+"""OTLP receivers (gRPC and HTTP) and the pure request decoder they share."""

@@ -1,0 +1,115 @@
+"""OTLP/HTTP receiver (aiohttp): /v1/traces, /v1/logs, /v1/metrics, and the Langfuse SDK path.
+
+aiohttp decodes gzip, deflate and zstd bodies and applies client_max_size to the decoded size,
+so a compression bomb is cut off with 413 before it is in memory whole. Answers follow the OTLP
+spec: the response in the request's encoding, google.rpc.Status bodies on errors, 503 with
+Retry-After when the gateway cannot take more.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from google.protobuf.json_format import MessageToJson
+
+from otelgw.pipeline.pipeline import Overloaded, Pipeline
+from otelgw.pipeline.request import Signal
+from otelgw.receiver.decode import DecodeError, Encoding
+from otelgw.receiver.ingest import BadProject, clean_project, ingest
+
+log = logging.getLogger(__name__)
+
+PATHS: dict[str, Signal] = {
+    "/v1/traces": Signal.TRACES,
+    "/v1/logs": Signal.LOGS,
+    "/v1/metrics": Signal.METRICS,
+    # The Langfuse SDK posts OTLP here: apps instrumented for Langfuse switch by changing a URL.
+    "/api/public/otel/v1/traces": Signal.TRACES,
+}
+
+CONTENT_TYPES: dict[str, Encoding] = {
+    "application/x-protobuf": Encoding.PROTOBUF,
+    "application/protobuf": Encoding.PROTOBUF,
+    "application/json": Encoding.JSON,
+}
+MEDIA_TYPE = {Encoding.PROTOBUF: "application/x-protobuf", Encoding.JSON: "application/json"}
+CONTENT_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate", "zstd"})
+PROJECT_HEADER = "x-otelgw-project"
+
+PIPELINE_KEY: web.AppKey[Pipeline] = web.AppKey("pipeline", Pipeline)
+EXECUTOR_KEY: web.AppKey[Executor | None] = web.AppKey("decode_executor", object)  # type: ignore[arg-type]
+
+# google.rpc.Code values for the Status body of an error answer.
+_RPC_CODE = {400: 3, 413: 8, 415: 3, 429: 8, 503: 14, 500: 13}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def status_protobuf(code: int, message: str) -> bytes:
+    """A google.rpc.Status message (code = 1, message = 2) without pulling in googleapis."""
+    text = message.encode()
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+def error_response(status: int, message: str, encoding: Encoding | None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    code = _RPC_CODE.get(status, 2)
+    if encoding is Encoding.PROTOBUF:
+        return web.Response(status=status, body=status_protobuf(code, message),
+                            content_type=MEDIA_TYPE[Encoding.PROTOBUF], headers=headers)
+    return web.json_response({"code": code, "message": message}, status=status, headers=headers)
+
+
+async def handle_export(request: web.Request) -> web.Response:
+    signal = PATHS[request.path]
+    encoding = CONTENT_TYPES.get(request.content_type)
+    if encoding is None:
+        return error_response(415, f"unsupported Content-Type {request.content_type!r}: use "
+                                   "application/x-protobuf or application/json", None)
+    content_encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if content_encoding not in CONTENT_ENCODINGS:
+        return error_response(415, f"unsupported Content-Encoding {content_encoding!r}: use gzip, deflate, "
+                                   "zstd or none", encoding)
+    try:
+        project = clean_project(request.headers.get(PROJECT_HEADER))
+    except BadProject as exc:
+        return error_response(400, str(exc), encoding)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, f"request body exceeds {request.client_max_size} bytes (after decompression)",
+                              encoding)
+    except (HttpProcessingError, ValueError) as exc:
+        # RequestPayloadError / ContentEncodingError: a body that does not decompress.
+        return error_response(400, f"cannot read request body: {exc}".strip(), encoding)
+    pipeline = request.app[PIPELINE_KEY]
+    try:
+        response = await ingest(pipeline, request.app[EXECUTOR_KEY], signal, body, encoding, project)
+    except DecodeError as exc:
+        return error_response(400, str(exc), encoding)
+    except Overloaded as exc:
+        return error_response(503, str(exc), encoding, headers={"Retry-After": str(max(1, round(exc.retry_after_s)))})
+    if encoding is Encoding.PROTOBUF:
+        return web.Response(body=response.SerializeToString(), content_type=MEDIA_TYPE[encoding])
+    return web.Response(text=MessageToJson(response, indent=None), content_type=MEDIA_TYPE[encoding])
+
+
+def build_otlp_http_app(pipeline: Pipeline, max_request_bytes: int, executor: Executor | None) -> web.Application:
+    app = web.Application(client_max_size=max_request_bytes)
+    app[PIPELINE_KEY] = pipeline
+    app[EXECUTOR_KEY] = executor
+    app.add_routes([web.post(path, handle_export) for path in PATHS])
+    return app

@@ -1,0 +1,288 @@
+"""Load the convention tables in semconv/*.toml and compile them for the mapper.
+
+The tables are data; this module turns them into lookups that cost little per span: detection
+rules grouped by attribute, per-family ordered source lists, and a cached "is this attribute
+understood" test for the unmapped-attribute report.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from otelgw.resources import semconv_dir
+
+# Fields an inference row takes from the tables, with the type each source is coerced to.
+FIELD_TYPES: dict[str, type] = {
+    "operation": str,
+    "provider": str,
+    "request_model": str,
+    "response_model": str,
+    "input_tokens": int,
+    "output_tokens": int,
+    "cached_input_tokens": int,
+    "reasoning_tokens": int,
+    "total_tokens": int,
+    "cost_usd": float,
+    "ttft_ms": float,
+    "is_streaming": bool,
+    "error_type": str,
+    "error_message": str,
+    "level": str,
+    "finish_reason": str,
+    "response_id": str,
+    "session_id": str,
+    "user_id": str,
+    "inference_id": str,
+}
+
+# Attribute prefixes that look like GenAI data: such a key no table knows is reported.
+GENAI_PREFIXES: tuple[str, ...] = ("gen_ai.", "llm.", "langfuse.", "ai.", "traceloop.")
+
+
+class SourceSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    attribute: str = ""
+    json: str = ""
+    path: str = ""
+    event: str = ""
+    span_name: str = ""
+    since_start: str = ""
+    scale: float = 1.0
+    map: dict[str, Any] = {}
+    lower: bool = False
+
+
+class DetectRule(msgspec.Struct, forbid_unknown_fields=True):
+    attribute: str = ""
+    in_: list[str] = msgspec.field(default_factory=list, name="in")
+    requires_any: list[str] = []
+    scope_prefix: str = ""
+    span_name: str = ""
+
+
+class MessageSpec(msgspec.Struct, forbid_unknown_fields=True):
+    direction: Literal["input", "output", "system"]
+    shape: Literal["json", "indexed", "role_lines", "text", "events"]
+    attribute: str = ""
+    event: str = ""
+    default_role: str = ""
+    mime_attribute: str = ""
+    # indexed shape: sub-keys under `prefix{i}.`; `{j}` stands for a part or tool-call index
+    prefix: str = ""
+    role: str = ""
+    content: str = ""
+    content_parts: str = ""
+    content_may_be_json: bool = False
+    tool_name: str = ""
+    tool_arguments: str = ""
+    tool_id: str = ""
+    tool_call_id: str = ""
+    name: str = ""
+    finish_reason: str = ""
+    # text shape: a tool call carried in separate attributes
+    tool_calls_attribute: str = ""
+    tool_name_attribute: str = ""
+    tool_id_attribute: str = ""
+    tool_arguments_attribute: str = ""
+
+    def attributes(self) -> list[str]:
+        return [a for a in (self.attribute, self.mime_attribute, self.tool_calls_attribute,
+                            self.tool_name_attribute, self.tool_id_attribute, self.tool_arguments_attribute) if a]
+
+
+class FamilyTable(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    priority: int
+    description: str = ""
+    detect: list[DetectRule] = []
+    defaults: dict[str, Any] = {}
+    fields: dict[str, list[str | SourceSpec]] = {}
+    messages: list[MessageSpec] = []
+    known: list[str] = []
+    known_prefixes: list[str] = []
+
+
+class Source(msgspec.Struct, frozen=True):
+    """One compiled source: `kind` picks how `key` is read."""
+
+    kind: Literal["attribute", "json", "event", "event_attribute", "span_name", "since_start"]
+    key: str
+    path: tuple[str, ...] = ()
+    event: str = ""
+    pattern: re.Pattern[str] | None = None
+    scale: float = 1.0
+    mapping: dict[str, Any] | None = None
+    lower: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.kind in ("event", "event_attribute"):
+            return f"event:{self.event}"
+        return f"{'attribute' if self.kind in ('attribute', 'since_start') else self.kind}:{self.key}"
+
+
+def _compile_source(raw: str | SourceSpec, where: str) -> Source:
+    spec = SourceSpec(attribute=raw) if isinstance(raw, str) else raw
+    mapping = {str(k).lower(): v for k, v in spec.map.items()} or None
+    common = {"scale": spec.scale, "mapping": mapping, "lower": spec.lower}
+    if spec.json:
+        return Source("json", spec.json, path=tuple(p for p in spec.path.split(".") if p), **common)
+    if spec.event:
+        if spec.attribute:
+            return Source("event_attribute", spec.attribute, event=spec.event, **common)
+        return Source("event", "", event=spec.event, **common)
+    if spec.span_name:
+        try:
+            pattern = re.compile(spec.span_name)
+        except re.error as exc:
+            raise ValueError(f"{where}: bad span_name regex: {exc}") from exc
+        if pattern.groups < 1:
+            raise ValueError(f"{where}: span_name regex needs one group")
+        return Source("span_name", "", pattern=pattern, **common)
+    if spec.since_start:
+        return Source("since_start", spec.since_start, **common)
+    if spec.attribute:
+        return Source("attribute", spec.attribute, **common)
+    raise ValueError(f"{where}: a source needs attribute, json, event, span_name or since_start")
+
+
+class Rule(msgspec.Struct, frozen=True):
+    attribute: str
+    values: frozenset[str]
+    requires_any: tuple[str, ...]
+    scope_prefix: str
+    span_name: re.Pattern[str] | None
+
+
+class Family(msgspec.Struct):
+    name: str
+    priority: int
+    detect: list[Rule]
+    defaults: dict[str, Any]
+    sources: dict[str, list[Source]]
+    messages: list[MessageSpec]
+
+
+class Conventions:
+    """Every family, compiled. Immutable after construction except for bounded caches."""
+
+    def __init__(self, tables: list[FamilyTable]) -> None:
+        tables = sorted(tables, key=lambda t: t.priority)
+        names = [t.name for t in tables]
+        if len(names) != len(set(names)):
+            raise ValueError(f"two convention tables share a name: {names}")
+        self.families: list[Family] = []
+        known: set[str] = set()
+        prefixes: set[str] = set()
+        for table in tables:
+            sources: dict[str, list[Source]] = {}
+            for field, raws in table.fields.items():
+                if field not in FIELD_TYPES:
+                    raise ValueError(f"{table.name}: unknown field {field!r} (known: {', '.join(FIELD_TYPES)})")
+                compiled = [_compile_source(r, f"{table.name}.fields.{field}") for r in raws]
+                sources[field] = compiled
+                for src in compiled:
+                    if src.key:
+                        known.add(src.key)
+            for field in table.defaults:
+                if field not in FIELD_TYPES:
+                    raise ValueError(f"{table.name}: unknown default {field!r}")
+            known.update(rule.attribute for rule in table.detect if rule.attribute)
+            for spec in table.messages:
+                known.update(spec.attributes())
+                if spec.shape == "indexed":
+                    if not spec.prefix:
+                        raise ValueError(f"{table.name}: indexed messages need a prefix")
+                    prefixes.add(spec.prefix)
+            known.update(table.known)
+            prefixes.update(table.known_prefixes)
+            rules: list[Rule] = []
+            for i, r in enumerate(table.detect):
+                if not r.attribute and not (r.scope_prefix and r.span_name):
+                    raise ValueError(f"{table.name}.detect[{i}]: needs an attribute, or scope_prefix with span_name")
+                try:
+                    name_re = re.compile(r.span_name) if r.span_name else None
+                except re.error as exc:
+                    raise ValueError(f"{table.name}.detect[{i}]: bad span_name regex: {exc}") from exc
+                rules.append(Rule(r.attribute, frozenset(v.lower() for v in r.in_), tuple(r.requires_any),
+                                  r.scope_prefix, name_re))
+            self.families.append(Family(table.name, table.priority, rules, table.defaults, sources, table.messages))
+        self._known = frozenset(known)
+        self._known_prefixes = tuple(sorted(prefixes))
+        self._known_cache: dict[str, bool] = {}
+        # Per detected family: its own sources first, then every other family's by priority.
+        self._ordered_sources: dict[str | None, dict[str, list[Source]]] = {}
+        self._ordered_messages: dict[str | None, list[MessageSpec]] = {}
+        for first in [None, *self.families]:
+            order = ([first] if first else []) + [f for f in self.families if f is not first]
+            merged: dict[str, list[Source]] = {}
+            for fam in order:
+                for field, srcs in fam.sources.items():
+                    merged.setdefault(field, []).extend(srcs)
+            key = first.name if first else None
+            self._ordered_sources[key] = merged
+            self._ordered_messages[key] = [m for fam in order for m in fam.messages]
+        # Detection: which attributes can trigger a rule, so most plain spans cost one set test.
+        self._detect_keys = frozenset(rule.attribute for fam in self.families for rule in fam.detect)
+        self._scope_rules = tuple(rule.scope_prefix for fam in self.families for rule in fam.detect
+                                  if not rule.attribute)
+
+    def detect(self, attrs: dict[str, Any], scope_name: str, span_name: str = "") -> Family | None:
+        if self._detect_keys.isdisjoint(attrs) and not (self._scope_rules and scope_name.startswith(self._scope_rules)):
+            return None
+        for fam in self.families:
+            for rule in fam.detect:
+                if rule.attribute:
+                    value = attrs.get(rule.attribute)
+                    if value is None:
+                        continue
+                    if rule.values and not (isinstance(value, str) and value.lower() in rule.values):
+                        continue
+                if rule.scope_prefix and not scope_name.startswith(rule.scope_prefix):
+                    continue
+                if rule.span_name is not None and not rule.span_name.search(span_name):
+                    continue
+                if rule.requires_any and not any(k in attrs for k in rule.requires_any):
+                    continue
+                return fam
+        return None
+
+    def sources(self, family: Family | None) -> dict[str, list[Source]]:
+        return self._ordered_sources[family.name if family else None]
+
+    def message_specs(self, family: Family | None) -> list[MessageSpec]:
+        return self._ordered_messages[family.name if family else None]
+
+    def is_unmapped(self, key: str) -> bool:
+        """True for a GenAI-looking attribute that no table reads or lists as known."""
+        hit = self._known_cache.get(key)
+        if hit is not None:
+            return hit
+        result = key.startswith(GENAI_PREFIXES) and key not in self._known and not key.startswith(self._known_prefixes)
+        if len(self._known_cache) > 50_000:
+            self._known_cache.clear()
+        self._known_cache[key] = result
+        return result
+
+
+def load_tables(folder: Path | None = None) -> list[FamilyTable]:
+    folder = folder or semconv_dir()
+    tables: list[FamilyTable] = []
+    for path in sorted(folder.glob("*.toml")):
+        if path.name == "pricing.toml":
+            continue
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+            tables.append(msgspec.convert(raw, FamilyTable))
+        except (OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+            raise ValueError(f"convention table {path.name}: {exc}") from exc
+    return tables
+
+
+def load_conventions(folder: Path | None = None) -> Conventions:
+    return Conventions(load_tables(folder))

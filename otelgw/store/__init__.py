@@ -1,0 +1,1 @@
+"""ClickHouse storage: one client path for embedded chDB and a ClickHouse server."""
