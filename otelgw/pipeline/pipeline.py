@@ -125,6 +125,10 @@ class Pipeline:
             finally:
                 self._queue.task_done()
 
+    async def drain(self) -> None:
+        """Wait until every accepted request has been mapped and handed to the writer."""
+        await self._queue.join()
+
     async def stop(self, timeout: float) -> bool:
         """Stop accepting, map everything queued, flush the writer. True if all of it landed."""
         self._closing = True

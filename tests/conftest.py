@@ -1,0 +1,112 @@
+"""Test harness: a real gateway (receivers, pipeline, writer, API) on ephemeral ports, backed by
+real ClickHouse through embedded chDB.
+
+chDB allows one data path per process, so the whole session shares one path and every gateway
+gets its own database in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+from otelgw.app import Gateway
+from otelgw.config import Config
+from otelgw.store.client import DSN, ClientFactory
+
+
+class RunningGateway:
+    """A Gateway on its own event-loop thread, plus a ClickHouse client for assertions."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.loop = uvloop.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="gateway-loop", daemon=True)
+        self._thread.start()
+        self.gateway = Gateway(cfg)
+        self._call(self.gateway.start())
+        self.ports = self.gateway.ports
+        self._clients = ClientFactory(DSN(cfg.clickhouse_dsn))
+
+    def _call(self, coro: Any, timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.otlp_http}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.ports.otlp_grpc}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.api}"
+
+    def settle(self, timeout: float = 30) -> None:
+        """Everything accepted so far is mapped and in ClickHouse."""
+        self._call(self.gateway.pipeline.drain(), timeout)
+        assert self.gateway.writer.flush(timeout), "writer did not flush in time"
+
+    def query(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        return list(self._clients.get().query(sql, parameters=params).named_results())
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        return self._clients.get().query(sql, parameters=params).result_rows[0][0]
+
+    def stop(self) -> bool:
+        try:
+            return self._call(self.gateway.stop(), timeout=120)
+        finally:
+            self._clients.close()
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chdb")
+
+
+def start_gateway(chdb_path: Path, database: str, data_dir: Path, **overrides: Any) -> RunningGateway:
+    settings: dict[str, Any] = {
+        "clickhouse_dsn": f"chdb://{chdb_path}?database={database}",
+        "otlp_grpc_addr": "127.0.0.1:0",
+        "otlp_http_addr": "127.0.0.1:0",
+        "api_addr": "127.0.0.1:0",
+        "flush_interval_ms": 100,
+        "data_dir": str(data_dir),
+        "log_format": "text",
+    }
+    settings.update(overrides)
+    return RunningGateway(Config(**settings))
+
+
+@pytest.fixture(scope="module")
+def gateway(chdb_path: Path, request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    database = "t_" + re.sub(r"\W", "_", request.module.__name__.rsplit(".", 1)[-1])
+    running = start_gateway(chdb_path, database, tmp_path_factory.mktemp("gwdata"))
+    try:
+        yield running
+    finally:
+        assert running.stop(), "gateway did not flush everything on stop"
+
+
+def wait_until(predicate: Any, timeout: float = 20, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
