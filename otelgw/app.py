@@ -11,6 +11,7 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import msgspec
@@ -98,7 +99,8 @@ class Gateway:
         cfg = self.cfg
         if cfg.api_addr:
             checks = {"writer": lambda: self.writer.stats.healthy, "accepting": lambda: not self._stopping}
-            self._api_runner, self.ports.api = await _start_site(build_api_app(self.reader, checks), cfg.api_addr)
+            api = build_api_app(self.reader, checks, self.status)
+            self._api_runner, self.ports.api = await _start_site(api, cfg.api_addr)
         if cfg.otlp_http_addr:
             app = build_otlp_http_app(self.pipeline, cfg.max_request_bytes, self._decode_pool)
             runner, self.ports.otlp_http = await _start_site(app, cfg.otlp_http_addr)
@@ -108,6 +110,9 @@ class Gateway:
                 self.pipeline, cfg.otlp_grpc_addr, cfg.max_request_bytes, self._decode_pool)
             await self._grpc.start()
         log.info("otelgw serving", extra={"version": __version__, **msgspec.to_builtins(self.ports)})
+
+    def status(self) -> dict[str, Any]:
+        return {"pipeline": self.pipeline.describe(), "writer": msgspec.to_builtins(self.writer.stats)}
 
     async def stop(self) -> bool:
         """Stop intake, deliver everything accepted, close. True if every row was flushed."""

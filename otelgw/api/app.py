@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
-from otelgw.api import health, inferences, routes, semconv
+from otelgw.api import health, inferences, routes, semconv, status
 from otelgw.api.common import READER_KEY, error
 from otelgw.store.reader import Reader
 
@@ -27,14 +28,18 @@ async def errors_as_json(request: web.Request, handler: Callable) -> web.StreamR
         return error(500, "internal", f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
-def build_api_app(reader: Reader, ready_checks: dict[str, Callable[[], bool]]) -> web.Application:
+def build_api_app(reader: Reader, ready_checks: dict[str, Callable[[], bool]],
+                  status_snapshot: Callable[[], dict[str, Any]]) -> web.Application:
     app = web.Application(middlewares=[errors_as_json])
     app[READER_KEY] = reader
     app[health.READY_CHECKS_KEY] = ready_checks
+    app[status.STATUS_KEY] = status_snapshot
     app.add_routes([
         web.get(routes.PATH_HEALTHZ, health.healthz),
         web.get(routes.PATH_READY, health.ready),
         web.get(routes.PATH_INFERENCE, inferences.get_inference),
         web.get(routes.PATH_SEMCONV_UNMAPPED, semconv.unmapped),
+        web.get(routes.PATH_STATUS, status.status),
+        web.get(routes.PATH_METRICS, status.metrics),
     ])
     return app
