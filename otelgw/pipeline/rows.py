@@ -4,15 +4,26 @@ JSONEachRow reads into DateTime64(9) without losing nanoseconds."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 import msgspec
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# DateTime64(9) ends in April 2262 (int64 nanoseconds): later values are clamped, not rejected,
+# so one bad timestamp cannot fail a whole insert block.
+MAX_NS = 9_223_372_036_000_000_000
+
+
 def ts(ns: int) -> str:
-    if ns <= 0:
-        return "0.000000000"
-    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
+    seconds, frac = divmod(min(max(ns, 0), MAX_NS), 1_000_000_000)
+    if seconds >= 1_000_000_000:
+        return f"{seconds}.{frac:09d}"
+    # ClickHouse reads fewer than 10 integer digits as a date, not as seconds: spell it out.
+    return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S") + f".{frac:09d}"
 
 
 class InferenceRow(msgspec.Struct, kw_only=True):

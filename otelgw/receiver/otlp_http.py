@@ -13,6 +13,7 @@ from concurrent.futures import Executor
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from google.protobuf.json_format import MessageToJson
 
 from otelgw.pipeline.pipeline import Overloaded, Pipeline
@@ -92,7 +93,7 @@ async def handle_export(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, f"request body exceeds {request.client_max_size} bytes (after decompression)",
                               encoding)
-    except (HttpProcessingError, ValueError) as exc:
+    except (RequestPayloadError, HttpProcessingError, ValueError) as exc:
         # RequestPayloadError / ContentEncodingError: a body that does not decompress.
         return error_response(400, f"cannot read request body: {exc}".strip(), encoding)
     pipeline = request.app[PIPELINE_KEY]
