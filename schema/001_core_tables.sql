@@ -1,5 +1,6 @@
 -- Core tables. The names and the columns listed in the ingestion issue are a contract other
 -- tools read: add columns freely, never rename these.
+-- Times are DateTime64 in UTC, so text timestamps parse the same on any server time zone.
 -- ReplacingMergeTree(ingested_at) on every GenAI table: a re-sent span (an exporter retry, a
 -- replayed WAL segment) collapses to one row; read with FINAL or argMax.
 
@@ -10,8 +11,8 @@ CREATE TABLE IF NOT EXISTS inferences
     trace_id            String,
     span_id             String,
     parent_span_id      String,
-    timestamp           DateTime64(9),
-    end_timestamp       DateTime64(9),
+    timestamp           DateTime64(9, 'UTC'),
+    end_timestamp       DateTime64(9, 'UTC'),
     service_name        LowCardinality(String),
     span_name           String,
     span_kind           LowCardinality(String),
@@ -42,7 +43,7 @@ CREATE TABLE IF NOT EXISTS inferences
     input_preview       String,
     output_preview      String,
     attributes          Map(String, String),
-    ingested_at         DateTime64(3),
+    ingested_at         DateTime64(3, 'UTC'),
     INDEX idx_inference_id inference_id TYPE bloom_filter(0.001) GRANULARITY 1,
     INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1,
     INDEX idx_response_id response_id TYPE bloom_filter(0.01) GRANULARITY 1
@@ -57,7 +58,7 @@ CREATE TABLE IF NOT EXISTS messages
 (
     inference_id   UUID,
     project_id     LowCardinality(String),
-    timestamp      DateTime64(9),
+    timestamp      DateTime64(9, 'UTC'),
     direction      LowCardinality(String),
     `index`        UInt32,
     role           LowCardinality(String),
@@ -67,7 +68,7 @@ CREATE TABLE IF NOT EXISTS messages
     name           String,
     finish_reason  LowCardinality(String),
     source         LowCardinality(String),
-    ingested_at    DateTime64(3)
+    ingested_at    DateTime64(3, 'UTC')
 )
 ENGINE = ReplacingMergeTree(ingested_at)
 ORDER BY (inference_id, direction, `index`);
@@ -79,7 +80,7 @@ CREATE TABLE IF NOT EXISTS feedback
     feedback_id   UUID,
     inference_id  UUID,
     project_id    LowCardinality(String),
-    timestamp     DateTime64(9),
+    timestamp     DateTime64(9, 'UTC'),
     kind          LowCardinality(String),
     name          String,
     value         Nullable(Float64),
@@ -90,7 +91,7 @@ CREATE TABLE IF NOT EXISTS feedback
     response_id   String,
     trace_id      String,
     span_id       String,
-    ingested_at   DateTime64(3),
+    ingested_at   DateTime64(3, 'UTC'),
     INDEX idx_response_id response_id TYPE bloom_filter(0.01) GRANULARITY 1
 )
 ENGINE = ReplacingMergeTree(ingested_at)
@@ -107,8 +108,8 @@ CREATE TABLE IF NOT EXISTS spans
     service_name         LowCardinality(String),
     name                 String,
     kind                 LowCardinality(String),
-    start_time           DateTime64(9),
-    end_time             DateTime64(9),
+    start_time           DateTime64(9, 'UTC'),
+    end_time             DateTime64(9, 'UTC'),
     duration_ns          UInt64,
     status_code          LowCardinality(String),
     status_message       String,
@@ -119,7 +120,7 @@ CREATE TABLE IF NOT EXISTS spans
     events               String,
     links                String,
     inference_id         String,
-    ingested_at          DateTime64(3)
+    ingested_at          DateTime64(3, 'UTC')
 )
 ENGINE = ReplacingMergeTree(ingested_at)
 PARTITION BY toYYYYMMDD(start_time)
@@ -129,8 +130,8 @@ CREATE TABLE IF NOT EXISTS logs
 (
     project_id           LowCardinality(String),
     service_name         LowCardinality(String),
-    timestamp            DateTime64(9),
-    observed_timestamp   DateTime64(9),
+    timestamp            DateTime64(9, 'UTC'),
+    observed_timestamp   DateTime64(9, 'UTC'),
     trace_id             String,
     span_id              String,
     severity_number      UInt8,
@@ -141,7 +142,7 @@ CREATE TABLE IF NOT EXISTS logs
     resource_attributes  Map(String, String),
     scope_name           LowCardinality(String),
     flags                UInt32,
-    ingested_at          DateTime64(3)
+    ingested_at          DateTime64(3, 'UTC')
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(timestamp)
@@ -159,8 +160,8 @@ CREATE TABLE IF NOT EXISTS metric_points
     type                    LowCardinality(String),
     aggregation_temporality LowCardinality(String),
     is_monotonic            Bool,
-    timestamp               DateTime64(9),
-    start_timestamp         DateTime64(9),
+    timestamp               DateTime64(9, 'UTC'),
+    start_timestamp         DateTime64(9, 'UTC'),
     attributes              Map(String, String),
     resource_attributes     Map(String, String),
     scope_name              LowCardinality(String),
@@ -172,7 +173,7 @@ CREATE TABLE IF NOT EXISTS metric_points
     bucket_counts           Array(UInt64),
     explicit_bounds         Array(Float64),
     extra                   String,
-    ingested_at             DateTime64(3)
+    ingested_at             DateTime64(3, 'UTC')
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(timestamp)
@@ -186,7 +187,7 @@ CREATE TABLE IF NOT EXISTS unmapped_attributes
     key          String,
     scope_name   LowCardinality(String),
     count        SimpleAggregateFunction(sum, UInt64),
-    last_seen    SimpleAggregateFunction(max, DateTime64(9)),
+    last_seen    SimpleAggregateFunction(max, DateTime64(9, 'UTC')),
     example      SimpleAggregateFunction(anyLast, String)
 )
 ENGINE = AggregatingMergeTree

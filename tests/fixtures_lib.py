@@ -71,7 +71,8 @@ def compare_messages(expected: list[dict[str, Any]], actual: list[dict[str, Any]
             continue
         for j, (ec, ac) in enumerate(zip(exp_calls, act_calls, strict=True)):
             if ec.get("name") != ac.get("name"):
-                problems.append(f"{where}[{i}].tool_calls[{j}].name: expected {ec.get('name')!r}, got {ac.get('name')!r}")
+                problems.append(f"{where}[{i}].tool_calls[{j}].name: expected {ec.get('name')!r}, "
+                                f"got {ac.get('name')!r}")
             if "arguments" in ec and _parse_args(ec["arguments"]) != _parse_args(ac.get("arguments")):
                 problems.append(f"{where}[{i}].tool_calls[{j}].arguments: expected {ec['arguments']!r}, "
                                 f"got {ac.get('arguments')!r}")
@@ -99,9 +100,8 @@ def compare_inference(exp: dict[str, Any], row: dict[str, Any], inputs: list[dic
     if exp.get("status") is not None:
         check("status", exp["status"], "ok" if row["is_success"] else "error")
     check("response_id", exp.get("response_id"), row["response_id"] or None)
-    if exp.get("ttft_ms_available"):
-        if row["ttft_ms"] is None:
-            problems.append("ttft_ms: expected a value, got NULL")
+    if exp.get("ttft_ms_available") and row["ttft_ms"] is None:
+        problems.append("ttft_ms: expected a value, got NULL")
     if exp.get("input_messages") is not None:
         problems += compare_messages(exp["input_messages"], inputs, "input_messages")
     if exp.get("output_messages") is not None:

@@ -123,7 +123,8 @@ def test_invalid_ids_partial_success(gateway) -> None:
 
 
 BAD_INPUTS = [
-    ("corrupt protobuf", b"\x0a\xff\xff\xff\xff\x0f garbage", "application/x-protobuf", {}, 400, "not a valid protobuf"),
+    ("corrupt protobuf", b"\x0a\xff\xff\xff\xff\x0f garbage", "application/x-protobuf", {}, 400,
+     "not a valid protobuf"),
     ("truncated protobuf", None, "application/x-protobuf", {}, 400, "not a valid protobuf"),
     ("invalid JSON", b'{"resourceSpans": [', "application/json", {}, 400, "not valid JSON"),
     ("JSON of the wrong shape", b'{"resourceSpans": {"scopeSpans": 5}}', "application/json", {}, 400,

@@ -148,7 +148,8 @@ def test_sdk_genai_spans_and_events(gateway, transport: str) -> None:
     spans = gateway.query("SELECT name, kind, status_code, inference_id FROM spans FINAL "
                           "WHERE project_id = {p:String} ORDER BY start_time", p=project)
     assert [(s["name"], s["kind"], s["status_code"]) for s in spans] == [
-        ("chat gpt-4o", "client", "unset"), ("chat gpt-4o-mini", "client", "error"), ("GET /health", "internal", "unset")]
+        ("chat gpt-4o", "client", "unset"), ("chat gpt-4o-mini", "client", "error"),
+        ("GET /health", "internal", "unset")]
     assert spans[0]["inference_id"] == str(chat["inference_id"]) and spans[2]["inference_id"] == ""
 
 

@@ -225,7 +225,8 @@ def extract_fields(conv: Conventions, family: Family | None, view: SpanView) -> 
     return Extracted(values, sources)
 
 
-def _from_spec(spec: MessageSpec, reader: _Reader, event_messages: list[tuple[str, Message, int | None]]) -> list[Message]:
+def _from_spec(spec: MessageSpec, reader: _Reader,
+               event_messages: list[tuple[str, Message, int | None]]) -> list[Message]:
     attrs = reader.view.attrs
     if spec.shape == "events":
         return [m for direction, m, _ in event_messages if direction == spec.direction]

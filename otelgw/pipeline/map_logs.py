@@ -55,7 +55,8 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                 trace_hex = record.trace_id.hex()
                 span_hex = record.span_id.hex()
                 linked = bool(trace_hex and span_hex)
-                if linked and (event_name in messages.LEGACY_INPUT_EVENTS or event_name == messages.LEGACY_OUTPUT_EVENT):
+                legacy_event = event_name in messages.LEGACY_INPUT_EVENTS or event_name == messages.LEGACY_OUTPUT_EVENT
+                if linked and legacy_event:
                     body = any_to_py(record.body) if record.HasField("body") else None
                     found = messages.legacy_event(event_name, body, attrs)
                     if found:

@@ -132,8 +132,9 @@ class Mapper:
                     for index, event in enumerate(events):
                         if event.name == EVALUATION_EVENT:
                             target = inference_id or derived_inference_id(trace_hex, span_hex)
+                            at_ns = event.time_ns or end_ns
                             batch.feedback.append(self.evaluation(event.attrs, target, project, trace_hex, span_hex,
-                                                                  event.time_ns or end_ns, "span_event", index, service))
+                                                                  at_ns, "span_event", index, service))
                     batch.spans.append(SpanRow(
                         trace_id=trace_hex,
                         span_id=span_hex,

@@ -19,8 +19,8 @@ import msgspec
 from otelgw.pipeline.map_logs import map_logs
 from otelgw.pipeline.map_metrics import map_metrics
 from otelgw.pipeline.mapper import Mapper
-from otelgw.pipeline.rows import RowBatch, encode_batch, ts
 from otelgw.pipeline.request import Decoded, Signal
+from otelgw.pipeline.rows import RowBatch, encode_batch, ts
 from otelgw.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,6 @@ from typing import ClassVar
 
 import msgspec
 
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -55,10 +55,7 @@ _json_decoder = msgspec.json.Decoder()
 
 
 def decode(signal: Signal, body: bytes, encoding: Encoding) -> Decoded:
-    if encoding is Encoding.PROTOBUF:
-        message = _from_protobuf(signal, body)
-    else:
-        message = _from_json(signal, body)
+    message = _from_protobuf(signal, body) if encoding is Encoding.PROTOBUF else _from_json(signal, body)
     if signal is Signal.TRACES:
         return _validate_traces(message)
     if signal is Signal.LOGS:

@@ -1,0 +1,219 @@
+"""The mapper as a pure function, for convention shapes the captured fixtures do not cover:
+vLLM server spans, the Vercel AI SDK, older OpenLLMetry and OTel GenAI forms, malformed values."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+
+from otelgw.app import build_mapper
+from otelgw.config import Config
+from otelgw.pipeline.rows import RowBatch
+from otelgw.pricing import Pricing
+from otelgw.semconv import Conventions, load_tables
+
+START = 1_764_150_000_000_000_000
+
+
+def _value(value: Any) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, list):
+        return AnyValue(array_value=ArrayValue(values=[_value(v) for v in value]))
+    return AnyValue(string_value=value)
+
+
+def map_span(name: str, attrs: dict[str, Any], events: list[tuple[str, int, dict[str, Any]]] = (),
+             scope: str = "test", status: int = 0, duration_ms: int = 1000) -> RowBatch:
+    request = ExportTraceServiceRequest()
+    scope_spans = request.resource_spans.add().scope_spans.add()
+    scope_spans.scope.name = scope
+    span = scope_spans.spans.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name=name,
+                                 start_time_unix_nano=START, end_time_unix_nano=START + duration_ms * 1_000_000)
+    span.status.code = status
+    span.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in attrs.items())
+    for event_name, offset_ms, event_attrs in events:
+        event = span.events.add(name=event_name, time_unix_nano=START + offset_ms * 1_000_000)
+        event.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in event_attrs.items())
+    return build_mapper(Config()).map_traces(request, "", time.time_ns())
+
+
+def messages(batch: RowBatch, direction: str) -> list[tuple[str, str]]:
+    return [(m.role, m.content) for m in batch.messages if m.direction == direction]
+
+
+def test_vllm_server_span() -> None:
+    batch = map_span("llm_request", {
+        "gen_ai.response.model": "meta-llama/Llama-3.1-8B-Instruct", "gen_ai.request.id": "cmpl-1",
+        "gen_ai.usage.prompt_tokens": 120, "gen_ai.usage.completion_tokens": 30,
+        "gen_ai.latency.time_in_queue": 0.01, "gen_ai.latency.time_to_first_token": 0.085,
+        "gen_ai.latency.e2e": 0.9,
+    })
+    (row,) = batch.inferences
+    assert (row.family, row.provider, row.response_id) == ("vllm", "vllm", "cmpl-1")
+    assert (row.input_tokens, row.output_tokens) == (120, 30)
+    assert row.ttft_ms == pytest.approx(85.0) and row.ttft_source == "attribute:gen_ai.latency.time_to_first_token"
+    # Model ids with an org prefix are priced by their own name.
+    assert row.cost_source == "pricing" and row.cost_usd == pytest.approx((120 + 30) * 0.18 / 1e6)
+
+
+def test_vercel_ai_sdk_do_stream() -> None:
+    batch = map_span("ai.streamText.doStream", {
+        "ai.operationId": "ai.streamText.doStream", "ai.model.id": "gpt-4o-mini", "ai.model.provider": "openai.chat",
+        "ai.usage.inputTokens": 50, "ai.usage.outputTokens": 12, "ai.response.finishReason": "tool-calls",
+        "ai.response.msToFirstChunk": 321.5, "ai.telemetry.metadata.sessionId": "sess-9",
+        "ai.prompt.messages": json.dumps([
+            {"role": "system", "content": "You help."},
+            {"role": "user", "content": [{"type": "text", "text": "Weather?"}]},
+            {"role": "assistant", "content": [{"type": "tool-call", "toolCallId": "c1", "toolName": "weather",
+                                               "input": {"city": "Oslo"}}]},
+            {"role": "tool", "content": [{"type": "tool-result", "toolCallId": "c1", "toolName": "weather",
+                                          "output": {"temp": 3}}]},
+        ]),
+        "ai.response.text": "",
+        "ai.response.toolCalls": json.dumps([{"toolCallId": "c2", "toolName": "forecast", "input": "{\"d\":2}"}]),
+        "gen_ai.system": "openai.chat", "gen_ai.request.model": "gpt-4o-mini",
+    })
+    (row,) = batch.inferences
+    assert (row.family, row.operation, row.is_streaming) == ("vercel_ai", "chat", True)
+    assert (row.ttft_ms, row.ttft_source) == (321.5, "attribute:ai.response.msToFirstChunk")
+    assert (row.session_id, row.finish_reason) == ("sess-9", "tool-calls")
+    inputs = [m for m in batch.messages if m.direction == "input"]
+    assert [m.role for m in inputs] == ["system", "user", "assistant", "tool"]
+    assert inputs[1].content == "Weather?"
+    assert json.loads(inputs[2].tool_calls)[0]["name"] == "weather"
+    assert inputs[3].tool_call_id == "c1" and json.loads(inputs[3].content) == {"temp": 3}
+    (out,) = [m for m in batch.messages if m.direction == "output"]
+    assert json.loads(out.tool_calls) == [{"id": "c2", "name": "forecast", "arguments": "{\"d\":2}"}]
+
+
+def test_vercel_outer_span_is_not_an_inference() -> None:
+    batch = map_span("ai.streamText", {"ai.operationId": "ai.streamText", "ai.model.id": "gpt-4o-mini"})
+    assert batch.inferences == [] and len(batch.spans) == 1
+
+
+def test_openllmetry_indexed_prompts() -> None:
+    batch = map_span("openai.chat", {
+        "llm.request.type": "chat", "gen_ai.system": "OpenAI", "gen_ai.request.model": "gpt-3.5-turbo",
+        "gen_ai.usage.prompt_tokens": 9, "gen_ai.usage.completion_tokens": 4, "llm.usage.total_tokens": 13,
+        "traceloop.association.properties.user_id": "u-1",
+        "gen_ai.prompt.0.role": "system", "gen_ai.prompt.0.content": "Short answers.",
+        "gen_ai.prompt.1.role": "user",
+        "gen_ai.prompt.1.content": json.dumps([{"type": "text", "text": "Hi"}, {"type": "image_url", "image_url": {}}]),
+        "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.finish_reason": "tool_calls",
+        "gen_ai.completion.0.tool_calls.0.name": "lookup", "gen_ai.completion.0.tool_calls.0.id": "t1",
+        "gen_ai.completion.0.tool_calls.0.arguments": "{\"q\": 1}",
+    })
+    (row,) = batch.inferences
+    assert (row.family, row.provider, row.total_tokens, row.user_id) == ("openllmetry", "openai", 13, "u-1")
+    assert messages(batch, "input") == [("system", "Short answers."), ("user", "Hi\n[image_url]")]
+    (out,) = [m for m in batch.messages if m.direction == "output"]
+    assert out.finish_reason == "tool_calls" and json.loads(out.tool_calls)[0]["name"] == "lookup"
+    assert row.finish_reason == "tool_calls"
+    # Indexed message keys are consumed into message rows, not repeated in attributes.
+    assert not any(k.startswith("gen_ai.prompt.") for k in row.attributes)
+
+
+def test_older_otel_prompt_events_and_legacy_span_events() -> None:
+    batch = map_span("chat gpt-4", {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4"}, events=[
+        ("gen_ai.content.prompt", 1, {"gen_ai.prompt": json.dumps([{"role": "user", "content": "2+2?"}])}),
+        ("gen_ai.content.completion", 900, {"gen_ai.completion": json.dumps([{"role": "assistant", "content": "4"}])}),
+    ])
+    assert messages(batch, "input") == [("user", "2+2?")]
+    assert messages(batch, "output") == [("assistant", "4")]
+    batch = map_span("chat gpt-4", {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4"}, events=[
+        ("gen_ai.user.message", 1, {"gen_ai.system": "openai", "content": "Hello"}),
+        ("gen_ai.choice", 800, {"index": 0, "finish_reason": "stop",
+                                "message": json.dumps({"role": "assistant", "content": "Hey"})}),
+    ])
+    assert messages(batch, "input") == [("user", "Hello")]
+    assert [m.finish_reason for m in batch.messages if m.direction == "output"] == ["stop"]
+
+
+def test_operation_and_model_from_span_name_on_failure() -> None:
+    batch = map_span("embeddings text-embedding-3-small", {}, scope="openlit.otel.tracing", status=2,
+                     events=[("exception", 5, {"exception.type": "openai.APITimeoutError",
+                                               "exception.message": "timed out"})])
+    (row,) = batch.inferences
+    assert (row.operation, row.request_model) == ("embeddings", "text-embedding-3-small")
+    assert (row.is_success, row.error_type, row.error_message) == (False, "openai.APITimeoutError", "timed out")
+
+
+def test_malformed_values_never_fail() -> None:
+    batch = map_span("chat x", {
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": "x",
+        "gen_ai.usage.input_tokens": "lots", "gen_ai.usage.output_tokens": -3,
+        "gen_ai.server.time_to_first_token": "NaN", "gen_ai.input.messages": "{not json",
+        "gen_ai.output.messages": json.dumps({"unexpected": ["shape"]}), "gen_ai.usage.cost": "free",
+        "gen_ai.response.finish_reasons": [],
+    })
+    (row,) = batch.inferences
+    assert (row.input_tokens, row.output_tokens, row.ttft_ms) == (0, 0, None)
+    # Unparseable message JSON is kept as text, not dropped.
+    assert messages(batch, "input") == [("user", "{not json")]
+    assert row.attributes["gen_ai.usage.input_tokens"] == "lots"
+
+
+def test_langfuse_cost_attribute_preferred_and_zero_cost_repriced() -> None:
+    batch = map_span("gen", {"langfuse.observation.type": "generation", "langfuse.observation.model.name": "gpt-4o",
+                             "langfuse.observation.cost_details": json.dumps({"total": 0.5})})
+    assert (batch.inferences[0].cost_usd, batch.inferences[0].cost_source) == (
+        0.5, "json:langfuse.observation.cost_details")
+    batch = map_span("chat gpt-4o", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                                     "gen_ai.usage.input_tokens": 1_000_000, "gen_ai.usage.cost": 0},
+                     scope="openlit.otel.tracing")
+    assert (batch.inferences[0].cost_usd, batch.inferences[0].cost_source) == (2.5, "pricing")
+
+
+def test_unmapped_attributes_counted_per_key_and_scope() -> None:
+    batch = map_span("chat m", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                                "gen_ai.brand_new": "v1", "llm.other": 3, "http.method": "GET"}, scope="lib-x")
+    found = {(u.key, u.scope_name): (u.count, u.example) for u in batch.unmapped_attributes}
+    assert found == {("gen_ai.brand_new", "lib-x"): (1, "v1"), ("llm.other", "lib-x"): (1, "3")}
+
+
+def test_table_errors_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "10-x.toml").write_text('name = "x"\npriority = 1\n[fields]\nmodel_name = ["a"]\n')
+    with pytest.raises(ValueError, match="unknown field 'model_name'"):
+        Conventions(load_tables(tmp_path))
+    (tmp_path / "10-x.toml").write_text('name = "x"\npriority = 1\nfields = 3\n')
+    with pytest.raises(ValueError, match="10-x.toml"):
+        load_tables(tmp_path)
+
+
+def test_alias_is_a_table_edit(tmp_path: Path) -> None:
+    from otelgw.resources import semconv_dir
+
+    for table in semconv_dir().glob("*.toml"):
+        (tmp_path / table.name).write_text(table.read_text())
+    (tmp_path / "05-acme.toml").write_text(
+        'name = "acme"\npriority = 5\n[[detect]]\nattribute = "acme.llm.model"\n'
+        '[fields]\nrequest_model = ["acme.llm.model"]\ninput_tokens = ["acme.tokens.in"]\n')
+    conv = Conventions(load_tables(tmp_path))
+    family = conv.detect({"acme.llm.model": "m1"}, "acme")
+    assert family is not None and family.name == "acme"
+
+
+def test_pricing_override(tmp_path: Path) -> None:
+    override = tmp_path / "prices.toml"
+    override.write_text('[models]\n"gpt-4o*" = { input = 1.0, output = 2.0 }\n'
+                        '"in-house-7b" = { input = 0.01, output = 0.02 }\n')
+    pricing = Pricing.load(override)
+    assert pricing.cost("gpt-4o-2024-08-06", 1_000_000, 0, 1_000_000) == pytest.approx(3.0)
+    assert pricing.cost("in-house-7b", 1_000_000, 0, 0) == pytest.approx(0.01)
+    assert pricing.cost("gpt-4o-mini", 1_000_000, 500_000, 0) == pytest.approx(0.5 * 0.15 + 0.5 * 0.075)
+    assert pricing.cost("unknown-model", 10, 0, 10) is None
+    with pytest.raises(ValueError, match="pricing table"):
+        bad = tmp_path / "bad.toml"
+        bad.write_text('[models]\n"x" = { input = "cheap" }\n')
+        Pricing.load(bad)
