@@ -306,11 +306,11 @@ class RssSampler(threading.Thread):
         self.peak_kib = 0
         self.hwm_kib = 0
         self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         t0 = time.monotonic()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             st = proc_status(self.pid)
             if not st:
                 return
@@ -318,10 +318,10 @@ class RssSampler(threading.Thread):
             self.peak_kib = max(self.peak_kib, rss)
             self.hwm_kib = max(self.hwm_kib, st.get("VmHWM", 0))
             self.samples.append((time.monotonic() - t0, rss))
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(2)
 
     def rss_at(self, fraction: float) -> int:
