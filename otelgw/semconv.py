@@ -167,6 +167,39 @@ class Family(msgspec.Struct):
     messages: list[MessageSpec]
 
 
+class Plan(msgspec.Struct):
+    """What to read for spans of one detected family, indexed for speed: a span's attributes
+    are looked up in `by_key` (a dozen keys) instead of trying every source of every table."""
+
+    # attribute key -> (field, rank, source); rank orders the sources of one field
+    by_key: dict[str, list[tuple[str, int, Source]]]
+    # sources that do not read a span attribute: span events and the span name
+    keyless: list[tuple[str, int, Source]]
+    messages: list[MessageSpec]
+    # span attributes that carry messages (exact keys and indexed prefixes)
+    message_keys: frozenset[str]
+    message_prefixes: tuple[str, ...]
+
+
+def _plan(order: list[Family]) -> Plan:
+    by_key: dict[str, list[tuple[str, int, Source]]] = {}
+    keyless: list[tuple[str, int, Source]] = []
+    ranks: dict[str, int] = {}
+    for fam in order:
+        for field, srcs in fam.sources.items():
+            for src in srcs:
+                rank = ranks.get(field, 0)
+                ranks[field] = rank + 1
+                if src.kind in ("attribute", "json", "since_start"):
+                    by_key.setdefault(src.key, []).append((field, rank, src))
+                else:
+                    keyless.append((field, rank, src))
+    specs = [m for fam in order for m in fam.messages]
+    keys = frozenset(s.attribute for s in specs if s.attribute and not s.event and s.shape != "indexed")
+    prefixes = tuple(sorted({s.prefix for s in specs if s.shape == "indexed"}))
+    return Plan(by_key, keyless, specs, keys, prefixes)
+
+
 class Conventions:
     """Every family, compiled. Immutable after construction except for bounded caches."""
 
@@ -215,17 +248,10 @@ class Conventions:
         self._known_prefixes = tuple(sorted(prefixes))
         self._known_cache: dict[str, bool] = {}
         # Per detected family: its own sources first, then every other family's by priority.
-        self._ordered_sources: dict[str | None, dict[str, list[Source]]] = {}
-        self._ordered_messages: dict[str | None, list[MessageSpec]] = {}
+        self._plans: dict[str | None, Plan] = {}
         for first in [None, *self.families]:
             order = ([first] if first else []) + [f for f in self.families if f is not first]
-            merged: dict[str, list[Source]] = {}
-            for fam in order:
-                for field, srcs in fam.sources.items():
-                    merged.setdefault(field, []).extend(srcs)
-            key = first.name if first else None
-            self._ordered_sources[key] = merged
-            self._ordered_messages[key] = [m for fam in order for m in fam.messages]
+            self._plans[first.name if first else None] = _plan(order)
         # Detection: which attributes can trigger a rule, so most plain spans cost one set test.
         self._detect_keys = frozenset(rule.attribute for fam in self.families for rule in fam.detect)
         self._scope_rules = tuple(rule.scope_prefix for fam in self.families for rule in fam.detect
@@ -251,11 +277,8 @@ class Conventions:
                 return fam
         return None
 
-    def sources(self, family: Family | None) -> dict[str, list[Source]]:
-        return self._ordered_sources[family.name if family else None]
-
-    def message_specs(self, family: Family | None) -> list[MessageSpec]:
-        return self._ordered_messages[family.name if family else None]
+    def plan(self, family: Family | None) -> Plan:
+        return self._plans[family.name if family else None]
 
     def is_unmapped(self, key: str) -> bool:
         """True for a GenAI-looking attribute that no table reads or lists as known."""

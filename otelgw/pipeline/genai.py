@@ -202,12 +202,25 @@ class _Reader:
 
 
 def extract_fields(conv: Conventions, family: Family | None, view: SpanView) -> Extracted:
+    plan = conv.plan(family)
     reader = _Reader(view)
+    candidates: dict[str, list[tuple[int, Source]]] = {}
+    by_key = plan.by_key
+    for key in view.attrs:
+        hits = by_key.get(key)
+        if hits:
+            for field, rank, src in hits:
+                candidates.setdefault(field, []).append((rank, src))
+    for field, rank, src in plan.keyless:
+        if src.kind == "span_name" or view.events:
+            candidates.setdefault(field, []).append((rank, src))
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for field, srcs in conv.sources(family).items():
+    for field, ranked in candidates.items():
         kind = FIELD_TYPES[field]
-        for src in srcs:
+        if len(ranked) > 1:
+            ranked.sort(key=_rank)
+        for _, src in ranked:
             raw = reader.read(src)
             if raw is None:
                 continue
@@ -223,6 +236,10 @@ def extract_fields(conv: Conventions, family: Family | None, view: SpanView) -> 
         for field, value in family.defaults.items():
             values.setdefault(field, value)
     return Extracted(values, sources)
+
+
+def _rank(item: tuple[int, Source]) -> int:
+    return item[0]
 
 
 def _from_spec(spec: MessageSpec, reader: _Reader,
@@ -263,7 +280,7 @@ def extract_messages(conv: Conventions, family: Family | None, view: SpanView) -
     reader = _Reader(view)
     event_messages = legacy_event_messages(view.events) if view.events else []
     found: dict[str, list[Message]] = {}
-    for spec in conv.message_specs(family):
+    for spec in conv.plan(family).messages:
         if spec.direction in found:
             continue
         got = _from_spec(spec, reader, event_messages)

@@ -124,11 +124,12 @@ class Mapper:
                         if conv.is_unmapped(key):
                             unmapped.add(project, key, scope_name, start_ns, value)
                     family = conv.detect(attrs, scope_name, span.name)
+                    attr_map = str_map(attrs)
                     inference_id = ""
                     if family is not None:
                         view = SpanView(span.name, scope_name, start_ns, attrs, events)
                         inference_id = self._inference(batch, view, family, span, project, service, trace_hex,
-                                                       span_hex, end_ns)
+                                                       span_hex, end_ns, attr_map)
                     for index, event in enumerate(events):
                         if event.name == EVALUATION_EVENT:
                             target = inference_id or derived_inference_id(trace_hex, span_hex)
@@ -149,7 +150,7 @@ class Mapper:
                         duration_ns=end_ns - start_ns,
                         status_code=STATUS_CODES[span.status.code] if 0 <= span.status.code < 3 else "unset",
                         status_message=span.status.message,
-                        attributes=str_map(attrs),
+                        attributes=attr_map,
                         resource_attributes=resource_map,
                         scope_name=scope_name,
                         scope_version=scope_version,
@@ -165,7 +166,7 @@ class Mapper:
         return batch
 
     def _inference(self, batch: RowBatch, view: SpanView, family: Any, span: Any, project: str, service: str,
-                   trace_hex: str, span_hex: str, end_ns: int) -> str:
+                   trace_hex: str, span_hex: str, end_ns: int, attr_map: dict[str, str]) -> str:
         conv = self.conventions
         ext = genai.extract_fields(conv, family, view)
         values = ext.values
@@ -203,7 +204,7 @@ class Mapper:
         ttft = values.get("ttft_ms")
         limit = self.options.attribute_value_max_chars
         consumed = _message_keys(conv, family, view.attrs)
-        attributes = {k: clip(to_str(v), limit) for k, v in view.attrs.items() if k not in consumed}
+        attributes = {k: clip(v, limit) for k, v in attr_map.items() if k not in consumed}
         batch.inferences.append(InferenceRow(
             inference_id=inference_id,
             project_id=project,
@@ -298,10 +299,6 @@ class Mapper:
 def _message_keys(conv: Conventions, family: Any, attrs: dict[str, Any]) -> set[str]:
     """Attribute keys that carry messages: their content lives in message rows, not twice on
     the inference row (the spans table keeps every attribute as sent)."""
-    keys: set[str] = set()
-    for spec in conv.message_specs(family):
-        if spec.shape == "indexed":
-            keys.update(k for k in attrs if k.startswith(spec.prefix))
-        elif spec.attribute and not spec.event and spec.attribute in attrs:
-            keys.add(spec.attribute)
-    return keys
+    plan = conv.plan(family)
+    keys, prefixes = plan.message_keys, plan.message_prefixes
+    return {k for k in attrs if k in keys or k.startswith(prefixes)}
