@@ -243,8 +243,8 @@ def build_requests(total: int, batch: int, templates: int, seed: int) -> list[by
 def check_requests(requests: list[bytes], batch: int) -> None:
     """Decode a sample of requests: right span count, ids unique, message JSON valid."""
     seen: set[tuple[bytes, bytes]] = set()
-    sample = requests[:3] + requests[-2:]
-    for body in sample:
+    picks = sorted({0, 1, 2, len(requests) - 2, len(requests) - 1} & set(range(len(requests))))
+    for body in (requests[i] for i in picks):
         req = ExportTraceServiceRequest.FromString(body)
         spans = req.resource_spans[0].scope_spans[0].spans
         assert 0 < len(spans) <= batch, "span count"
@@ -296,6 +296,43 @@ def proc_cpu_s(pid: int) -> float | None:
         return None
 
 
+def proc_thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """tid -> (thread name, CPU seconds) for every thread, Python's and native (chDB, gRPC)."""
+    out: dict[int, tuple[str, float]] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                raw = fh.read()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / TICKS)
+    return out
+
+
+def thread_cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                     top: int = 8) -> dict[str, list[Any]]:
+    """CPU seconds spent between two snapshots: summed by OS thread name (Python threads are all
+    named after the process; chDB's native pool is "ThreadPool"), and the busiest threads."""
+    by_name: dict[str, float] = defaultdict(float)
+    per_thread: list[tuple[str, int, float]] = []
+    for tid, (name, cpu) in after.items():
+        delta = cpu - before.get(tid, (name, 0.0))[1]
+        by_name[name] += delta
+        per_thread.append((name, tid, delta))
+    ranked = sorted(by_name.items(), key=lambda kv: -kv[1])
+    return {
+        "by_name": [[n, round(c, 1)] for n, c in ranked[:top] if c >= 0.05],
+        "busiest": [[f"{n}/{tid}", round(c, 1)] for n, tid, c in sorted(per_thread, key=lambda x: -x[2])[:top]
+                    if c >= 0.05],
+    }
+
+
 class RssSampler(threading.Thread):
     """Samples the gateway's RSS every `interval` seconds until stopped or the process exits."""
 
@@ -324,10 +361,16 @@ class RssSampler(threading.Thread):
         self._halt.set()
         self.join(2)
 
-    def rss_at(self, fraction: float) -> int:
+    def timeline_mib(self, buckets: int = 8) -> list[float]:
+        """Peak RSS in each of `buckets` equal slices of the sampled time: growth shows here."""
         if not self.samples:
-            return 0
-        return self.samples[min(len(self.samples) - 1, int(fraction * len(self.samples)))][1]
+            return []
+        span = self.samples[-1][0] or 1.0
+        peaks = [0] * buckets
+        for t, rss in self.samples:
+            i = min(buckets - 1, int(t / span * buckets))
+            peaks[i] = max(peaks[i], rss)
+        return [round(p / 1024) for p in peaks]
 
 
 @dataclass
@@ -464,27 +507,45 @@ CATEGORIES: list[tuple[str, str, str]] = [
     ("message JSON parse/normalise", "pipeline/messages.py", ""),
     ("attribute walk (AnyValue->py)", "pipeline/anyvalue.py", "any_to_py"),
     ("attribute walk (AnyValue->py)", "pipeline/anyvalue.py", "attrs_to_dict"),
+    ("attribute walk (AnyValue->py)", "pipeline/anyvalue.py", "attrs_to_dict.<locals>.<dictcomp>"),
     ("attribute stringify (to_str/str_map/clip)", "pipeline/anyvalue.py", ""),
     ("uuid5 ids", "uuid.py", ""),
     ("pricing", "otelgw/pricing.py", ""),
     ("genai field extraction", "pipeline/genai.py", ""),
     ("convention detect", "otelgw/semconv.py", ""),
-    ("msgspec encode (rows)", "pipeline/rows.py", ""),
+    ("msgspec encode (rows.encode_batch)", "pipeline/rows.py", "encode_batch"),
+    ("row timestamps (rows.ts)", "pipeline/rows.py", "ts"),
     ("mapping (mapper.py body)", "pipeline/mapper.py", ""),
     ("writer buffer (add/wait)", "store/writer.py", "add"),
-    ("chDB insert", "clickhouse_connect", ""),
     ("chDB insert", "chdb", ""),
-    ("chDB insert", "store/writer.py", ""),
-    ("pipeline glue", "pipeline/pipeline.py", ""),
+    ("chDB insert (clickhouse_connect temp file + glue)", "clickhouse_connect", ""),
+    ("chDB insert (clickhouse_connect temp file + glue)", "tempfile.py", ""),
+    ("writer (join blocks, loop)", "store/writer.py", ""),
+    ("pipeline glue (executor hop)", "pipeline/pipeline.py", ""),
     ("receiver glue", "otelgw/receiver", ""),
     ("API (status polling)", "otelgw/api", ""),
-    ("aiohttp", "aiohttp", ""),
-    ("grpc", "grpc", ""),
-    ("asyncio/uvloop/threading", "asyncio", ""),
-    ("asyncio/uvloop/threading", "uvloop", ""),
-    ("asyncio/uvloop/threading", "threading.py", ""),
-    ("asyncio/uvloop/threading", "concurrent/futures", ""),
+    ("aiohttp (Python side)", "aiohttp", ""),
+    ("grpc (Python side)", "grpc", ""),
+    ("asyncio/threading/executor plumbing", "asyncio", ""),
+    ("asyncio/threading/executor plumbing", "uvloop", ""),
+    ("asyncio/threading/executor plumbing", "concurrent/futures", ""),
+    ("asyncio/threading/executor plumbing", "threading.py", ""),
 ]
+
+
+def _is_idle(leaf: dict[str, Any], thread: str) -> bool:
+    """Waits that py-spy's idle detection misses here (checked against the threads' CPU time in
+    /proc): an executor worker blocked in work_queue.get, the writer on its condition, the event
+    loop inside uvloop's C run loop (epoll; C parsing shows under aiohttp's Python frames), and
+    gRPC's poller thread (epoll in C-core)."""
+    file, name = leaf.get("file") or "", leaf.get("name") or ""
+    if file.endswith("concurrent/futures/thread.py") and name == "_worker":
+        return True
+    if file.endswith("asyncio/runners.py") and name == "Runner.run":
+        return True
+    if file.endswith("threading.py") and name == "Thread.run" and "_poll_wrapper" in thread:
+        return True
+    return file.endswith("threading.py") and name in ("Condition.wait", "Event.wait", "Semaphore.acquire")
 
 
 def _category(stack: list[dict[str, Any]]) -> str:
@@ -497,61 +558,78 @@ def _category(stack: list[dict[str, Any]]) -> str:
 
 
 def summarize_speedscope(path: Path, top: int = 20) -> dict[str, Any]:
+    """Busy time (seconds of samples whose leaf is not a known wait) by thread, category, and
+    function (self and total)."""
     doc = json.loads(path.read_text())
     frames = doc["shared"]["frames"]
     self_w: dict[tuple[str, str], float] = defaultdict(float)
     total_w: dict[tuple[str, str], float] = defaultdict(float)
-    cats: dict[str, float] = defaultdict(float)
-    threads: dict[str, float] = defaultdict(float)
-    grand = 0.0
+    cats: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    busy: dict[str, float] = defaultdict(float)
+    idle: dict[str, float] = defaultdict(float)
 
     def key(i: int) -> tuple[str, str]:
         f = frames[i]
         file = f.get("file") or ""
-        short = file.split("site-packages/")[-1].split("/work/main/")[-1]
+        short = file.split("site-packages/")[-1].split("/work/main/")[-1].split("lib/python3.11/")[-1]
         return f.get("name") or "?", short
 
+    tids: dict[int, str] = {}
     for prof in doc["profiles"]:
+        thread = prof.get("name", "?")  # 'Thread 11834 "otelgw-map_0"'
+        thread = thread.split('"')[1] if thread.count('"') >= 2 else thread
+        parts = prof.get("name", "").split()
+        if len(parts) > 1 and parts[1].isdigit():
+            tids[int(parts[1])] = thread
         weights = prof.get("weights") or [1] * len(prof["samples"])
         for stack, w in zip(prof["samples"], weights, strict=False):
             if not stack:
                 continue
-            grand += w
-            threads[prof.get("name", "?")] += w
+            if _is_idle(frames[stack[-1]], thread):
+                idle[thread] += w
+                continue
+            busy[thread] += w
             self_w[key(stack[-1])] += w
             for k in {key(i) for i in stack}:
                 total_w[k] += w
-            cats[_category([frames[i] for i in stack])] += w
+            cats[_category([frames[i] for i in stack])][thread] += w
 
-    def rows(d: dict[Any, float]) -> list[tuple[Any, float]]:
-        return sorted(d.items(), key=lambda kv: -kv[1])
+    grand = sum(busy.values())
 
     def pct(w: float) -> float:
         return round(100 * w / grand, 1) if grand else 0.0
 
+    by_total = sorted(cats.items(), key=lambda kv: -sum(kv[1].values()))
     return {
-        "samples": grand,
-        "threads": [(name, pct(w)) for name, w in rows(threads)],
-        "categories": [(name, pct(w)) for name, w in rows(cats)],
-        "self": [(f"{n} ({f})", pct(w)) for (n, f), w in rows(self_w)[:top]],
-        "total": [(f"{n} ({f})", pct(w)) for (n, f), w in rows(total_w)[:top]],
+        "tids": tids,
+        "busy_s": round(grand, 2),
+        "threads": [(t, round(busy[t], 2), round(idle.get(t, 0.0), 2)) for t in sorted(busy, key=lambda t: -busy[t])],
+        "categories": [(c, round(sum(per.values()), 2), pct(sum(per.values())),
+                        {t: round(w, 2) for t, w in sorted(per.items(), key=lambda kv: -kv[1])})
+                       for c, per in by_total],
+        "self": [(f"{n} ({f})", round(w, 2), pct(w))
+                 for (n, f), w in sorted(self_w.items(), key=lambda kv: -kv[1])[:top]],
+        "total": [(f"{n} ({f})", round(w, 2), pct(w))
+                  for (n, f), w in sorted(total_w.items(), key=lambda kv: -kv[1])[:top]],
     }
 
 
 def print_profile(summary: dict[str, Any], out: Any) -> None:
-    print(f"\nprofile: {summary['samples']:.0f} samples (% of all samples, every thread)", file=out)
-    print("  by thread:", file=out)
-    for name, p in summary["threads"]:
-        print(f"    {p:5.1f}%  {name}", file=out)
-    print("  by category (leaf-most matching frame):", file=out)
-    for name, p in summary["categories"]:
-        print(f"    {p:5.1f}%  {name}", file=out)
+    print(f"\nprofile: {summary['busy_s']} s of busy samples over all Python threads (known waits excluded; "
+          "time waiting for the GIL counts as busy; chDB's native threads are not sampled)", file=out)
+    print("  thread                       busy s   idle s", file=out)
+    for name, b, i in summary["threads"]:
+        print(f"    {name:<26} {b:7.2f}  {i:7.2f}", file=out)
+    print("  by category (leaf-most matching frame):   s     %   threads", file=out)
+    for name, sec, p, per in summary["categories"]:
+        threads = ", ".join(f"{t} {w}" for t, w in list(per.items())[:2])
+        print(f"    {name:<38} {sec:6.2f} {p:5.1f}   {threads}", file=out)
     print("  top functions by self time:", file=out)
-    for name, p in summary["self"]:
-        print(f"    {p:5.1f}%  {name}", file=out)
+    for name, sec, p in summary["self"]:
+        print(f"    {sec:6.2f} s {p:5.1f}%  {name}", file=out)
     print("  top functions by total time:", file=out)
-    for name, p in summary["total"]:
-        print(f"    {p:5.1f}%  {name}", file=out)
+    for name, sec, p in summary["total"]:
+        print(f"    {sec:6.2f} s {p:5.1f}%  {name}", file=out)
 
 
 # -- load --------------------------------------------------------------------------------------
@@ -565,6 +643,7 @@ class SendStats:
     failed_spans: int = 0
     rejected_spans: int = 0
     requests_ok: int = 0
+    spans_ok: int = 0
     first_send: float = 0.0
     last_answer: float = 0.0
 
@@ -634,6 +713,7 @@ class Sender:
             st.latencies.append(time.perf_counter() - t)
             if outcome == "ok":
                 st.requests_ok += 1
+                st.spans_ok += spans
                 st.last_answer = time.perf_counter()
                 if detail:
                     resp = ExportTraceServiceResponse.FromString(detail)
@@ -755,6 +835,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--otelgw", default=str(DEFAULT_OTELGW), help="the otelgw executable")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (chDB data, gateway log)")
     p.add_argument("--profile", action="store_true", help="record the gateway with py-spy while loading")
+    p.add_argument("--summarize", metavar="SPEEDSCOPE_JSON",
+                   help="only print the summary of an earlier py-spy speedscope file, then exit")
     p.add_argument("--profile-format", choices=("speedscope", "flamegraph", "raw"), default="speedscope")
     p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
     p.add_argument("--profile-native", action="store_true", help="py-spy --native (C frames too)")
@@ -766,6 +848,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.summarize:
+        print_profile(summarize_speedscope(Path(args.summarize)), sys.stdout)
+        return 0
     t_build = time.perf_counter()
     requests: list[bytes | None] = list(build_requests(args.spans, args.batch, args.templates, args.seed))
     counts = [args.batch] * (args.spans // args.batch) + ([args.spans % args.batch] if args.spans % args.batch else [])
@@ -781,7 +866,11 @@ def main(argv: list[str] | None = None) -> int:
     ok = False
     try:
         t_start = time.monotonic()
-        gw = start_gateway(args, workdir)
+        try:
+            gw = start_gateway(args, workdir)
+        except RuntimeError as exc:
+            log(str(exc))
+            return 2
         startup_s = time.monotonic() - t_start
         pid = gw.proc.pid
         log(f"gateway pid {pid} healthy in {startup_s:.1f}s (http :{gw.http_port}, grpc :{gw.grpc_port}, "
@@ -792,9 +881,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             profiler = start_profiler(args, pid)
         cpu0 = proc_cpu_s(pid) or 0.0
+        threads0 = proc_thread_cpu(pid)
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         stats, landing, send_s, _ = asyncio.run(run_load(args, gw, requests, counts))
         cpu1 = proc_cpu_s(pid) or cpu0
+        threads_cpu = thread_cpu_delta(threads0, proc_thread_cpu(pid))
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         client_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         profile_path: Path | None = None
@@ -810,7 +901,7 @@ def main(argv: list[str] | None = None) -> int:
         problems, problem_lines = log_problems(gw.log_path)
 
         lat = sorted(stats.latencies)
-        sent_spans = args.spans - stats.failed_spans
+        sent_spans = stats.spans_ok
         landed_s = landing.landed_s
         writer = final_status.get("writer", {})
         pipeline = final_status.get("pipeline", {})
@@ -823,6 +914,7 @@ def main(argv: list[str] | None = None) -> int:
             "payload_mib": round(payload_bytes / 2**20, 1),
             "startup_s": round(startup_s, 2),
             "send_s": round(send_s, 2),
+            "spans_accepted": sent_spans,
             "spans_per_s_sent": round(sent_spans / send_s) if send_s > 0 else None,
             "landed_s": round(landed_s, 2) if landed_s is not None else None,
             "spans_per_s_landed": round(args.spans / landed_s) if landed_s else None,
@@ -838,8 +930,10 @@ def main(argv: list[str] | None = None) -> int:
             "rss_peak_mib": round(sampler.peak_kib / 1024, 1),
             "rss_hwm_mib": round(sampler.hwm_kib / 1024, 1),
             "rss_end_mib": round(rss_end_kib / 1024, 1),
+            "rss_timeline_mib": sampler.timeline_mib(),
             "gateway_cpu_s": round(cpu1 - cpu0, 1),
             "client_cpu_s": round(client_cpu, 1),
+            "gateway_thread_cpu_s": threads_cpu,
             "rows_written": writer.get("rows_written", {}),
             "writer": {k: writer.get(k) for k in ("flushes", "insert_errors", "dead_letter_blocks", "last_error")},
             "pipeline": {k: pipeline.get(k) for k in ("requests", "items_accepted", "items_rejected", "overloaded",
@@ -856,14 +950,22 @@ def main(argv: list[str] | None = None) -> int:
                           and not (k == "OTELGW_LOG_FORMAT" and v == "text")},
         }
         out = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON line alone
-        print_block(result, problem_lines, out)
+        summary = None
         if profile_path and args.profile_format == "speedscope":
             try:
                 summary = summarize_speedscope(profile_path)
-                print_profile(summary, out)
-                result["profile_summary"] = {k: summary[k] for k in ("categories", "threads")}
+                names = summary["tids"]
+                for row in result["gateway_thread_cpu_s"]["busiest"]:
+                    tid = int(row[0].rsplit("/", 1)[1])
+                    if tid in names:
+                        row[0] = f"{names[tid]}/{tid}"
             except (OSError, ValueError, KeyError) as exc:
                 log(f"could not summarise {profile_path}: {exc}")
+        print_block(result, problem_lines, out)
+        if summary is not None:
+            print_profile(summary, out)
+            result["profile_summary"] = {"busy_s": summary["busy_s"], "threads": summary["threads"],
+                                         "categories": [c[:3] for c in summary["categories"]]}
         if args.json:
             print(json.dumps(result), flush=True)
         ok = landed_s is not None and not stats.failed_spans and exit_code == 0
@@ -895,7 +997,8 @@ def print_block(r: dict[str, Any], problem_lines: list[str], out: Any) -> None:
         f"batch            {r['batch']}",
         f"concurrency      {r['concurrency']}",
         f"send duration    {r['send_s']} s",
-        f"sent             {r['spans_per_s_sent']:,} spans/s" if r["spans_per_s_sent"] else "sent             -",
+        f"sent             {r['spans_per_s_sent']:,} spans/s ({r['spans_accepted']:,} spans accepted)"
+        if r["spans_per_s_sent"] else "sent             -",
         f"landed           {landed}",
         f"latency ms       p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}  max {lat['max']}  "
         f"({r['attempts']:,} attempts)",
@@ -904,7 +1007,10 @@ def print_block(r: dict[str, Any], problem_lines: list[str], out: Any) -> None:
         f"{r['rejected_spans']:,} rejected (partial success)",
         f"gateway RSS      peak {r['rss_peak_mib']} MiB (VmHWM {r['rss_hwm_mib']}), idle {r['rss_idle_mib']}, "
         f"after landing {r['rss_end_mib']}",
+        f"RSS over time    {r['rss_timeline_mib']} MiB (peak per 1/8 of the run, startup to exit)",
         f"CPU seconds      gateway {r['gateway_cpu_s']}, benchmark client {r['client_cpu_s']}",
+        "gateway threads  CPU s by name: " + ", ".join(f"{n} {c}" for n, c in r["gateway_thread_cpu_s"]["by_name"]),
+        "                 busiest: " + ", ".join(f"{n} {c}" for n, c in r["gateway_thread_cpu_s"]["busiest"]),
         "rows written     " + ", ".join(f"{k} {v:,}" for k, v in r["rows_written"].items()),
         f"writer           flushes {r['writer']['flushes']}, insert errors {r['writer']['insert_errors']}, "
         f"dead-letter blocks {r['writer']['dead_letter_blocks']}"
