@@ -107,10 +107,12 @@ class FamilyTable(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Source(msgspec.Struct, frozen=True):
-    """One compiled source: `kind` picks how `key` is read."""
+    """One compiled source: `kind` picks how `key` is read; `label` says where a value came
+    from ("attribute:gen_ai.server.time_to_first_token", "event:First Token Stream Event")."""
 
     kind: Literal["attribute", "json", "event", "event_attribute", "span_name", "since_start"]
     key: str
+    label: str
     path: tuple[str, ...] = ()
     event: str = ""
     pattern: re.Pattern[str] | None = None
@@ -118,23 +120,18 @@ class Source(msgspec.Struct, frozen=True):
     mapping: dict[str, Any] | None = None
     lower: bool = False
 
-    @property
-    def label(self) -> str:
-        if self.kind in ("event", "event_attribute"):
-            return f"event:{self.event}"
-        return f"{'attribute' if self.kind in ('attribute', 'since_start') else self.kind}:{self.key}"
-
 
 def _compile_source(raw: str | SourceSpec, where: str) -> Source:
     spec = SourceSpec(attribute=raw) if isinstance(raw, str) else raw
     mapping = {str(k).lower(): v for k, v in spec.map.items()} or None
     common = {"scale": spec.scale, "mapping": mapping, "lower": spec.lower}
     if spec.json:
-        return Source("json", spec.json, path=tuple(p for p in spec.path.split(".") if p), **common)
+        return Source("json", spec.json, f"json:{spec.json}", path=tuple(p for p in spec.path.split(".") if p),
+                      **common)
     if spec.event:
         if spec.attribute:
-            return Source("event_attribute", spec.attribute, event=spec.event, **common)
-        return Source("event", "", event=spec.event, **common)
+            return Source("event_attribute", spec.attribute, f"event:{spec.event}", event=spec.event, **common)
+        return Source("event", "", f"event:{spec.event}", event=spec.event, **common)
     if spec.span_name:
         try:
             pattern = re.compile(spec.span_name)
@@ -142,11 +139,11 @@ def _compile_source(raw: str | SourceSpec, where: str) -> Source:
             raise ValueError(f"{where}: bad span_name regex: {exc}") from exc
         if pattern.groups < 1:
             raise ValueError(f"{where}: span_name regex needs one group")
-        return Source("span_name", "", pattern=pattern, **common)
+        return Source("span_name", "", "span_name", pattern=pattern, **common)
     if spec.since_start:
-        return Source("since_start", spec.since_start, **common)
+        return Source("since_start", spec.since_start, f"attribute:{spec.since_start}", **common)
     if spec.attribute:
-        return Source("attribute", spec.attribute, **common)
+        return Source("attribute", spec.attribute, f"attribute:{spec.attribute}", **common)
     raise ValueError(f"{where}: a source needs attribute, json, event, span_name or since_start")
 
 
@@ -179,6 +176,17 @@ class Plan(msgspec.Struct):
     # span attributes that carry messages (exact keys and indexed prefixes)
     message_keys: frozenset[str]
     message_prefixes: tuple[str, ...]
+    # key -> carries messages? Bounded; attribute key sets repeat span after span.
+    _message_key_cache: dict[str, bool] = {}
+
+    def carries_messages(self, key: str) -> bool:
+        hit = self._message_key_cache.get(key)
+        if hit is None:
+            hit = key in self.message_keys or key.startswith(self.message_prefixes)
+            if len(self._message_key_cache) > 50_000:
+                self._message_key_cache.clear()
+            self._message_key_cache[key] = hit
+        return hit
 
 
 def _plan(order: list[Family]) -> Plan:
@@ -197,7 +205,7 @@ def _plan(order: list[Family]) -> Plan:
     specs = [m for fam in order for m in fam.messages]
     keys = frozenset(s.attribute for s in specs if s.attribute and not s.event and s.shape != "indexed")
     prefixes = tuple(sorted({s.prefix for s in specs if s.shape == "indexed"}))
-    return Plan(by_key, keyless, specs, keys, prefixes)
+    return Plan(by_key, keyless, specs, keys, prefixes, {})
 
 
 class Conventions:

@@ -6,6 +6,7 @@ thread or a worker process, and is tested straight from the captured fixtures.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
@@ -33,8 +34,17 @@ class MapperOptions(msgspec.Struct, frozen=True):
     attribute_value_max_chars: int = 16_384
 
 
+_NAMESPACE_URL = uuid.NAMESPACE_URL.bytes
+
+
 def derived_inference_id(trace_hex: str, span_hex: str) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"otelgw:{trace_hex}:{span_hex}"))
+    """uuid5(NAMESPACE_URL, "otelgw:<trace>:<span>"), computed without building UUID objects
+    (this runs once per span)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_URL + f"otelgw:{trace_hex}:{span_hex}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def explicit_uuid(value: Any) -> str | None:
@@ -128,6 +138,11 @@ class Mapper:
                     inference_id = ""
                     if family is not None:
                         view = SpanView(span.name, scope_name, start_ns, attrs, events)
+                        # Message content is stored once, in `messages`: the span row keeps the
+                        # rest of its attributes and links to the inference by id.
+                        consumed = _message_keys(conv, family, attrs)
+                        if consumed:
+                            attr_map = {k: v for k, v in attr_map.items() if k not in consumed}
                         inference_id = self._inference(batch, view, family, span, project, service, trace_hex,
                                                        span_hex, end_ns, attr_map)
                     for index, event in enumerate(events):
@@ -203,8 +218,7 @@ class Mapper:
 
         ttft = values.get("ttft_ms")
         limit = self.options.attribute_value_max_chars
-        consumed = _message_keys(conv, family, view.attrs)
-        attributes = {k: clip(v, limit) for k, v in attr_map.items() if k not in consumed}
+        attributes = {k: clip(v, limit) for k, v in attr_map.items()}
         batch.inferences.append(InferenceRow(
             inference_id=inference_id,
             project_id=project,
@@ -299,6 +313,5 @@ class Mapper:
 def _message_keys(conv: Conventions, family: Any, attrs: dict[str, Any]) -> set[str]:
     """Attribute keys that carry messages: their content lives in message rows, not twice on
     the inference row (the spans table keeps every attribute as sent)."""
-    plan = conv.plan(family)
-    keys, prefixes = plan.message_keys, plan.message_prefixes
-    return {k for k in attrs if k in keys or k.startswith(prefixes)}
+    carries = conv.plan(family).carries_messages
+    return {k for k in attrs if carries(k)}

@@ -18,6 +18,9 @@ MAX_NS = 9_223_372_036_000_000_000
 
 
 def ts(ns: int) -> str:
+    if 1_000_000_000_000_000_000 <= ns <= MAX_NS:  # every real timestamp: cut the digits
+        digits = str(ns)
+        return f"{digits[:-9]}.{digits[-9:]}"
     seconds, frac = divmod(min(max(ns, 0), MAX_NS), 1_000_000_000)
     if seconds >= 1_000_000_000:
         return f"{seconds}.{frac:09d}"
