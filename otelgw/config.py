@@ -41,10 +41,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     batch_rows: int = 50_000
     # Longest time a row waits in the writer before it is flushed.
     flush_interval_ms: int = 1000
-    # Decoded requests waiting for the mapper; full means 503 / UNAVAILABLE.
-    queue_size: int = 256
+    # Decoded requests waiting for the mapper; full means 503 / UNAVAILABLE. Small on purpose:
+    # a deeper queue adds memory and latency, not throughput (the mapper is the bottleneck).
+    queue_size: int = 32
     # Encoded bytes the writer may hold before the mapper waits for a flush.
-    writer_max_bytes: int = 256 * MIB
+    writer_max_bytes: int = 128 * MIB
     # Attempts for one ClickHouse insert before its block goes to the dead-letter directory.
     insert_attempts: int = 5
     log_level: str = "INFO"
