@@ -145,12 +145,15 @@ def test_sdk_genai_spans_and_events(gateway, transport: str) -> None:
                                  i=legacy_id)
     assert log_messages == [{"role": "user", "content": "Tell me a joke", "source": "log"}]
 
-    spans = gateway.query("SELECT name, kind, status_code, inference_id FROM spans FINAL "
+    spans = gateway.query("SELECT name, kind, status_code, inference_id, attributes FROM spans FINAL "
                           "WHERE project_id = {p:String} ORDER BY start_time", p=project)
     assert [(s["name"], s["kind"], s["status_code"]) for s in spans] == [
         ("chat gpt-4o", "client", "unset"), ("chat gpt-4o-mini", "client", "error"),
         ("GET /health", "internal", "unset")]
     assert spans[0]["inference_id"] == str(chat["inference_id"]) and spans[2]["inference_id"] == ""
+    # Message content is stored once, in `messages`; the span row keeps everything else.
+    assert "gen_ai.input.messages" not in spans[0]["attributes"]
+    assert spans[0]["attributes"]["gen_ai.response.id"] == f"resp-{transport}"
 
 
 def test_explicit_inference_id_wins(gateway) -> None:

@@ -14,7 +14,7 @@ from otelgw.pipeline.mapper import (
     Mapper,
     derived_inference_id,
     explicit_uuid,
-    project_for,
+    resource_context,
 )
 from otelgw.pipeline.messages import Message
 from otelgw.pipeline.rows import LogRow, RowBatch, ts
@@ -42,10 +42,8 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
     conv = mapper.conventions
     otel_family = next((f for f in conv.families if f.name == "otel_genai"), None)
     for resource_logs in request.resource_logs:
-        resource_attrs = attrs_to_dict(resource_logs.resource.attributes)
-        resource_map = str_map(resource_attrs)
-        project = project_for(project_header, resource_attrs)
-        service = to_str(resource_attrs.get("service.name", "")) or "unknown_service"
+        resource = resource_context(resource_logs.resource, project_header)
+        resource_map, project, service = resource.attributes, resource.project, resource.service
         for scope_logs in resource_logs.scope_logs:
             scope_name = scope_logs.scope.name
             for index, record in enumerate(scope_logs.log_records):

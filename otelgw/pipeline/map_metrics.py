@@ -6,8 +6,8 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from otelgw.pipeline.anyvalue import attrs_to_dict, str_map, to_json, to_str
-from otelgw.pipeline.mapper import project_for
+from otelgw.pipeline.anyvalue import attrs_to_dict, str_map, to_json
+from otelgw.pipeline.mapper import resource_context
 from otelgw.pipeline.rows import MetricPointRow, RowBatch, ts
 
 _TEMPORALITY = ("unspecified", "delta", "cumulative")
@@ -25,10 +25,8 @@ def map_metrics(request: Any, project_header: str, received_ns: int) -> RowBatch
     batch = RowBatch(metric_points=[])
     out = batch.metric_points
     for resource_metrics in request.resource_metrics:
-        resource_attrs = attrs_to_dict(resource_metrics.resource.attributes)
-        resource_map = str_map(resource_attrs)
-        project = project_for(project_header, resource_attrs)
-        service = to_str(resource_attrs.get("service.name", "")) or "unknown_service"
+        resource = resource_context(resource_metrics.resource, project_header)
+        resource_map, project, service = resource.attributes, resource.project, resource.service
         for scope_metrics in resource_metrics.scope_metrics:
             scope_name = scope_metrics.scope.name
             for metric in scope_metrics.metrics:

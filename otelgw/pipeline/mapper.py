@@ -63,6 +63,20 @@ def project_for(header_project: str, resource_attrs: dict[str, Any]) -> str:
     return value if isinstance(value, str) and value else DEFAULT_PROJECT
 
 
+class ResourceContext(msgspec.Struct):
+    """What every row from one OTLP resource shares."""
+
+    attributes: dict[str, str]
+    project: str
+    service: str
+
+
+def resource_context(resource: Any, project_header: str) -> ResourceContext:
+    attrs = attrs_to_dict(resource.attributes)
+    service = to_str(attrs.get("service.name", "")) or "unknown_service"
+    return ResourceContext(str_map(attrs), project_for(project_header, attrs), service)
+
+
 def _preview(messages: list[Message], limit: int, prefer_role: str | None) -> str:
     if not messages:
         return ""
@@ -116,10 +130,8 @@ class Mapper:
         unmapped = UnmappedCounter()
         conv = self.conventions
         for resource_spans in request.resource_spans:
-            resource_attrs = attrs_to_dict(resource_spans.resource.attributes)
-            resource_map = str_map(resource_attrs)
-            project = project_for(project_header, resource_attrs)
-            service = to_str(resource_attrs.get("service.name", "")) or "unknown_service"
+            resource = resource_context(resource_spans.resource, project_header)
+            resource_map, project, service = resource.attributes, resource.project, resource.service
             for scope_spans in resource_spans.scope_spans:
                 scope_name = scope_spans.scope.name
                 scope_version = scope_spans.scope.version
