@@ -19,9 +19,11 @@ from aiohttp import web
 
 from otelgw import __version__
 from otelgw.api.app import build_api_app
-from otelgw.config import Config, parse_addr
+from otelgw.config import Config, parse_addr, wal_fsync
+from otelgw.pipeline.admission import Admission
 from otelgw.pipeline.mapper import Mapper, MapperOptions
 from otelgw.pipeline.pipeline import Pipeline
+from otelgw.pipeline.wal import CutLog, WriteAheadLog
 from otelgw.pricing import Pricing
 from otelgw.receiver.otlp_grpc import build_otlp_grpc_server
 from otelgw.receiver.otlp_http import build_otlp_http_app
@@ -73,15 +75,23 @@ class Gateway:
         self.dsn = DSN(cfg.clickhouse_dsn)
         self._write_clients = ClientFactory(self.dsn)
         self._read_clients = ClientFactory(self.dsn)
+        wal_dir = Path(cfg.wal_dir) if cfg.wal_dir else Path(cfg.data_dir) / "wal"
+        dead_letter_dir = Path(cfg.data_dir) / "dead-letter"
+        self.wal = WriteAheadLog(wal_dir, fsync_ms=wal_fsync(cfg), max_bytes=cfg.wal_max_bytes,
+                                 segment_bytes=cfg.wal_segment_bytes)
         self.writer = BatchWriter(
             self._write_clients,
             batch_rows=cfg.batch_rows,
             flush_interval_s=cfg.flush_interval_ms / 1000,
             max_bytes=cfg.writer_max_bytes,
             attempts=cfg.insert_attempts,
-            dead_letter_dir=Path(cfg.data_dir) / "dead-letter",
+            dead_letter_dir=dead_letter_dir,
+            cuts=CutLog(wal_dir),
         )
-        self.pipeline = Pipeline(build_mapper(cfg), self.writer, cfg.queue_size)
+        admission = Admission(max_inflight_requests=cfg.max_inflight_requests,
+                              max_inflight_per_connection=cfg.max_inflight_per_connection,
+                              project_rate_limit=cfg.project_rate_limit)
+        self.pipeline = Pipeline(build_mapper(cfg), self.writer, self.wal, admission, dead_letter_dir)
         self.reader = Reader(self._read_clients)
         self._decode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-decode")
         self._runners: list[web.AppRunner] = []
@@ -98,7 +108,8 @@ class Gateway:
         await self.pipeline.start()
         cfg = self.cfg
         if cfg.api_addr:
-            checks = {"writer": lambda: self.writer.stats.healthy, "accepting": lambda: not self._stopping}
+            checks = {"writer": lambda: self.writer.stats.healthy, "accepting": lambda: not self._stopping,
+                      "replayed": lambda: self.pipeline.replayed}
             api = build_api_app(self.reader, checks, self.status)
             self._api_runner, self.ports.api = await _start_site(api, cfg.api_addr)
         if cfg.otlp_http_addr:

@@ -27,8 +27,17 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Where rows go: chdb://PATH (embedded, relative paths resolved against the working
     # directory) or http(s)://user:pass@host:8123/db (a ClickHouse server).
     clickhouse_dsn: str = "chdb://./data/otelgw"
-    # Where the gateway keeps its own files (dead letters now, the WAL later).
+    # Where the gateway keeps its own files: the write-ahead log and dead-letter files.
     data_dir: str = "./data"
+    # The write-ahead log's directory; empty means DATA_DIR/wal.
+    wal_dir: str = ""
+    # Group commit window: appends within it share one fsync. "0" fsyncs each append,
+    # "off" never fsyncs (unsafe: a power loss can lose acknowledged data).
+    wal_fsync_ms: int | str = 10
+    # Disk the log may use; past it requests get 503 / RESOURCE_EXHAUSTED until the store
+    # catches up.
+    wal_max_bytes: int = 2 * 1024 * MIB
+    wal_segment_bytes: int = 64 * MIB
     # OTLP/gRPC listen address; empty disables the listener.
     otlp_grpc_addr: str = "0.0.0.0:4317"
     # OTLP/HTTP listen address; empty disables the listener.
@@ -41,13 +50,23 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     batch_rows: int = 50_000
     # Longest time a row waits in the writer before it is flushed.
     flush_interval_ms: int = 1000
-    # Decoded requests waiting for the mapper; full means 503 / UNAVAILABLE. Small on purpose:
-    # a deeper queue adds memory and latency, not throughput (the mapper is the bottleneck).
-    queue_size: int = 32
+    # Requests being read, decoded or made durable at once, overall and per connection;
+    # past either, 503 / UNAVAILABLE. Bounds the memory held by request bodies.
+    max_inflight_requests: int = 64
+    max_inflight_per_connection: int = 16
+    # Spans (or log records, data points) per second one project may send; 0 = no limit.
+    # Past it, 429 / RESOURCE_EXHAUSTED with a retry delay.
+    project_rate_limit: float = 0.0
     # Encoded bytes the writer may hold before the mapper waits for a flush.
     writer_max_bytes: int = 128 * MIB
-    # Attempts for one ClickHouse insert before its block goes to the dead-letter directory.
+    # Attempts for an insert ClickHouse rejects as bad data before the bad rows are isolated and
+    # dead-lettered. A store that is down is retried for as long as it takes.
     insert_attempts: int = 5
+    # Hostile-input limits, applied as the OTel SDK applies its own: attributes past the count
+    # are dropped (and counted in otelgw.dropped_attributes), longer values truncated with a marker.
+    max_attributes_per_span: int = 256
+    max_attribute_chars: int = 65_536
+    max_message_chars: int = 1_048_576
     log_level: str = "INFO"
     # JSON log lines (structured) or plain text for a terminal.
     log_format: str = "json"
@@ -68,10 +87,17 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             value = getattr(self, name)
             if value and parse_addr(value) is None:
                 errors.append(f"{name}: {value!r} is not HOST:PORT")
-        for name in ("max_request_bytes", "batch_rows", "flush_interval_ms", "queue_size", "writer_max_bytes",
-                     "insert_attempts", "preview_chars", "attribute_value_max_chars"):
+        for name in ("max_request_bytes", "batch_rows", "flush_interval_ms", "writer_max_bytes", "insert_attempts",
+                     "preview_chars", "attribute_value_max_chars", "wal_max_bytes", "wal_segment_bytes",
+                     "max_inflight_requests", "max_inflight_per_connection", "max_attributes_per_span",
+                     "max_attribute_chars", "max_message_chars"):
             if getattr(self, name) <= 0:
                 errors.append(f"{name}: must be greater than 0")
+        if self.project_rate_limit < 0:
+            errors.append("project_rate_limit: must be 0 (off) or more")
+        fsync = str(self.wal_fsync_ms).strip().lower()
+        if fsync != "off" and not (fsync.isdigit() and int(fsync) <= 10_000):
+            errors.append(f"wal_fsync_ms: {self.wal_fsync_ms!r} must be milliseconds (0 to 10000) or off")
         if self.shutdown_timeout_s <= 0:
             errors.append("shutdown_timeout_s: must be greater than 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -81,6 +107,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.pricing_file and not Path(self.pricing_file).is_file():
             errors.append(f"pricing_file: {self.pricing_file!r} does not exist")
         return errors
+
+
+def wal_fsync(cfg: Config) -> int | None:
+    """The group-commit window in ms, or None when fsync is off."""
+    value = str(cfg.wal_fsync_ms).strip().lower()
+    return None if value == "off" else int(value)
 
 
 def parse_addr(addr: str) -> tuple[str, int] | None:

@@ -36,12 +36,12 @@ def test_env_over_file(tmp_path: Path) -> None:
 
 def test_every_error_named_at_once(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text('batch_rowz = 1\nqueue_size = "many"\n')
+    path.write_text('batch_rowz = 1\nmax_inflight_requests = "many"\n')
     with pytest.raises(ConfigError) as caught:
         load_config(str(path), env={"OTELGW_FLUSH_INTERVAL_MS": "soon", "OTELGW_NOPE": "1",
                                     "OTELGW_API_ADDR": "localhost", "OTELGW_CLICKHOUSE_DSN": "mysql://x"})
     text = str(caught.value)
-    for name in ("batch_rowz", "queue_size", "OTELGW_FLUSH_INTERVAL_MS", "OTELGW_NOPE", "api_addr", "clickhouse_dsn"):
+    for name in ("batch_rowz", "max_inflight_requests", "OTELGW_FLUSH_INTERVAL_MS", "OTELGW_NOPE", "api_addr", "clickhouse_dsn"):
         assert name in text, name
 
 

@@ -32,17 +32,27 @@ def _prometheus(snapshot: dict[str, Any]) -> str:
            [(f'{{signal="{k}"}}', v) for k, v in pipeline["items_accepted"].items()])
     metric("otelgw_receiver_rejected_items_total", "counter", "Items rejected through OTLP partial success.",
            [(f'{{signal="{k}"}}', v) for k, v in pipeline["items_rejected"].items()])
-    metric("otelgw_receiver_overloaded_total", "counter", "Requests refused because the queue was full.",
+    metric("otelgw_receiver_overloaded_total", "counter", "Requests refused with 503 / UNAVAILABLE.",
            [("", pipeline["overloaded"])])
-    metric("otelgw_pipeline_map_errors_total", "counter", "Requests the mapper failed on.",
+    metric("otelgw_receiver_rate_limited_total", "counter", "Requests refused with 429 / RESOURCE_EXHAUSTED.",
+           [("", pipeline["rate_limited"])])
+    metric("otelgw_pipeline_map_errors_total", "counter", "Log records the mapper failed on (dead-lettered).",
            [("", pipeline["map_errors"])])
-    metric("otelgw_pipeline_queue_depth", "gauge", "Requests waiting to be mapped.", [("", pipeline["queue_depth"])])
+    wal = pipeline["wal"]
+    metric("otelgw_wal_bytes", "gauge", "Bytes in the write-ahead log.", [("", wal["bytes"])])
+    metric("otelgw_wal_max_bytes", "gauge", "The write-ahead log's limit.", [("", wal["max_bytes"])])
+    metric("otelgw_wal_pending_records", "gauge", "Records not yet committed in ClickHouse.",
+           [("", wal["pending_records"])])
+    metric("otelgw_wal_fsyncs_total", "counter", "Group-commit fsyncs.", [("", wal["fsyncs"])])
+    metric("otelgw_wal_truncated_tails_total", "counter", "Torn or corrupt segment tails cut at start.",
+           [("", wal["truncated_tails"])])
     metric("otelgw_writer_rows_written_total", "counter", "Rows inserted into ClickHouse, by table.",
            [(f'{{table="{k}"}}', v) for k, v in writer["rows_written"].items()])
     metric("otelgw_writer_flushes_total", "counter", "Writer flush rounds.", [("", writer["flushes"])])
     metric("otelgw_writer_insert_errors_total", "counter", "Failed insert attempts.", [("", writer["insert_errors"])])
-    metric("otelgw_writer_dead_letter_blocks_total", "counter", "Blocks given up on and written to dead-letter files.",
-           [("", writer["dead_letter_blocks"])])
+    metric("otelgw_writer_dead_letter_rows_total", "counter", "Rows ClickHouse rejected, kept in dead-letter files.",
+           [("", writer["dead_letter_rows"])])
+    metric("otelgw_writer_store_healthy", "gauge", "1 while the last insert worked.", [("", int(writer["healthy"]))])
     metric("otelgw_writer_buffered_bytes", "gauge", "Encoded bytes waiting for the next flush.",
            [("", writer["buffered_bytes"])])
     return "\n".join(lines) + "\n"

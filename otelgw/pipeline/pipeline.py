@@ -1,40 +1,42 @@
-"""The ingest pipeline: take decoded requests into a bounded queue, then map them to rows and
-hand those to the writer.
+"""The ingest pipeline: admit a decoded request, append it to the write-ahead log, answer once it
+is durable; a consumer reads the log back in order, maps each record to rows and hands them to
+the writer, whose commits move the log's checkpoint.
 
-`submit` returns once the request is accepted into the queue; that is the point where the
-write-ahead log will sit (append, then answer). Decode and map are pure functions of the
-request bytes, so they can move to worker processes without changing this shape.
+The log is the queue: what ClickHouse has not taken yet waits on disk, bounded by
+`wal_max_bytes`, so memory stays bounded whatever the backlog. Admission refuses with a
+retryable answer when the log is full, too many requests are in flight (overall or on one
+connection), a project exceeds its rate, or, when the log is filling, a project holds more than
+its share of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from otelgw.pipeline.admission import Admission, Overloaded, RateLimited, ShuttingDown
 from otelgw.pipeline.map_logs import map_logs
 from otelgw.pipeline.map_metrics import map_metrics
 from otelgw.pipeline.mapper import Mapper
-from otelgw.pipeline.request import Decoded, Signal
-from otelgw.pipeline.rows import RowBatch, encode_batch, ts
+from otelgw.pipeline.request import REQUEST_TYPES, Decoded, Signal
+from otelgw.pipeline.rows import EncodedBatch, RowBatch, encode_batch, ts
+from otelgw.pipeline.wal import WalError, WalFull, WalRecord, WriteAheadLog
 from otelgw.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 
-class Overloaded(RuntimeError):
-    """The pipeline cannot take more now; the client should retry later."""
+__all__ = ["Overloaded", "Pipeline", "RateLimited", "ShuttingDown"]
 
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class ShuttingDown(Overloaded):
-    pass
+# Records read back from the log per consumer step: enough to keep the mapper busy, small
+# enough to bound memory.
+_READ_BYTES = 8 * 1024 * 1024
 
 
 class PipelineStats(msgspec.Struct):
@@ -42,26 +44,28 @@ class PipelineStats(msgspec.Struct):
     items_accepted: dict[str, int] = {}
     items_rejected: dict[str, int] = {}
     overloaded: int = 0
+    rate_limited: int = 0
     map_errors: int = 0
-
-
-class _Item(msgspec.Struct):
-    decoded: Decoded
-    project: str
-    received_ns: int
+    records_mapped: int = 0
+    replay_target_seq: int = 0
 
 
 class Pipeline:
-    def __init__(self, mapper: Mapper, writer: BatchWriter, queue_size: int) -> None:
+    def __init__(self, mapper: Mapper, writer: BatchWriter, wal: WriteAheadLog, admission: Admission,
+                 dead_letter_dir: str | Path) -> None:
         self._mapper = mapper
         self._writer = writer
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
+        self.wal = wal
+        self.admission = admission
+        self._dead_letter_dir = Path(dead_letter_dir)
         # One mapping thread: mapping is CPU-bound Python, a second thread would only contend
         # for the GIL.
         self._map_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-map")
-        self._worker: asyncio.Task[None] | None = None
+        self._consumer: asyncio.Task[None] | None = None
         self._closing = False
         self._encoder = msgspec.json.Encoder()
+        self._pending_cuts: collections.deque[tuple[int, int]] = collections.deque()
+        self._inflight_appends = 0
         signals = [s.value for s in Signal]
         self.stats = PipelineStats(
             requests=dict.fromkeys(signals, 0),
@@ -69,87 +73,185 @@ class Pipeline:
             items_rejected=dict.fromkeys(signals, 0),
         )
 
-    @property
-    def queue_depth(self) -> int:
-        return self._queue.qsize()
+    # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._worker = asyncio.create_task(self._run(), name="otelgw-pipeline")
+        """Open the log (recovering it) and start consuming from its checkpoint. Records left
+        from before a crash are replayed first, in order, cut into the same insert blocks as
+        before so their deduplication tokens match."""
+        self.wal.recover()
+        await self.wal.start()
+        self._writer.token_prefix = f"otelgw-{self.wal.id}"
+        checkpoint = self.wal.checkpoint_seq
+        self._pending_cuts.extend(self._writer.pending_cuts(checkpoint))
+        self.stats.replay_target_seq = self.wal.durable_seq
+        self._writer.on_commit = self._committed
+        if self.wal.pending_records():
+            log.info("replaying write-ahead log", extra={"from_seq": checkpoint + 1, "to_seq": self.wal.durable_seq,
+                                                         "records": self.wal.pending_records(),
+                                                         "cuts": len(self._pending_cuts)})
+        self._cursor = self.wal.cursor(checkpoint)
+        self._consumer = asyncio.create_task(self._consume(), name="otelgw-consumer")
 
-    def check_open(self) -> None:
-        """Raise Overloaded now, before the receiver spends time decoding, if the request
-        cannot be taken."""
+    @property
+    def replayed(self) -> bool:
+        """True once everything that was in the log at start is committed."""
+        return self.wal.checkpoint_seq >= self.stats.replay_target_seq
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def _committed(self, last_seq: int) -> None:
+        # Called from the writer thread after every table of a block is in ClickHouse.
+        loop = self._loop
+        loop.call_soon_threadsafe(self._checkpoint, last_seq)
+
+    def _checkpoint(self, seq: int) -> None:
+        self.wal.checkpoint(seq)
+        self.admission.release_through(seq)
+
+    # -- intake --------------------------------------------------------------------------------
+
+    def check_open(self, project: str, connection: str) -> None:
+        """Refuse early, before the request is decoded, when it cannot be taken."""
         if self._closing:
             raise ShuttingDown("gateway is shutting down", retry_after_s=5.0)
-        if self._queue.full():
-            self.stats.overloaded += 1
-            raise Overloaded("ingest queue is full")
+        self.admission.check_capacity(self.wal, project, connection)
 
-    def submit(self, decoded: Decoded, project: str) -> None:
-        """Accept one decoded request. Raises Overloaded when the queue is full or the gateway
-        is stopping; once this returns, the request is the pipeline's to deliver."""
+    async def accept(self, decoded: Decoded, payload: bytes, project: str, admission_project: str,
+                     connection: str) -> None:
+        """Make one decoded request durable; returns once it is in the log (fsynced, unless
+        fsync is off). Raises Overloaded / RateLimited / ShuttingDown."""
         signal = decoded.signal
         self.stats.requests[signal] += 1
-        self.check_open()
-        self._queue.put_nowait(_Item(decoded, project, time.time_ns()))
+        try:
+            if self._closing:
+                raise ShuttingDown("gateway is shutting down", retry_after_s=5.0)
+            self.admission.admit(self.wal, admission_project, connection, decoded.accepted, len(payload))
+            try:
+                seq, durable = self.wal.append(signal, project, time.time_ns(), payload)
+            except WalFull as exc:
+                raise Overloaded(str(exc), retry_after_s=5.0) from exc
+        except RateLimited:
+            self.stats.rate_limited += 1
+            raise
+        except Overloaded:
+            self.stats.overloaded += 1
+            raise
+        self.admission.track(seq, admission_project, len(payload))
+        self._inflight_appends += 1
+        try:
+            await durable
+        except WalError as exc:
+            self.stats.overloaded += 1
+            raise Overloaded(f"write-ahead log: {exc}") from exc
+        finally:
+            self._inflight_appends -= 1
         self.stats.items_accepted[signal] += decoded.accepted
         self.stats.items_rejected[signal] += decoded.rejected
 
-    def map_request(self, item: _Item) -> RowBatch:
-        decoded = item.decoded
-        if decoded.signal is Signal.TRACES:
-            return self._mapper.map_traces(decoded.message, item.project, item.received_ns)
-        if decoded.signal is Signal.LOGS:
-            return map_logs(self._mapper, decoded.message, item.project, item.received_ns)
-        return map_metrics(decoded.message, item.project, item.received_ns)
+    # -- consuming -----------------------------------------------------------------------------
 
-    def _process(self, item: _Item) -> None:
-        try:
-            batch = self.map_request(item)
-        except Exception:
-            # A mapper bug must not stop ingest: the request is logged and counted. The raw
-            # bytes are in the WAL once it exists, so nothing is lost for good.
-            self.stats.map_errors += 1
-            log.exception("mapping failed", extra={"signal": item.decoded.signal, "project": item.project})
-            return
-        encoded = encode_batch(batch, ts(time.time_ns()), self._encoder)
-        if encoded.blocks:
-            self._writer.add(encoded)
+    def map_record(self, record: WalRecord) -> RowBatch:
+        message = REQUEST_TYPES[record.signal].FromString(record.request)
+        if record.signal is Signal.TRACES:
+            return self._mapper.map_traces(message, record.project, record.received_ns)
+        if record.signal is Signal.LOGS:
+            return map_logs(self._mapper, message, record.project, record.received_ns)
+        return map_metrics(message, record.project, record.received_ns)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            item = await self._queue.get()
+    def _process(self, records: list[WalRecord]) -> None:
+        for record in records:
             try:
-                await loop.run_in_executor(self._map_pool, self._process, item)
-            finally:
-                self._queue.task_done()
+                encoded = encode_batch(self.map_record(record), ts(time.time_ns()), self._encoder)
+            except Exception:
+                # A mapper bug must not stop ingest: the record goes to the dead-letter
+                # directory as it was received, with a log line and a counter.
+                self.stats.map_errors += 1
+                log.exception("mapping failed; record written to dead-letter",
+                              extra={"seq": record.seq, "signal": record.signal})
+                self._dead_letter(record)
+                encoded = EncodedBatch(blocks={}, rows={})
+            self.stats.records_mapped += 1
+            hold, cut_end = False, 0
+            if self._pending_cuts:
+                # Rebuilding a block that was cut before a crash: same records, same token.
+                first, last = self._pending_cuts[0]
+                if first <= record.seq <= last:
+                    hold, cut_end = record.seq < last, (last if record.seq == last else 0)
+                if record.seq >= last:
+                    self._pending_cuts.popleft()
+            self._writer.add(encoded, record.seq, hold=hold, cut_end=cut_end)
+
+    def _dead_letter(self, record: WalRecord) -> None:
+        self._dead_letter_dir.mkdir(parents=True, exist_ok=True)
+        path = self._dead_letter_dir / f"record-{record.seq}-{record.signal}.pb"
+        path.write_bytes(record.request)
+
+    async def _consume(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.wal.durable_changed is not None
+        while True:
+            self.wal.durable_changed.clear()
+            records = self._cursor.read(self.wal.durable_seq, _READ_BYTES)
+            if not records:
+                await self.wal.durable_changed.wait()
+                continue
+            await loop.run_in_executor(self._map_pool, self._process, records)
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        assert self._consumer is not None
+        return self._consumer.get_loop()
 
     async def drain(self) -> None:
-        """Wait until every accepted request has been mapped and handed to the writer."""
-        await self._queue.join()
+        """Wait until every durable record has been mapped and handed to the writer."""
+        while self._cursor.position < self.wal.durable_seq or self._inflight_appends:
+            await asyncio.sleep(0.01)
+        # The mapping thread may still be adding the last batch.
+        await asyncio.get_running_loop().run_in_executor(self._map_pool, lambda: None)
 
     async def stop(self, timeout: float) -> bool:
-        """Stop accepting, map everything queued, flush the writer. True if all of it landed."""
+        """Refuse new requests, map what is in the log, flush and checkpoint. True if all of it
+        is in ClickHouse; anything left stays in the log for the next start."""
         self._closing = True
         deadline = time.monotonic() + timeout
         drained = True
         try:
-            await asyncio.wait_for(self._queue.join(), timeout)
+            await asyncio.wait_for(self.drain(), timeout)
         except TimeoutError:
             drained = False
-            log.error("pipeline queue did not drain before the shutdown timeout",
-                      extra={"queued": self._queue.qsize()})
-        if self._worker is not None:
-            self._worker.cancel()
+            log.error("shutdown timeout before the log was drained; the rest stays in the WAL",
+                      extra={"position": self._cursor.position, "durable_seq": self.wal.durable_seq})
+        if self._consumer is not None:
+            self._consumer.cancel()
             try:
-                await self._worker
+                await self._consumer
             except (asyncio.CancelledError, Exception):
                 pass
-        remaining = max(deadline - time.monotonic(), 1.0)
+        remaining = max(deadline - time.monotonic(), 0.5)
         flushed = await asyncio.get_running_loop().run_in_executor(None, self._writer.stop, remaining)
-        self._map_pool.shutdown(wait=False)
-        return drained and flushed
+        # Checkpoints arrive via call_soon_threadsafe: let them run before closing the log.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        self._map_pool.shutdown(wait=True)
+        self._cursor.close()
+        await self.wal.close()
+        return drained and flushed and self.wal.checkpoint_seq >= self.wal.durable_seq
 
     def describe(self) -> dict[str, Any]:
-        return {"queue_depth": self.queue_depth, **msgspec.to_builtins(self.stats)}
+        return {
+            **msgspec.to_builtins(self.stats),
+            "wal": {
+                **msgspec.to_builtins(self.wal.stats),
+                "bytes": self.wal.size_bytes,
+                "max_bytes": self.wal.max_bytes,
+                "durable_seq": self.wal.durable_seq,
+                "checkpoint_seq": self.wal.checkpoint_seq,
+                "consumed_seq": self._cursor.position if self._consumer else 0,
+                "pending_records": self.wal.pending_records(),
+            },
+            "replayed": self.replayed,
+            "admission": self.admission.describe(),
+        }

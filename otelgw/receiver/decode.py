@@ -15,20 +15,8 @@ from typing import Any
 import msgspec
 from google.protobuf.json_format import ParseDict, ParseError
 from google.protobuf.message import DecodeError as ProtobufDecodeError
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsServiceRequest,
-    ExportLogsServiceResponse,
-)
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 
-from otelgw.pipeline.request import Decoded, Signal
+from otelgw.pipeline.request import REQUEST_TYPES, RESPONSE_TYPES, Decoded, Signal
 
 
 class Encoding(StrEnum):
@@ -39,17 +27,6 @@ class Encoding(StrEnum):
 class DecodeError(ValueError):
     """The body is not a valid OTLP request of the expected signal and encoding."""
 
-
-REQUEST_TYPES: dict[Signal, type] = {
-    Signal.TRACES: ExportTraceServiceRequest,
-    Signal.LOGS: ExportLogsServiceRequest,
-    Signal.METRICS: ExportMetricsServiceRequest,
-}
-RESPONSE_TYPES: dict[Signal, type] = {
-    Signal.TRACES: ExportTraceServiceResponse,
-    Signal.LOGS: ExportLogsServiceResponse,
-    Signal.METRICS: ExportMetricsServiceResponse,
-}
 
 _json_decoder = msgspec.json.Decoder()
 

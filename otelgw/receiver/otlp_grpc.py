@@ -13,7 +13,8 @@ from typing import Any
 
 import grpc
 
-from otelgw.pipeline.pipeline import Overloaded, Pipeline
+from otelgw.pipeline.admission import Overloaded, RateLimited
+from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Signal
 from otelgw.receiver.decode import DecodeError, Encoding
 from otelgw.receiver.ingest import BadProject, clean_project, ingest
@@ -35,15 +36,45 @@ def _project(context: grpc.aio.ServicerContext) -> str:
     return ""
 
 
+def _pb_len(field: int, payload: bytes) -> bytes:
+    return bytes([field << 3 | 2]) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | 0x80 if value else byte)
+        if not value:
+            return bytes(out)
+
+
+def retry_metadata(code: grpc.StatusCode, message: str, delay_s: float) -> tuple[tuple[str, bytes], ...]:
+    """Trailing metadata carrying google.rpc.RetryInfo: as the OTel Python exporter reads it
+    (`google.rpc.retryinfo-bin`) and as the Go exporters do (inside `grpc-status-details-bin`)."""
+    seconds, nanos = int(delay_s), int((delay_s - int(delay_s)) * 1e9)
+    duration = b"\x08" + _varint(seconds) + (b"\x10" + _varint(nanos) if nanos else b"")
+    retry_info = _pb_len(1, duration)
+    any_msg = _pb_len(1, b"type.googleapis.com/google.rpc.RetryInfo") + _pb_len(2, retry_info)
+    status = b"\x08" + _varint(code.value[0]) + _pb_len(2, message.encode()) + _pb_len(3, any_msg)
+    return (("google.rpc.retryinfo-bin", retry_info), ("grpc-status-details-bin", status))
+
+
 def _export_handler(pipeline: Pipeline, executor: Executor | None, signal: Signal) -> grpc.RpcMethodHandler:
     async def export(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        connection = context.peer() or "unknown"
         try:
             project = _project(context)
-            response: Any = await ingest(pipeline, executor, signal, body, Encoding.PROTOBUF, project)
+            with pipeline.admission.slot(connection):
+                pipeline.check_open(project, connection)
+                response: Any = await ingest(pipeline, executor, signal, body, Encoding.PROTOBUF, project, connection)
         except (DecodeError, BadProject) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Overloaded as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            # RESOURCE_EXHAUSTED is retryable for OTLP only with RetryInfo, so both carry it.
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, RateLimited) else grpc.StatusCode.UNAVAILABLE
+            await context.abort(code, str(exc), trailing_metadata=retry_metadata(code, str(exc), exc.retry_after_s))
         return response.SerializeToString()
 
     return grpc.unary_unary_rpc_method_handler(export)

@@ -9,6 +9,7 @@ Retry-After when the gateway cannot take more.
 from __future__ import annotations
 
 import logging
+import math
 from concurrent.futures import Executor
 
 from aiohttp import web
@@ -16,7 +17,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from google.protobuf.json_format import MessageToJson
 
-from otelgw.pipeline.pipeline import Overloaded, Pipeline
+from otelgw.pipeline.admission import Overloaded, RateLimited
+from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Signal
 from otelgw.receiver.decode import DecodeError, Encoding
 from otelgw.receiver.ingest import BadProject, clean_project, ingest
@@ -88,21 +90,27 @@ async def handle_export(request: web.Request) -> web.Response:
         project = clean_project(request.headers.get(PROJECT_HEADER))
     except BadProject as exc:
         return error_response(400, str(exc), encoding)
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return error_response(413, f"request body exceeds {request.client_max_size} bytes (after decompression)",
-                              encoding)
-    except (RequestPayloadError, HttpProcessingError, ValueError) as exc:
-        # RequestPayloadError / ContentEncodingError: a body that does not decompress.
-        return error_response(400, f"cannot read request body: {exc}".strip(), encoding)
     pipeline = request.app[PIPELINE_KEY]
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    connection = f"{peer[0]}:{peer[1]}" if peer else "unknown"
     try:
-        response = await ingest(pipeline, request.app[EXECUTOR_KEY], signal, body, encoding, project)
+        with pipeline.admission.slot(connection):
+            pipeline.check_open(project, connection)
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return error_response(413, f"request body exceeds {request.client_max_size} bytes "
+                                           "(after decompression)", encoding)
+            except (RequestPayloadError, HttpProcessingError, ValueError) as exc:
+                # RequestPayloadError / ContentEncodingError: a body that does not decompress.
+                return error_response(400, f"cannot read request body: {exc}".strip(), encoding)
+            response = await ingest(pipeline, request.app[EXECUTOR_KEY], signal, body, encoding, project, connection)
     except DecodeError as exc:
         return error_response(400, str(exc), encoding)
     except Overloaded as exc:
-        return error_response(503, str(exc), encoding, headers={"Retry-After": str(max(1, round(exc.retry_after_s)))})
+        status = 429 if isinstance(exc, RateLimited) else 503
+        return error_response(status, str(exc), encoding,
+                              headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
     if encoding is Encoding.PROTOBUF:
         return web.Response(body=response.SerializeToString(), content_type=MEDIA_TYPE[encoding])
     return web.Response(text=MessageToJson(response, indent=None), content_type=MEDIA_TYPE[encoding])

@@ -2,8 +2,15 @@
 its own thread so no ClickHouse call ever runs on the event loop.
 
 Shaped like the OTel SDK's BatchProcessor (bounded buffer, worker woken at batch size, timer
-flush, flush/shutdown with timeouts), with one difference that matters for a gateway: when full
-it makes the producer wait, it never drops.
+flush, flush/shutdown with timeouts), with what a gateway needs on top:
+- it never drops: when full the producer waits;
+- every block carries the write-ahead-log range it came from; the range is recorded in the
+  cut log before the insert and names the block's deduplication token, so a replay after a
+  crash repeats the token and ClickHouse keeps one copy;
+- a store that is down is retried for as long as it takes (exponential backoff with jitter),
+  and the log keeps the data meanwhile; a block ClickHouse rejects as bad data is split until
+  the bad rows are isolated, and those go to a dead-letter file;
+- once every table of a block is in, `on_commit(last_seq)` moves the log's checkpoint.
 """
 
 from __future__ import annotations
@@ -11,13 +18,16 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 
 from otelgw.pipeline.rows import TABLES, EncodedBatch
+from otelgw.pipeline.wal import CutLog
 from otelgw.store.client import ClientFactory
 
 log = logging.getLogger(__name__)
@@ -25,17 +35,35 @@ log = logging.getLogger(__name__)
 INSERT_SETTINGS = {
     "input_format_skip_unknown_fields": 1,
     "input_format_null_as_default": 1,
+    "insert_deduplicate": 1,
 }
+
+# ClickHouse error codes that mean "this data can never be inserted": retrying cannot help.
+DATA_ERROR_CODES = frozenset({
+    6, 25, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 349, 376, 407, 457, 1001,
+})
+_CODE = re.compile(r"Code: (\d+)")
+_MAX_BACKOFF_S = 30.0
+
+
+def is_data_error(exc: BaseException) -> bool:
+    match = _CODE.search(str(exc))
+    return bool(match) and int(match.group(1)) in DATA_ERROR_CODES
 
 
 class WriterStats(msgspec.Struct):
     rows_written: dict[str, int] = {}
     flushes: int = 0
     insert_errors: int = 0
-    dead_letter_blocks: int = 0
+    dead_letter_rows: int = 0
     buffered_bytes: int = 0
     last_error: str = ""
     healthy: bool = True
+    committed_seq: int = 0
+
+
+class _Abort(Exception):
+    """Shutdown ran out of time while the store was failing: leave the data in the log."""
 
 
 class BatchWriter:
@@ -48,6 +76,8 @@ class BatchWriter:
         max_bytes: int,
         attempts: int,
         dead_letter_dir: str | Path,
+        cuts: CutLog | None = None,
+        token_prefix: str = "otelgw",
     ) -> None:
         self._clients = clients
         self._batch_rows = batch_rows
@@ -55,28 +85,43 @@ class BatchWriter:
         self._max_bytes = max_bytes
         self._attempts = attempts
         self._dead_letter_dir = Path(dead_letter_dir)
+        self._cuts = cuts
+        self.token_prefix = token_prefix
+        self.on_commit: Callable[[int], None] | None = None
         self._cond = threading.Condition()
         self._buffers: dict[str, list[bytes]] = {t: [] for t in TABLES}
         self._rows: dict[str, int] = dict.fromkeys(TABLES, 0)
         self._bytes = 0
+        self._first_seq = 0
+        self._last_seq = 0
+        self._holding = False
+        self._cut_now = False
         self._oldest = 0.0
         self._flush_requested = 0  # generation counters: a flush() waits for its own round
         self._flush_done = 0
         self._stopping = False
+        self._abort = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats = WriterStats(rows_written=dict.fromkeys(TABLES, 0))
+
+    def pending_cuts(self, checkpoint: int) -> list[tuple[int, int]]:
+        return self._cuts.pending(checkpoint) if self._cuts else []
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="otelgw-writer", daemon=True)
         self._thread.start()
 
-    def add(self, batch: EncodedBatch, timeout: float | None = None) -> bool:
-        """Buffer a batch; waits while the buffer is full. False if it timed out or the writer
-        is stopping (the caller still owns the rows)."""
+    def add(self, batch: EncodedBatch, seq: int = 0, *, hold: bool = False, cut_end: int = 0,
+            timeout: float | None = None) -> bool:
+        """Buffer the rows of log record `seq`; waits while the buffer is full. `hold` keeps the
+        writer from flushing (a replayed block is being rebuilt); `cut_end` flushes right after
+        this record (the replayed block is complete). False if it timed out or the writer is
+        stopped (the caller still owns the rows)."""
         size = sum(len(b) for b in batch.blocks.values())
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._bytes and self._bytes + size > self._max_bytes and not self._stopping:
+            while (self._bytes and self._bytes + size > self._max_bytes and not self._holding
+                   and not self._stopping):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -84,14 +129,21 @@ class BatchWriter:
                 self._cond.wait(remaining if remaining is not None else 0.5)
             if self._stopping and self._thread is None:
                 return False
-            if not self._bytes:
+            if not self._bytes and not self._first_seq:
                 self._oldest = time.monotonic()
             for table, block in batch.blocks.items():
                 self._buffers[table].append(block)
                 self._rows[table] += batch.rows.get(table, 0)
             self._bytes += size
+            if seq:
+                self._first_seq = self._first_seq or seq
+                self._last_seq = seq
+            self._holding = hold
+            if cut_end:
+                self._holding = False
+                self._cut_now = True
             self.stats.buffered_bytes = self._bytes
-            if max(self._rows.values()) >= self._batch_rows:
+            if self._cut_now or max(self._rows.values()) >= self._batch_rows:
                 self._cond.notify_all()
         return True
 
@@ -104,41 +156,61 @@ class BatchWriter:
             return self._cond.wait_for(lambda: self._flush_done >= wanted, timeout)
 
     def stop(self, timeout: float | None = None) -> bool:
+        """Flush and stop. If the store keeps failing past `timeout`, give up: the rows stay in
+        the write-ahead log for the next start. True if everything was committed."""
         ok = self.flush(timeout)
+        if not ok:
+            self._abort.set()
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(max(timeout or 0, 5.0))
             self._thread = None
+        if self._cuts:
+            self._cuts.close()
         return ok
 
-    def _take(self) -> tuple[dict[str, list[bytes]], dict[str, int], int]:
-        buffers, rows, size = self._buffers, self._rows, self._bytes
+    def _take(self) -> tuple[dict[str, list[bytes]], dict[str, int], int, int]:
+        buffers, rows, first, last = self._buffers, self._rows, self._first_seq, self._last_seq
         self._buffers = {t: [] for t in TABLES}
         self._rows = dict.fromkeys(TABLES, 0)
         self._bytes = 0
+        self._first_seq = self._last_seq = 0
+        self._cut_now = False
         self.stats.buffered_bytes = 0
-        return buffers, rows, size
+        return buffers, rows, first, last
+
+    def _due(self) -> bool:
+        if self._holding:
+            return False
+        pending = self._bytes or self._first_seq
+        if self._cut_now or max(self._rows.values()) >= self._batch_rows:
+            return True
+        return bool(pending) and time.monotonic() - self._oldest >= self._interval
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while True:
-                    due = self._bytes and (time.monotonic() - self._oldest >= self._interval)
-                    full = max(self._rows.values()) >= self._batch_rows
                     flush_wanted = self._flush_requested > self._flush_done
-                    if due or full or flush_wanted or self._stopping:
+                    if self._due() or (flush_wanted and not self._holding) or self._stopping:
                         break
-                    wait = self._interval - (time.monotonic() - self._oldest) if self._bytes else self._interval
+                    pending = self._bytes or self._first_seq
+                    wait = self._interval - (time.monotonic() - self._oldest) if pending else self._interval
                     self._cond.wait(max(wait, 0.005))
                 round_id = self._flush_requested
-                buffers, rows, _ = self._take()
+                buffers, rows, first, last = self._take()
                 stopping = self._stopping
                 self._cond.notify_all()  # producers waiting for room
-            for table in TABLES:
-                if buffers[table]:
-                    self._insert(table, b"".join(buffers[table]), rows[table])
+            try:
+                self._write_block(buffers, rows, first, last)
+            except _Abort:
+                log.error("store still failing at shutdown; rows stay in the write-ahead log",
+                          extra={"first_seq": first, "last_seq": last})
+                with self._cond:
+                    self._cond.notify_all()
+                return
             with self._cond:
                 self._flush_done = max(self._flush_done, round_id)
                 self.stats.flushes += 1
@@ -146,30 +218,66 @@ class BatchWriter:
             if stopping:
                 return
 
-    def _insert(self, table: str, block: bytes, rows: int) -> None:
+    def _write_block(self, buffers: dict[str, list[bytes]], rows: dict[str, int], first: int, last: int) -> None:
+        if not first and not any(buffers.values()):
+            return
+        if first and self._cuts:
+            self._cuts.append(first, last)
+        for table in TABLES:
+            if buffers[table]:
+                token = f"{self.token_prefix}:{first}-{last}:{table}"
+                self._insert(table, b"".join(buffers[table]), rows[table], token)
+        if last:
+            self.stats.committed_seq = last
+            if self.on_commit is not None:
+                self.on_commit(last)
+
+    def _insert(self, table: str, block: bytes, rows: int, token: str) -> None:
+        """Insert one block, retrying a failing store for as long as it takes. A block the
+        store rejects as bad data is split in halves (deterministically, so tokens repeat on
+        replay) until the bad rows are alone; those are dead-lettered."""
         delay = 0.2
-        for attempt in range(1, self._attempts + 1):
+        data_errors = 0
+        while True:
             try:
-                self._clients.get().raw_insert(table, insert_block=block, settings=INSERT_SETTINGS, fmt="JSONEachRow")
+                settings = {**INSERT_SETTINGS, "insert_deduplication_token": token}
+                self._clients.get().raw_insert(table, insert_block=block, settings=settings, fmt="JSONEachRow")
                 self.stats.rows_written[table] += rows
+                if not self.stats.healthy:
+                    log.info("store is taking inserts again", extra={"table": table})
                 self.stats.healthy = True
                 return
-            except Exception as exc:  # every driver error is retried the same way
+            except Exception as exc:  # every driver error is classified the same way
                 self.stats.insert_errors += 1
-                self.stats.healthy = False
                 self.stats.last_error = f"{type(exc).__name__}: {str(exc)[:500]}"
-                log.warning("insert failed", extra={"table": table, "rows": rows, "attempt": attempt,
+                if is_data_error(exc):
+                    data_errors += 1
+                    if data_errors >= self._attempts:
+                        self._split_or_dead_letter(table, block, token)
+                        return
+                else:
+                    self.stats.healthy = False
+                    self._clients.discard()
+                log.warning("insert failed", extra={"table": table, "rows": rows, "data_error": is_data_error(exc),
                                                     "error": self.stats.last_error})
-                self._clients.discard()
-                if attempt < self._attempts:
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 10.0)
-        self._dead_letter(table, block, rows)
+                if self._abort.wait(delay * (0.5 + random.random())):
+                    raise _Abort from exc
+                delay = min(delay * 2, _MAX_BACKOFF_S)
 
-    def _dead_letter(self, table: str, block: bytes, rows: int) -> None:
+    def _split_or_dead_letter(self, table: str, block: bytes, token: str) -> None:
+        lines = block.rstrip(b"\n").split(b"\n")
+        if len(lines) == 1:
+            self._dead_letter(table, block, token)
+            return
+        middle = len(lines) // 2
+        for half, part in ((0, lines[:middle]), (1, lines[middle:])):
+            self._insert(table, b"\n".join(part) + b"\n", len(part), f"{token}/{half}")
+
+    def _dead_letter(self, table: str, block: bytes, token: str) -> None:
         self._dead_letter_dir.mkdir(parents=True, exist_ok=True)
-        path = self._dead_letter_dir / f"{table}-{time.time_ns()}-{os.getpid()}.jsonl"
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", token)
+        path = self._dead_letter_dir / f"{name}-{os.getpid()}.jsonl"
         path.write_bytes(block)
-        self.stats.dead_letter_blocks += 1
-        log.error("insert gave up; block written to dead-letter file",
-                  extra={"table": table, "rows": rows, "path": str(path), "error": self.stats.last_error})
+        self.stats.dead_letter_rows += block.count(b"\n")
+        log.error("ClickHouse rejected a row as bad data; it was written to a dead-letter file",
+                  extra={"table": table, "path": str(path), "error": self.stats.last_error})

@@ -1,0 +1,562 @@
+"""Write-ahead log: every accepted request is appended here, and made durable, before the
+client is answered. It is also the ingest queue: the pipeline reads records back in order, so
+a backlog (a slow or absent ClickHouse) waits on disk, not in memory.
+
+Layout of `wal_dir`:
+- `NNNNNNNNNNNNNNNNNNNN.seg`: segments named by the sequence number of their first record.
+- `checkpoint`: the highest sequence number whose rows are all committed in ClickHouse.
+- `cuts.log`: the record ranges of insert blocks, written before the insert, so a replay
+  cuts the same blocks and repeats the same deduplication tokens.
+- `id`: this WAL's random id, part of every deduplication token.
+
+A segment is a sequence of length-delimited protobuf messages (varint length, then the
+message), the framing ClickHouse's `Protobuf` input format reads:
+
+    message WalRecord {
+      bytes   request            = 1;  // Export{Trace,Logs,Metrics}ServiceRequest, protobuf
+      uint32  signal             = 2;  // 1 traces, 2 logs, 3 metrics
+      string  project            = 3;
+      fixed64 received_unix_nano = 4;
+      uint64  seq                = 5;
+      fixed32 crc32              = 15; // zlib.crc32 of every byte of the record before it
+    }
+
+The checksum rides inside the record as its last field: a reader with a schema that does not
+declare field 15 (ClickHouse with the OTLP schema) skips it, and a torn or corrupt tail is found
+without a second file to keep in step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import threading
+import uuid
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+import msgspec
+
+from otelgw.pipeline.request import Signal
+
+log = logging.getLogger(__name__)
+
+SIGNAL_CODES: dict[Signal, int] = {Signal.TRACES: 1, Signal.LOGS: 2, Signal.METRICS: 3}
+CODE_SIGNALS: dict[int, Signal] = {v: k for k, v in SIGNAL_CODES.items()}
+_CRC_TAG = b"\x7d"  # field 15, wire type 5 (fixed32)
+_SEGMENT_SUFFIX = ".seg"
+
+
+class WalError(RuntimeError):
+    pass
+
+
+class WalFull(WalError):
+    """The WAL holds its configured maximum of bytes: refuse until the store catches up."""
+
+
+class WalRecord(msgspec.Struct, frozen=True):
+    seq: int
+    signal: Signal
+    project: str
+    received_ns: int
+    request: bytes
+
+
+# -- encoding -----------------------------------------------------------------------------------
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def encode_record(record: WalRecord) -> bytes:
+    project = record.project.encode()
+    body = b"".join((
+        b"\x0a", _varint(len(record.request)), record.request,
+        b"\x10", _varint(SIGNAL_CODES[record.signal]),
+        b"\x1a", _varint(len(project)), project,
+        b"\x21", struct.pack("<Q", record.received_ns & 0xFFFFFFFFFFFFFFFF),
+        b"\x28", _varint(record.seq),
+    ))
+    body += _CRC_TAG + struct.pack("<I", zlib.crc32(body))
+    return _varint(len(body)) + body
+
+
+def decode_record(body: bytes | memoryview) -> WalRecord:
+    """Parse one record body (without its length prefix). Raises ValueError when corrupt."""
+    if len(body) < 5 or body[-5:-4] != _CRC_TAG:
+        raise ValueError("record has no checksum")
+    (crc,) = struct.unpack("<I", body[-4:])
+    if zlib.crc32(body[:-5]) != crc:
+        raise ValueError("record checksum mismatch")
+    pos, end = 0, len(body) - 5
+    request = b""
+    signal_code = seq = received = 0
+    project = ""
+    while pos < end:
+        tag, pos = _read_varint(body, pos)
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _read_varint(body, pos)
+            if field == 2:
+                signal_code = value
+            elif field == 5:
+                seq = value
+        elif wire == 2:
+            length, pos = _read_varint(body, pos)
+            chunk = bytes(body[pos:pos + length])
+            pos += length
+            if field == 1:
+                request = chunk
+            elif field == 3:
+                project = chunk.decode()
+        elif wire == 1:
+            (value,) = struct.unpack("<Q", body[pos:pos + 8])
+            pos += 8
+            if field == 4:
+                received = value
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"unexpected wire type {wire}")
+    if signal_code not in CODE_SIGNALS:
+        raise ValueError(f"unknown signal {signal_code}")
+    return WalRecord(seq, CODE_SIGNALS[signal_code], project, received, request)
+
+
+def iter_segment(data: bytes) -> Iterator[tuple[int, int, WalRecord | None]]:
+    """(start offset, end offset, record) for each record; the record is None and iteration
+    stops at the first torn or corrupt one."""
+    pos = 0
+    view = memoryview(data)
+    while pos < len(data):
+        try:
+            length, body_start = _read_varint(view, pos)
+            end = body_start + length
+            if end > len(data):
+                raise ValueError("torn record")
+            record = decode_record(view[body_start:end])
+        except ValueError:
+            yield pos, len(data), None
+            return
+        yield pos, end, record
+        pos = end
+
+
+# -- the log ------------------------------------------------------------------------------------
+
+class WalStats(msgspec.Struct):
+    appended_records: int = 0
+    appended_bytes: int = 0
+    fsyncs: int = 0
+    truncated_tails: int = 0
+    full_refusals: int = 0
+
+
+class _Segment:
+    __slots__ = ("first_seq", "last_seq", "path", "size")
+
+    def __init__(self, first_seq: int, path: Path, size: int = 0, last_seq: int = 0) -> None:
+        self.first_seq = first_seq
+        self.last_seq = last_seq or first_seq - 1
+        self.path = path
+        self.size = size
+
+
+class WriteAheadLog:
+    """Append on the event loop (a write() into the page cache), fsync in a helper thread with
+    group commit: appends that arrive within `fsync_ms` share one fsync. `fsync_ms=None` turns
+    fsync off (unsafe: a power loss loses what the OS had not written yet)."""
+
+    def __init__(self, directory: str | Path, *, fsync_ms: int | None, max_bytes: int,
+                 segment_bytes: int = 64 * 1024 * 1024) -> None:
+        self.dir = Path(directory)
+        self.fsync_ms = fsync_ms
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.stats = WalStats()
+        self._segments: list[_Segment] = []
+        self._fd: int | None = None
+        self._next_seq = 1
+        self._checkpoint = 0
+        self._durable_seq = 0
+        self._written_seq = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._sync_wanted: asyncio.Event | None = None
+        self._syncer: asyncio.Task[None] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-wal")
+        self._to_close: list[int] = []
+        self.durable_changed: asyncio.Event | None = None
+        self.id = ""
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Open the directory: read the checkpoint, check every segment, cut a torn or corrupt
+        tail (logged), and continue the sequence after the last good record."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        id_file = self.dir / "id"
+        if not id_file.exists():
+            _atomic_write(id_file, uuid.uuid4().hex.encode())
+        self.id = id_file.read_text().strip()
+        cp_file = self.dir / "checkpoint"
+        self._checkpoint = int(cp_file.read_text().strip() or 0) if cp_file.exists() else 0
+        last_seq = self._checkpoint
+        paths = sorted(self.dir.glob(f"*{_SEGMENT_SUFFIX}"))
+        for index, path in enumerate(paths):
+            first = int(path.stem)
+            data = path.read_bytes()
+            good_end, seg_last = 0, first - 1
+            for _, end, record in iter_segment(data):
+                if record is None:
+                    break
+                good_end, seg_last = end, record.seq
+            if good_end < len(data):
+                self.stats.truncated_tails += 1
+                log.warning("WAL segment has a torn or corrupt tail; truncating it",
+                            extra={"segment": path.name, "kept_bytes": good_end, "dropped_bytes": len(data) - good_end,
+                                   "later_segments": len(paths) - index - 1})
+                with open(path, "r+b") as fh:
+                    fh.truncate(good_end)
+                    os.fsync(fh.fileno())
+            if good_end == 0 and seg_last < first:
+                path.unlink()
+                continue
+            self._segments.append(_Segment(first, path, good_end, seg_last))
+            last_seq = max(last_seq, seg_last)
+        self._next_seq = last_seq + 1
+        self._written_seq = self._durable_seq = last_seq
+        self._drop_checkpointed()
+
+    def pending_records(self) -> int:
+        return self._written_seq - self._checkpoint
+
+    @property
+    def checkpoint_seq(self) -> int:
+        return self._checkpoint
+
+    @property
+    def durable_seq(self) -> int:
+        return self._durable_seq
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    async def start(self) -> None:
+        self._sync_wanted = asyncio.Event()
+        self.durable_changed = asyncio.Event()
+        self._syncer = asyncio.create_task(self._sync_loop(), name="otelgw-wal-sync")
+
+    # -- appending -----------------------------------------------------------------------------
+
+    def check_room(self, size: int) -> None:
+        if self.size_bytes + size > self.max_bytes:
+            self.stats.full_refusals += 1
+            raise WalFull(f"write-ahead log is full ({self.size_bytes} of {self.max_bytes} bytes)")
+
+    def append(self, signal: Signal, project: str, received_ns: int,
+               request: bytes) -> tuple[int, asyncio.Future[None]]:
+        """Write one record now; the future resolves once it is durable. Raises WalFull."""
+        data = encode_record(WalRecord(self._next_seq, signal, project, received_ns, request))
+        self.check_room(len(data))
+        segment = self._current_segment(len(data))
+        assert self._fd is not None
+        written = 0
+        while written < len(data):  # a regular file rarely writes short, but it may
+            written += os.write(self._fd, data[written:] if written else data)
+        seq = self._next_seq
+        self._next_seq += 1
+        segment.size += len(data)
+        segment.last_seq = seq
+        self._written_seq = seq
+        self.stats.appended_records += 1
+        self.stats.appended_bytes += len(data)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fsync_ms is None:
+            self._durable_seq = seq
+            future.set_result(None)
+            if self.durable_changed is not None:
+                self.durable_changed.set()
+        else:
+            self._waiters.append((seq, future))
+            assert self._sync_wanted is not None
+            self._sync_wanted.set()
+        return seq, future
+
+    def _current_segment(self, incoming: int) -> _Segment:
+        segment = self._segments[-1] if self._segments else None
+        if segment is None or self._fd is None or segment.size + incoming > self.segment_bytes and segment.size:
+            if self._fd is not None:
+                self._to_close.append(self._fd)
+            # A new segment after a roll and after every start: recovered segments stay read-only.
+            path = self.dir / f"{self._next_seq:020d}{_SEGMENT_SUFFIX}"
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            _fsync_dir(self.dir)
+            segment = _Segment(self._next_seq, path)
+            self._segments.append(segment)
+        return segment
+
+    async def _sync_loop(self) -> None:
+        assert self._sync_wanted is not None and self.durable_changed is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._sync_wanted.wait()
+            if self.fsync_ms:
+                await asyncio.sleep(self.fsync_ms / 1000)  # gather the group
+            self._sync_wanted.clear()
+            target = self._written_seq
+            fds = [*self._to_close, self._fd]
+            self._to_close = []
+            try:
+                await loop.run_in_executor(self._pool, _fsync_all, fds[:-1], fds[-1])
+            except OSError as exc:
+                # The data may not be on disk: fail every waiter so their clients retry.
+                log.error("WAL fsync failed", extra={"error": str(exc)})
+                waiters, self._waiters = self._waiters, []
+                for _, future in waiters:
+                    if not future.done():
+                        future.set_exception(WalError(f"fsync failed: {exc}"))
+                continue
+            self.stats.fsyncs += 1
+            self._durable_seq = max(self._durable_seq, target)
+            keep: list[tuple[int, asyncio.Future[None]]] = []
+            for seq, future in self._waiters:
+                if seq <= target:
+                    if not future.done():
+                        future.set_result(None)
+                else:
+                    keep.append((seq, future))
+            self._waiters = keep
+            self.durable_changed.set()
+
+    # -- reading back --------------------------------------------------------------------------
+
+    def cursor(self, after_seq: int) -> WalCursor:
+        return WalCursor(self, after_seq)
+
+    def segments_after(self, seq: int) -> list[_Segment]:
+        return [s for s in self._segments if s.last_seq > seq]
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint(self, seq: int) -> None:
+        """Every record up to `seq` is committed in ClickHouse: remember it and delete the
+        segments it covers."""
+        if seq <= self._checkpoint:
+            return
+        _atomic_write(self.dir / "checkpoint", str(seq).encode())
+        self._checkpoint = seq
+        self._drop_checkpointed()
+
+    def _drop_checkpointed(self) -> None:
+        keep: list[_Segment] = []
+        for index, segment in enumerate(self._segments):
+            open_for_writing = self._fd is not None and index == len(self._segments) - 1
+            if segment.last_seq <= self._checkpoint and not open_for_writing:
+                segment.path.unlink(missing_ok=True)
+            else:
+                keep.append(segment)
+        self._segments = keep
+
+    async def close(self) -> None:
+        if self._syncer is not None:
+            # One last fsync for anything written, then stop.
+            if self._waiters and self._sync_wanted is not None:
+                self._sync_wanted.set()
+                while self._waiters:
+                    await asyncio.sleep(0.005)
+            self._syncer.cancel()
+            try:
+                await self._syncer
+            except asyncio.CancelledError:
+                pass
+        for fd in [*self._to_close, self._fd]:
+            if fd is not None:
+                try:
+                    os.fsync(fd)
+                except OSError:
+                    pass
+                os.close(fd)
+        self._fd = None
+        self._to_close = []
+        self._pool.shutdown(wait=True)
+
+
+class WalCursor:
+    """Reads records back in order, from where it last stopped: only new bytes are read, so
+    tailing the log costs a page-cache copy, not a re-scan."""
+
+    def __init__(self, wal: WriteAheadLog, after_seq: int) -> None:
+        self._wal = wal
+        self.position = after_seq  # last seq handed out
+        self._segment: _Segment | None = None
+        self._fh: BinaryIO | None = None
+        self._offset = 0
+        self._pending = b""
+
+    def _advance_segment(self) -> bool:
+        for segment in self._wal.segments_after(self.position):
+            if segment is self._segment:
+                continue
+            if self._segment is not None and segment.first_seq <= self._segment.first_seq:
+                continue
+            if self._fh is not None:
+                self._fh.close()
+            self._segment, self._offset, self._pending = segment, 0, b""
+            self._fh = open(segment.path, "rb")  # noqa: SIM115  (kept open while tailing)
+            return True
+        return False
+
+    def read(self, up_to_seq: int, max_bytes: int = 8 * 1024 * 1024) -> list[WalRecord]:
+        """Records after the last one returned, up to `up_to_seq` (the durable end), in order."""
+        out: list[WalRecord] = []
+        size = 0
+        while self.position < up_to_seq and size < max_bytes:
+            if self._segment is None and not self._advance_segment():
+                break
+            assert self._segment is not None and self._fh is not None
+            available = self._segment.size - self._offset
+            if available > 0:
+                self._fh.seek(self._offset)
+                chunk = self._fh.read(min(available, max(max_bytes, 1 << 20)))
+                self._offset += len(chunk)
+                data = self._pending + chunk
+                consumed = 0
+                for start, end, record in iter_segment(data):
+                    if record is None:  # a record that is not all here yet
+                        consumed = start
+                        break
+                    consumed = end
+                    if record.seq <= self.position:
+                        continue
+                    if record.seq > up_to_seq:
+                        # Durable only up to up_to_seq: hand the rest out next time.
+                        consumed = start
+                        break
+                    out.append(record)
+                    self.position = record.seq
+                    size += len(record.request)
+                self._pending = data[consumed:]
+                if self.position >= up_to_seq or size >= max_bytes:
+                    break
+                if available > len(chunk):
+                    continue
+            if self._segment.last_seq > self.position and self._offset < self._segment.size:
+                continue
+            if not self._advance_segment():
+                break
+        return out
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _fsync_all(closing: list[int], current: int | None) -> None:
+    for fd in closing:
+        os.fsync(fd)
+        os.close(fd)
+    if current is not None:
+        os.fsync(current)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class CutLog:
+    """`cuts.log` in the WAL directory: one "first last" line per insert block, appended and
+    fsynced before the block is inserted. A replay after a crash cuts the same blocks, so their
+    deduplication tokens repeat and ClickHouse drops the copy it already has."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.path = Path(directory) / "cuts.log"
+        self._lock = threading.Lock()
+        self._fh: BinaryIO | None = None
+        self._last: tuple[int, int] = (0, 0)
+        self._lines = 0
+
+    def pending(self, checkpoint: int) -> list[tuple[int, int]]:
+        """Cuts not yet checkpointed, in order (a torn last line is ignored)."""
+        if not self.path.exists():
+            return []
+        cuts: list[tuple[int, int]] = []
+        for line in self.path.read_bytes().split(b"\n"):
+            parts = line.split()
+            if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                first, last = int(parts[0]), int(parts[1])
+                if last > checkpoint and first > checkpoint and (not cuts or first > cuts[-1][1]):
+                    cuts.append((first, last))
+        return cuts
+
+    def append(self, first: int, last: int) -> None:
+        with self._lock:
+            if (first, last) == self._last:
+                return
+            if self._fh is None:
+                self._fh = open(self.path, "ab")  # noqa: SIM115  (kept open: appended every flush)
+            self._fh.write(f"{first} {last}\n".encode())
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._last = (first, last)
+            self._lines += 1
+
+    def prune(self, checkpoint: int, every: int = 256) -> None:
+        """Drop checkpointed cuts now and then, so the file stays small."""
+        with self._lock:
+            if self._lines < every:
+                return
+            keep = self.pending(checkpoint)
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+            _atomic_write(self.path, b"".join(f"{a} {b}\n".encode() for a, b in keep))
+            self._lines = len(keep)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
