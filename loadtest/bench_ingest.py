@@ -935,7 +935,7 @@ def main(argv: list[str] | None = None) -> int:
             "client_cpu_s": round(client_cpu, 1),
             "gateway_thread_cpu_s": threads_cpu,
             "rows_written": writer.get("rows_written", {}),
-            "writer": {k: writer.get(k) for k in ("flushes", "insert_errors", "dead_letter_blocks", "last_error")},
+            "writer": {k: writer.get(k) for k in ("flushes", "insert_errors", "dead_letter_rows", "last_error")},
             "pipeline": {k: pipeline.get(k) for k in ("requests", "items_accepted", "items_rejected", "overloaded",
                                                       "map_errors")},
             "shutdown_exit_code": exit_code,
@@ -1013,7 +1013,7 @@ def print_block(r: dict[str, Any], problem_lines: list[str], out: Any) -> None:
         "                 busiest: " + ", ".join(f"{n} {c}" for n, c in r["gateway_thread_cpu_s"]["busiest"]),
         "rows written     " + ", ".join(f"{k} {v:,}" for k, v in r["rows_written"].items()),
         f"writer           flushes {r['writer']['flushes']}, insert errors {r['writer']['insert_errors']}, "
-        f"dead-letter blocks {r['writer']['dead_letter_blocks']}"
+        f"dead-letter rows {r['writer']['dead_letter_rows']}"
         + (f", last error {r['writer']['last_error']!r}" if r["writer"].get("last_error") else ""),
         f"pipeline         overloaded {r['pipeline']['overloaded']}, map errors {r['pipeline']['map_errors']}, "
         f"accepted {r['pipeline']['items_accepted']}",

@@ -41,7 +41,8 @@ def test_every_error_named_at_once(tmp_path: Path) -> None:
         load_config(str(path), env={"OTELGW_FLUSH_INTERVAL_MS": "soon", "OTELGW_NOPE": "1",
                                     "OTELGW_API_ADDR": "localhost", "OTELGW_CLICKHOUSE_DSN": "mysql://x"})
     text = str(caught.value)
-    for name in ("batch_rowz", "max_inflight_requests", "OTELGW_FLUSH_INTERVAL_MS", "OTELGW_NOPE", "api_addr", "clickhouse_dsn"):
+    for name in ("batch_rowz", "max_inflight_requests", "OTELGW_FLUSH_INTERVAL_MS", "OTELGW_NOPE", "api_addr",
+                 "clickhouse_dsn"):
         assert name in text, name
 
 
