@@ -443,35 +443,33 @@ class WalCursor:
                 break
             assert self._segment is not None and self._fh is not None
             available = self._segment.size - self._offset
+            chunk = b""
             if available > 0:
                 self._fh.seek(self._offset)
                 chunk = self._fh.read(min(available, max(max_bytes, 1 << 20)))
                 self._offset += len(chunk)
-                data = self._pending + chunk
-                consumed = 0
-                for start, end, record in iter_segment(data):
-                    if record is None:  # a record that is not all here yet
-                        consumed = start
-                        break
-                    consumed = end
-                    if record.seq <= self.position:
-                        continue
-                    if record.seq > up_to_seq:
-                        # Durable only up to up_to_seq: hand the rest out next time.
-                        consumed = start
-                        break
-                    out.append(record)
-                    self.position = record.seq
-                    size += len(record.request)
-                self._pending = data[consumed:]
-                if self.position >= up_to_seq or size >= max_bytes:
+            data = self._pending + chunk
+            consumed = 0
+            for start, end, record in iter_segment(data):
+                if record is None:  # a record that is not all here yet
                     break
-                if available > len(chunk):
+                if record.seq > up_to_seq:
+                    break  # durable only up to up_to_seq: hand the rest out next time
+                consumed = end
+                if record.seq <= self.position:
                     continue
-            if self._segment.last_seq > self.position and self._offset < self._segment.size:
-                continue
-            if not self._advance_segment():
+                out.append(record)
+                self.position = record.seq
+                size += len(record.request)
+                if size >= max_bytes:
+                    break
+            self._pending = data[consumed:]
+            if self.position >= up_to_seq or size >= max_bytes:
                 break
+            if self._offset < self._segment.size:
+                continue  # more of this segment to read
+            if self._pending or not self._advance_segment():
+                break  # the rest is not written yet
         return out
 
     def close(self) -> None:

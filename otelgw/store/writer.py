@@ -120,6 +120,10 @@ class BatchWriter:
         size = sum(len(b) for b in batch.blocks.values())
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
+            # A block that must end at a given record (a replayed cut) is taken by the writer
+            # thread before anything else is added to the buffer.
+            while self._cut_now and not self._stopping:
+                self._cond.wait(0.5)
             while (self._bytes and self._bytes + size > self._max_bytes and not self._holding
                    and not self._stopping):
                 remaining = None if deadline is None else deadline - time.monotonic()
