@@ -450,7 +450,7 @@ class WalCursor:
                 self._offset += len(chunk)
             data = self._pending + chunk
             consumed = 0
-            for start, end, record in iter_segment(data):
+            for _start, end, record in iter_segment(data):
                 if record is None:  # a record that is not all here yet
                     break
                 if record.seq > up_to_seq:
