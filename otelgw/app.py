@@ -46,7 +46,9 @@ def build_mapper(cfg: Config) -> Mapper:
     return Mapper(
         load_conventions(),
         Pricing.load(cfg.pricing_file or None),
-        MapperOptions(preview_chars=cfg.preview_chars, attribute_value_max_chars=cfg.attribute_value_max_chars),
+        MapperOptions(preview_chars=cfg.preview_chars, attribute_value_max_chars=cfg.attribute_value_max_chars,
+                      max_attributes=cfg.max_attributes_per_span, max_attribute_chars=cfg.max_attribute_chars,
+                      max_message_chars=cfg.max_message_chars),
     )
 
 

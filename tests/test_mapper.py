@@ -217,3 +217,27 @@ def test_pricing_override(tmp_path: Path) -> None:
         bad = tmp_path / "bad.toml"
         bad.write_text('[models]\n"x" = { input = "cheap" }\n')
         Pricing.load(bad)
+
+
+def test_attribute_and_message_limits() -> None:
+    from otelgw.pipeline.anyvalue import DROPPED_ATTRIBUTES, TRUNCATED
+    from otelgw.pipeline.mapper import MapperOptions
+
+    attrs: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                             "big": "x" * 5000, "gen_ai.input.messages": json.dumps([{"role": "user",
+                                                                                      "content": "y" * 5000}])}
+    attrs.update({f"extra.{i}": i for i in range(300)})
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add(
+        trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="chat m", start_time_unix_nano=START, end_time_unix_nano=START)
+    span.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in attrs.items())
+    options = MapperOptions(max_attributes=50, max_attribute_chars=1000, max_message_chars=2000)
+    mapper = build_mapper(Config())
+    limited = type(mapper)(mapper.conventions, mapper.pricing, options)
+    batch = limited.map_traces(request, "", 1)
+    (row,) = batch.spans
+    assert row.attributes[DROPPED_ATTRIBUTES] == str(len(attrs) - 50)
+    assert len(row.attributes) == 50  # 49 kept (one carried messages) + the dropped count
+    assert row.attributes["big"].endswith(TRUNCATED) and len(row.attributes["big"]) == 1000 + len(TRUNCATED)
+    (message,) = batch.messages
+    assert message.content == "y" * 2000 + TRUNCATED

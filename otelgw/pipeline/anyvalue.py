@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -38,7 +38,16 @@ def any_to_py(value: Any, depth: int = 0) -> Any:
     return None
 
 
-def attrs_to_dict(kvs: Iterable[Any]) -> dict[str, Any]:
+DROPPED_ATTRIBUTES = "otelgw.dropped_attributes_count"
+
+
+def attrs_to_dict(kvs: Any, max_count: int = 0) -> dict[str, Any]:
+    """A KeyValue list as a dict. Past `max_count` entries the rest are dropped and counted
+    under otelgw.dropped_attributes_count, as the OTel SDK's attribute limits do."""
+    if max_count and len(kvs) > max_count:
+        out = {kv.key: any_to_py(kv.value) for kv in itertools.islice(kvs, max_count)}
+        out[DROPPED_ATTRIBUTES] = len(kvs) - max_count
+        return out
     return {kv.key: any_to_py(kv.value) for kv in kvs}
 
 

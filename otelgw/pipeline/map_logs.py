@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from otelgw.pipeline import genai, messages
-from otelgw.pipeline.anyvalue import any_to_py, attrs_to_dict, str_map, to_json, to_str
+from otelgw.pipeline.anyvalue import any_to_py, attrs_to_dict, clip, str_map, to_json, to_str
 from otelgw.pipeline.genai import SpanView
 from otelgw.pipeline.mapper import (
     EVALUATION_EVENT,
@@ -42,12 +42,12 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
     conv = mapper.conventions
     otel_family = next((f for f in conv.families if f.name == "otel_genai"), None)
     for resource_logs in request.resource_logs:
-        resource = resource_context(resource_logs.resource, project_header)
+        resource = resource_context(resource_logs.resource, project_header, mapper.options)
         resource_map, project, service = resource.attributes, resource.project, resource.service
         for scope_logs in resource_logs.scope_logs:
             scope_name = scope_logs.scope.name
             for index, record in enumerate(scope_logs.log_records):
-                attrs = attrs_to_dict(record.attributes)
+                attrs = attrs_to_dict(record.attributes, mapper.options.max_attributes)
                 event_name = record.event_name or to_str(attrs.get("event.name", ""))
                 at_ns = record.time_unix_nano or record.observed_time_unix_nano or received_ns
                 trace_hex = record.trace_id.hex()
@@ -89,8 +89,9 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                     severity_number=record.severity_number if 0 <= record.severity_number < 256 else 0,
                     severity_text=record.severity_text,
                     event_name=event_name,
-                    body=body if isinstance(body, str) else ("" if body is None else to_json(body)),
-                    attributes=str_map(attrs),
+                    body=clip(body if isinstance(body, str) else ("" if body is None else to_json(body)),
+                              mapper.options.max_message_chars),
+                    attributes=str_map(attrs, mapper.options.max_attribute_chars),
                     resource_attributes=resource_map,
                     scope_name=scope_name,
                     flags=record.flags,

@@ -7,7 +7,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from otelgw.pipeline.anyvalue import attrs_to_dict, str_map, to_json
-from otelgw.pipeline.mapper import resource_context
+from otelgw.pipeline.mapper import MapperOptions, resource_context
 from otelgw.pipeline.rows import MetricPointRow, RowBatch, ts
 
 _TEMPORALITY = ("unspecified", "delta", "cumulative")
@@ -21,11 +21,11 @@ def _number(point: Any) -> float:
     return float(point.as_int) if point.WhichOneof("value") == "as_int" else point.as_double
 
 
-def map_metrics(request: Any, project_header: str, received_ns: int) -> RowBatch:
+def map_metrics(request: Any, project_header: str, received_ns: int, options: MapperOptions) -> RowBatch:
     batch = RowBatch(metric_points=[])
     out = batch.metric_points
     for resource_metrics in request.resource_metrics:
-        resource = resource_context(resource_metrics.resource, project_header)
+        resource = resource_context(resource_metrics.resource, project_header, options)
         resource_map, project, service = resource.attributes, resource.project, resource.service
         for scope_metrics in resource_metrics.scope_metrics:
             scope_name = scope_metrics.scope.name
@@ -46,7 +46,8 @@ def map_metrics(request: Any, project_header: str, received_ns: int) -> RowBatch
                         is_monotonic=monotonic,
                         timestamp=ts(point.time_unix_nano or received_ns),
                         start_timestamp=ts(point.start_time_unix_nano),
-                        attributes=str_map(attrs_to_dict(point.attributes)),
+                        attributes=str_map(attrs_to_dict(point.attributes, options.max_attributes),
+                                           options.max_attribute_chars),
                         resource_attributes=resource_map,
                         scope_name=scope_name,
                     )

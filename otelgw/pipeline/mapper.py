@@ -31,7 +31,12 @@ STATUS_CODES = ("unset", "ok", "error")
 
 class MapperOptions(msgspec.Struct, frozen=True):
     preview_chars: int = 512
+    # Longest value in an inference row's attributes (the span row keeps up to max_attribute_chars).
     attribute_value_max_chars: int = 16_384
+    # Hostile-input limits (truncation carries a marker; dropped attributes are counted).
+    max_attributes: int = 256
+    max_attribute_chars: int = 65_536
+    max_message_chars: int = 1_048_576
 
 
 _NAMESPACE_URL = uuid.NAMESPACE_URL.bytes
@@ -71,10 +76,10 @@ class ResourceContext(msgspec.Struct):
     service: str
 
 
-def resource_context(resource: Any, project_header: str) -> ResourceContext:
-    attrs = attrs_to_dict(resource.attributes)
-    service = to_str(attrs.get("service.name", "")) or "unknown_service"
-    return ResourceContext(str_map(attrs), project_for(project_header, attrs), service)
+def resource_context(resource: Any, project_header: str, options: MapperOptions) -> ResourceContext:
+    attrs = attrs_to_dict(resource.attributes, options.max_attributes)
+    service = clip(to_str(attrs.get("service.name", "")), 256) or "unknown_service"
+    return ResourceContext(str_map(attrs, options.max_attribute_chars), project_for(project_header, attrs), service)
 
 
 def _preview(messages: list[Message], limit: int, prefer_role: str | None) -> str:
@@ -129,24 +134,27 @@ class Mapper:
         batch = RowBatch(inferences=[], messages=[], feedback=[], spans=[])
         unmapped = UnmappedCounter()
         conv = self.conventions
+        opts = self.options
+        max_attrs, max_chars = opts.max_attributes, opts.max_attribute_chars
         for resource_spans in request.resource_spans:
-            resource = resource_context(resource_spans.resource, project_header)
+            resource = resource_context(resource_spans.resource, project_header, opts)
             resource_map, project, service = resource.attributes, resource.project, resource.service
             for scope_spans in resource_spans.scope_spans:
                 scope_name = scope_spans.scope.name
                 scope_version = scope_spans.scope.version
                 for span in scope_spans.spans:
-                    attrs = attrs_to_dict(span.attributes)
+                    attrs = attrs_to_dict(span.attributes, max_attrs)
                     trace_hex = span.trace_id.hex()
                     span_hex = span.span_id.hex()
                     start_ns = span.start_time_unix_nano
                     end_ns = max(span.end_time_unix_nano, start_ns)
-                    events = [SpanEvent(e.name, e.time_unix_nano, attrs_to_dict(e.attributes)) for e in span.events]
+                    events = [SpanEvent(e.name, e.time_unix_nano, attrs_to_dict(e.attributes, max_attrs))
+                              for e in span.events]
                     for key, value in attrs.items():
                         if conv.is_unmapped(key):
                             unmapped.add(project, key, scope_name, start_ns, value)
                     family = conv.detect(attrs, scope_name, span.name)
-                    attr_map = str_map(attrs)
+                    attr_map = str_map(attrs, max_chars)
                     inference_id = ""
                     if family is not None:
                         view = SpanView(span.name, scope_name, start_ns, attrs, events)
@@ -181,11 +189,12 @@ class Mapper:
                         resource_attributes=resource_map,
                         scope_name=scope_name,
                         scope_version=scope_version,
-                        events=to_json([{"name": e.name, "time_unix_nano": e.time_ns, "attributes": str_map(e.attrs)}
+                        events=to_json([{"name": e.name, "time_unix_nano": e.time_ns,
+                                         "attributes": str_map(e.attrs, max_chars)}
                                         for e in events]) if events else "[]",
                         links=to_json([{"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex(),
                                         "trace_state": link.trace_state,
-                                        "attributes": str_map(attrs_to_dict(link.attributes))}
+                                        "attributes": str_map(attrs_to_dict(link.attributes, max_attrs), max_chars)}
                                        for link in span.links]) if span.links else "[]",
                         inference_id=inference_id,
                     ))
@@ -273,10 +282,10 @@ class Mapper:
         self.add_messages(batch, inference_id, project, view.start_ns, inputs, outputs, "span")
         return inference_id
 
-    @staticmethod
-    def add_messages(batch: RowBatch, inference_id: str, project: str, at_ns: int, inputs: list[Message],
+    def add_messages(self, batch: RowBatch, inference_id: str, project: str, at_ns: int, inputs: list[Message],
                      outputs: list[Message], source: str) -> None:
         stamp = ts(at_ns)
+        limit = self.options.max_message_chars
         for direction, items in (("input", inputs), ("output", outputs)):
             for index, msg in enumerate(items):
                 batch.messages.append(MessageRow(
@@ -286,7 +295,7 @@ class Mapper:
                     direction=direction,
                     index=index,
                     role=msg.role,
-                    content=msg.content,
+                    content=clip(msg.content, limit),
                     tool_calls=tool_calls_json(msg.tool_calls),
                     tool_call_id=msg.tool_call_id,
                     name=msg.name,

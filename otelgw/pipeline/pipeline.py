@@ -159,7 +159,7 @@ class Pipeline:
             return self._mapper.map_traces(message, record.project, record.received_ns)
         if record.signal is Signal.LOGS:
             return map_logs(self._mapper, message, record.project, record.received_ns)
-        return map_metrics(message, record.project, record.received_ns)
+        return map_metrics(message, record.project, record.received_ns, self._mapper.options)
 
     def _process(self, records: list[WalRecord]) -> None:
         for record in records:
