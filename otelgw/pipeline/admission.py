@@ -35,7 +35,11 @@ class ShuttingDown(Overloaded):
 
 
 class RateLimited(Overloaded):
-    """One project sends more than its configured rate."""
+    """One project sends more than its configured rate (HTTP 429, gRPC RESOURCE_EXHAUSTED)."""
+
+
+class Exhausted(Overloaded):
+    """The write-ahead log is full (HTTP 503, gRPC RESOURCE_EXHAUSTED)."""
 
 
 class _Log(Protocol):
@@ -100,7 +104,7 @@ class Admission:
     def check_capacity(self, wal: _Log, project: str, connection: str) -> None:
         if wal.size_bytes >= wal.max_bytes:
             self.stats.refused_full += 1
-            raise Overloaded(f"write-ahead log is full ({wal.size_bytes} of {wal.max_bytes} bytes)", 5.0)
+            raise Exhausted(f"write-ahead log is full ({wal.size_bytes} of {wal.max_bytes} bytes)", 5.0)
 
     def admit(self, wal: _Log, project: str, connection: str, items: int, size: int) -> None:
         self.check_capacity(wal, project, connection)

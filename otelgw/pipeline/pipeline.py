@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from otelgw.pipeline.admission import Admission, Overloaded, RateLimited, ShuttingDown
+from otelgw.pipeline.admission import Admission, Exhausted, Overloaded, RateLimited, ShuttingDown
 from otelgw.pipeline.map_logs import map_logs
 from otelgw.pipeline.map_metrics import map_metrics
 from otelgw.pipeline.mapper import Mapper
@@ -132,7 +132,7 @@ class Pipeline:
             try:
                 seq, durable = self.wal.append(signal, project, time.time_ns(), payload)
             except WalFull as exc:
-                raise Overloaded(str(exc), retry_after_s=5.0) from exc
+                raise Exhausted(str(exc), retry_after_s=5.0) from exc
         except RateLimited:
             self.stats.rate_limited += 1
             raise

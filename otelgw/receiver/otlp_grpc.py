@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from otelgw.pipeline.admission import Overloaded, RateLimited
+from otelgw.pipeline.admission import Exhausted, Overloaded, RateLimited
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Signal
 from otelgw.receiver.decode import DecodeError, Encoding
@@ -73,7 +73,8 @@ def _export_handler(pipeline: Pipeline, executor: Executor | None, signal: Signa
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Overloaded as exc:
             # RESOURCE_EXHAUSTED is retryable for OTLP only with RetryInfo, so both carry it.
-            code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, RateLimited) else grpc.StatusCode.UNAVAILABLE
+            exhausted = isinstance(exc, (RateLimited, Exhausted))
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if exhausted else grpc.StatusCode.UNAVAILABLE
             await context.abort(code, str(exc), trailing_metadata=retry_metadata(code, str(exc), exc.retry_after_s))
         return response.SerializeToString()
 
