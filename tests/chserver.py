@@ -12,7 +12,8 @@ as its own process:
 
 It prints `chserver listening on HOST:PORT` when ready (PORT 0 picks a free port and prints it) and
 exits cleanly on SIGTERM/SIGINT. From pytest use `ChServer` below (or the fixtures in
-`chserver_fixture.py`): start(), stop(), kill() (SIGKILL: a crash), restart(), dsn(database).
+`chserver_fixture.py`): start(), stop(), kill() (SIGKILL: a crash), pause()/resume() (SIGSTOP/SIGCONT:
+a hung server), restart(), dsn(database).
 
 What is served, as ClickHouse does it:
 - `GET|HEAD /ping` and a bare `GET /` answer `Ok.\\n`.
@@ -63,10 +64,8 @@ import os
 import re
 import selectors
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -410,9 +409,9 @@ class ChdbHttpServer:
                     params[part.name] = (await part.read(decode=True)).decode()
             else:
                 body = await request.read()
-            self._check_auth(request, params)
             if request.method in ("GET", "HEAD") and not params.get("query") and not body:
-                return web.Response(text="Ok.\n", content_type="text/plain")
+                return web.Response(text="Ok.\n", content_type="text/plain")  # like /ping, no auth
+            self._check_auth(request, params)
             if params.get("compress", "0") not in ("0", "false") or params.get("decompress", "0") not in ("0", "false"):
                 raise ServerError(48, "NOT_IMPLEMENTED", "ClickHouse-native compress/decompress is not supported by "
                                   "chserver; use HTTP Content-Encoding")
@@ -472,13 +471,24 @@ class ChdbHttpServer:
         return web.Response(body=payload, headers=headers)
 
 
+async def _exit_with_parent(stop: asyncio.Event) -> None:
+    """Stop when the process that started us is gone (a test run killed without cleanup), so no
+    orphaned server keeps the port and the data dir."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(1)
+    log.warning("parent process %d is gone, stopping", parent)
+    stop.set()
+
+
 async def serve(host: str, port: int, path: str, workers: int, password: str | None) -> None:
     from aiohttp import web
 
     server = ChdbHttpServer(path, workers=workers, password=password)
     app = web.Application(client_max_size=1 << 31)
     app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
+    # auto_decompress=False: bodies are decoded here, for every Content-Encoding ClickHouse accepts.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30, auto_decompress=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -488,9 +498,13 @@ async def serve(host: str, port: int, path: str, workers: int, password: str | N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"{READY_PREFIX}{bound[0]}:{bound[1]}", flush=True)
+    # Nothing else goes to stdout: the parent reads only the ready line, then closes its pipe.
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    watchdog = asyncio.create_task(_exit_with_parent(stop))
     try:
         await stop.wait()
     finally:
+        watchdog.cancel()
         await runner.cleanup()
         server.close()
         log.info("chserver stopped after %d requests", server.requests_served)
@@ -567,6 +581,7 @@ class ChServer:
             self.kill()
             raise RuntimeError(f"unexpected chserver output: {text!r}")
         self.port = int(text.rsplit(":", 1)[1])
+        self._close_pipes(proc)
         if not self.ping():
             self.kill()
             raise RuntimeError("chserver reported ready but does not answer /ping")
@@ -579,6 +594,7 @@ class ChServer:
             return None
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGCONT)  # in case it was paused
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -597,6 +613,17 @@ class ChServer:
             proc.wait()
         self._close_pipes(proc)
 
+    def pause(self) -> None:
+        """SIGSTOP: a hung server. Connections are still accepted by the kernel but never
+        answered, so clients hit their read timeout (send_receive_timeout in the DSN)."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: the server carries on, including with the requests queued while paused."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def restart(self, hard: bool = False) -> ChServer:
         """Stop (SIGTERM, or SIGKILL with hard=True) and start again on the same data dir and port."""
         if hard:
@@ -607,7 +634,7 @@ class ChServer:
 
     @staticmethod
     def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
-        if proc.stdout is not None:
+        if proc.stdout is not None and not proc.stdout.closed:
             proc.stdout.close()
 
     def __enter__(self) -> ChServer:
@@ -641,12 +668,5 @@ class ChServer:
             return False
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 if __name__ == "__main__":
-    threading.current_thread().name = "chserver-main"
     sys.exit(main())
