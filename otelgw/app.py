@@ -131,14 +131,13 @@ class Gateway:
         """Stop intake, deliver everything accepted, close. True if every row was flushed."""
         self._stopping = True
         timeout = self.cfg.shutdown_timeout_s
-        # Closing the pipeline first makes requests that are still arriving get a retryable
-        # answer while the listeners wind down.
-        stop_pipeline = asyncio.create_task(self.pipeline.stop(timeout))
+        # The listeners stay open while the pipeline drains, answering 503 / UNAVAILABLE, so
+        # exporters get a retryable answer rather than a refused connection; then they close.
+        flushed = await self.pipeline.stop(timeout)
         if self._grpc is not None:
-            await self._grpc.stop(grace=min(5.0, timeout / 4))
+            await self._grpc.stop(grace=1.0)
         for runner in self._runners:
             await runner.cleanup()
-        flushed = await stop_pipeline
         if self._api_runner is not None:
             await self._api_runner.cleanup()
         self.reader.close()

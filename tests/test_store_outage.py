@@ -4,6 +4,7 @@ arrives once, /ready flips and comes back, refusals are retryable."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -139,7 +140,16 @@ def test_sigterm_during_outage_keeps_data_in_the_wal(tmp_path: Path) -> None:
         for i in range(5):
             assert post(f"{gateway.http_url}/v1/traces", genai_request(1 + i * 100, 100, 100)).status == 200
         started = time.monotonic()
-        assert gateway.terminate() == 0
+        gateway.proc.send_signal(signal.SIGTERM)
+        # While it drains (the store is down, so until the shutdown timeout) it answers 503 / UNAVAILABLE.
+        time.sleep(0.5)
+        assert post(f"{gateway.http_url}/v1/traces", genai_request(9000, 10)).status == 503
+        try:
+            grpc_export(gateway.grpc_target, "traces", genai_request(9100, 10))
+            raise AssertionError("accepted while shutting down")
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE
+        assert gateway.proc.wait(30) == 0
         assert time.monotonic() - started < 15
         assert "replay at the next start" in gateway.log_tail(50)
         server.start()

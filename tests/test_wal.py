@@ -192,3 +192,32 @@ def test_replay_after_crash_between_insert_and_checkpoint_stores_once(chdb_path:
         assert second.scalar("SELECT count() FROM logs") == 1010
     finally:
         assert second.stop()
+
+
+def test_lost_records_named_by_the_cut_log_are_never_renumbered(tmp_path: Path) -> None:
+    """fsync off and a power loss: the cut log (fsynced) names records 1-8 but the log kept
+    only 1-5. New records must not reuse 6-8, or their blocks would carry old tokens."""
+    async def write() -> None:
+        wal = WriteAheadLog(tmp_path, fsync_ms=0, max_bytes=1 << 30)
+        wal.recover()
+        await wal.start()
+        await _append(wal, 5)
+        await wal.close()
+
+    run(write())
+    cuts = CutLog(tmp_path)
+    cuts.append(1, 5)
+    cuts.append(6, 8)
+    cuts.close()
+    wal = WriteAheadLog(tmp_path, fsync_ms=0, max_bytes=1 << 30)
+    wal.recover()
+    wal.skip_to(CutLog(tmp_path).pending(0)[-1][1])
+
+    async def append_one() -> int:
+        await wal.start()
+        seq, future = wal.append(Signal.TRACES, "p", 1, b"new")
+        await future
+        await wal.close()
+        return seq
+
+    assert run(append_one()) == 9

@@ -83,7 +83,11 @@ class Pipeline:
         await self.wal.start()
         self._writer.token_prefix = f"otelgw-{self.wal.id}"
         checkpoint = self.wal.checkpoint_seq
-        self._pending_cuts.extend(self._writer.pending_cuts(checkpoint))
+        cuts = self._writer.pending_cuts(checkpoint)
+        if cuts and cuts[-1][1] > self.wal.durable_seq:
+            self.wal.skip_to(cuts[-1][1])
+        # Only cuts the log still holds whole can be rebuilt; the rest replays as new blocks.
+        self._pending_cuts.extend(cut for cut in cuts if cut[1] <= self.wal.durable_seq)
         self.stats.replay_target_seq = self.wal.durable_seq
         self._writer.on_commit = self._committed
         if self.wal.pending_records():
@@ -110,6 +114,7 @@ class Pipeline:
     def _checkpoint(self, seq: int) -> None:
         self.wal.checkpoint(seq)
         self.admission.release_through(seq)
+        self._writer.prune_cuts(seq)
 
     # -- intake --------------------------------------------------------------------------------
 

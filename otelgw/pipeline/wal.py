@@ -254,6 +254,15 @@ class WriteAheadLog:
         self._written_seq = self._durable_seq = last_seq
         self._drop_checkpointed()
 
+    def skip_to(self, seq: int) -> None:
+        """Never hand out sequence numbers up to `seq` again. Used when the cut log names
+        records the log no longer has (fsync off and a power loss): those numbers are already
+        in deduplication tokens, and reusing them would make new data look like a replay."""
+        if seq >= self._next_seq:
+            log.warning("write-ahead log lost records it had handed out; skipping their numbers",
+                        extra={"from_seq": self._next_seq, "to_seq": seq})
+            self._next_seq = seq + 1
+
     def pending_records(self) -> int:
         return self._written_seq - self._checkpoint
 

@@ -107,6 +107,10 @@ class BatchWriter:
     def pending_cuts(self, checkpoint: int) -> list[tuple[int, int]]:
         return self._cuts.pending(checkpoint) if self._cuts else []
 
+    def prune_cuts(self, checkpoint: int) -> None:
+        if self._cuts:
+            self._cuts.prune(checkpoint)
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="otelgw-writer", daemon=True)
         self._thread.start()
