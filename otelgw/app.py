@@ -7,6 +7,7 @@ the mapper, then the writer flushes every buffered row, then the query side clos
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,8 @@ from aiohttp import web
 
 from otelgw import __version__
 from otelgw.api.app import build_api_app
-from otelgw.config import Config, parse_addr, wal_fsync
+from otelgw.auth import Authenticator
+from otelgw.config import Config, ConfigError, parse_addr, wal_fsync
 from otelgw.pipeline.admission import Admission
 from otelgw.pipeline.mapper import Mapper, MapperOptions
 from otelgw.pipeline.pipeline import Pipeline
@@ -29,11 +31,22 @@ from otelgw.receiver.otlp_grpc import build_otlp_grpc_server
 from otelgw.receiver.otlp_http import build_otlp_http_app
 from otelgw.semconv import load_conventions
 from otelgw.store.client import DSN, ClientFactory
+from otelgw.store.keys import KeyStore
 from otelgw.store.migrate import apply_migrations
 from otelgw.store.reader import Reader
 from otelgw.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
+
+
+def _loopback(addr: str) -> bool:
+    parsed = parse_addr(addr) if addr else None
+    if parsed is None:
+        return True
+    try:
+        return ipaddress.ip_address(parsed[0]).is_loopback
+    except ValueError:
+        return parsed[0] == "localhost"
 
 
 class Ports(msgspec.Struct):
@@ -95,6 +108,8 @@ class Gateway:
                               project_rate_limit=cfg.project_rate_limit)
         self.pipeline = Pipeline(build_mapper(cfg), self.writer, self.wal, admission, dead_letter_dir)
         self.reader = Reader(self._read_clients)
+        self.auth = Authenticator(lambda: KeyStore(self._read_clients.get()).all(),
+                                  allow_anonymous=cfg.allow_anonymous or _loopback(cfg.api_addr))
         self._decode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-decode")
         self._runners: list[web.AppRunner] = []
         self._grpc: grpc.aio.Server | None = None
@@ -106,21 +121,28 @@ class Gateway:
         applied = await loop.run_in_executor(None, lambda: apply_migrations(self._write_clients.get()))
         log.info("store ready", extra={"dsn": self.dsn.redacted(), "database": self.dsn.database,
                                        "migrations_applied": [m.name for m in applied]})
+        await self.auth.start()
+        cfg = self.cfg
+        if not self.auth.keys_configured:
+            if not self.auth.allow_anonymous:
+                raise ConfigError(f"api_addr {cfg.api_addr} is not loopback and no API key exists: create one with "
+                                  "`otelgw keys create`, or set OTELGW_ALLOW_ANONYMOUS=true")
+            log.warning("no API key exists: the query API answers anyone who can reach it",
+                        extra={"api_addr": cfg.api_addr})
         self.writer.start()
         await self.pipeline.start()
-        cfg = self.cfg
         if cfg.api_addr:
             checks = {"writer": lambda: self.writer.stats.healthy, "accepting": lambda: not self._stopping,
                       "replayed": lambda: self.pipeline.replayed}
-            api = build_api_app(self.reader, checks, self.status)
+            api = build_api_app(self.reader, self.auth, cfg.flush_interval_ms / 1000, checks, self.status)
             self._api_runner, self.ports.api = await _start_site(api, cfg.api_addr)
         if cfg.otlp_http_addr:
-            app = build_otlp_http_app(self.pipeline, cfg.max_request_bytes, self._decode_pool)
+            app = build_otlp_http_app(self.pipeline, self.auth, cfg.max_request_bytes, self._decode_pool)
             runner, self.ports.otlp_http = await _start_site(app, cfg.otlp_http_addr)
             self._runners.append(runner)
         if cfg.otlp_grpc_addr:
             self._grpc, self.ports.otlp_grpc = build_otlp_grpc_server(
-                self.pipeline, cfg.otlp_grpc_addr, cfg.max_request_bytes, self._decode_pool)
+                self.pipeline, self.auth, cfg.otlp_grpc_addr, cfg.max_request_bytes, self._decode_pool)
             await self._grpc.start()
         log.info("otelgw serving", extra={"version": __version__, **msgspec.to_builtins(self.ports)})
 
@@ -140,6 +162,7 @@ class Gateway:
             await runner.cleanup()
         if self._api_runner is not None:
             await self._api_runner.cleanup()
+        await self.auth.stop()
         self.reader.close()
         self._decode_pool.shutdown(wait=False)
         self._write_clients.close()

@@ -44,6 +44,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     otlp_http_addr: str = "0.0.0.0:4318"
     # Query API, health and readiness.
     api_addr: str = "127.0.0.1:3200"
+    # Serve the API without keys on a non-loopback address (with no key created, the API is
+    # anonymous; by default only on loopback).
+    allow_anonymous: bool = False
     # Largest accepted request body after decompression, in bytes.
     max_request_bytes: int = 20 * MIB
     # Rows per table that trigger a flush to ClickHouse.

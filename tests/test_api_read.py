@@ -58,13 +58,19 @@ def test_inference_detail_with_feedback_and_unmapped(gateway) -> None:
     status, body = get_json(f"{gateway.api_url}/api/v1/metrics/inferences/{inference_id}")
     assert status == 200
     assert body["inference_id"] == inference_id
-    assert (body["provider"], body["request_model"], body["response_id"]) == ("anthropic", "claude-sonnet-4", "msg_123")
-    assert body["timestamp"] == "2025-11-26T09:40:00.000000000Z" and body["latency_ms"] == 2000.0
-    assert (body["ttft_ms"], body["ttft_source"]) == (250.0, "attribute:gen_ai.server.time_to_first_token")
-    assert body["finish_reason"] == "end_turn"
-    assert [(m["role"], m["content"]) for m in body["input_messages"]] == [("user", "Hello")]
-    assert [(m["role"], m["content"]) for m in body["output_messages"]] == [("assistant", "Hi there")]
-    feedback = {f["name"]: f for f in body["feedback"]}
+    overview = body["overview"]
+    assert (overview["provider"], overview["request_model"], overview["response_id"]) == (
+        "anthropic", "claude-sonnet-4", "msg_123")
+    assert overview["timestamp"] == "2025-11-26T09:40:00.000000000Z" and overview["latency_ms"] == 2000.0
+    assert (overview["ttft_ms"], overview["ttft_source"]) == (250.0, "attribute:gen_ai.server.time_to_first_token")
+    assert overview["finish_reason"] == "end_turn"
+    assert [(m["direction"], m["role"], m["content"]) for m in body["messages"]] == [
+        ("input", "user", "Hello"), ("output", "assistant", "Hi there")]
+    phases = [p["name"] for p in body["performance"]["phases"]]
+    assert phases == ["request_received", "forwarded_to_provider", "first_token", "complete"]
+    assert body["performance"]["phases"][2]["offset_ms"] == 250.0
+    assert body["performance"]["total_ms"] == 2000.0
+    feedback = {f["name"]: f for f in body["feedback"]["items"]}
     assert feedback["helpfulness"]["value"] == 4.0 and feedback["helpfulness"]["source"] == "log"
     assert feedback["toxicity"]["label"] == "safe" and feedback["toxicity"]["comment"] == "no issues"
     assert feedback["toxicity"]["value"] is None

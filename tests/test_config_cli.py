@@ -123,7 +123,7 @@ def test_sigterm_flushes_and_restart_keeps_data(tmp_path: Path) -> None:
         _wait_ready(api, restarted)
         for i in (1, 25, 50):
             status, row = get_json(f"{api}/api/v1/metrics/inferences/{derived_inference_id(f'{i:032x}', f'{i:016x}')}")
-            assert status == 200 and row["span_id"] == f"{i:016x}"
+            assert status == 200 and row["overview"]["span_id"] == f"{i:016x}"
         status, snapshot = get_json(f"{api}/api/v1/status")
         assert status == 200
         restarted.send_signal(signal.SIGINT)

@@ -1,24 +1,65 @@
-"""The API application: routes wired to their handlers."""
+"""The API application: routes wired to their handlers, behind JSON errors and API-key auth."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from otelgw.api import health, inferences, routes, semconv, status
-from otelgw.api.common import READER_KEY, error
+from otelgw.api import export, feedback, health, inferences, keys, openapi, routes, semconv, status
+from otelgw.api.common import AUTH_KEY, FLUSH_INTERVAL_KEY, PRINCIPAL, READER_KEY, ApiError, error
+from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
 from otelgw.store.reader import Reader
 
 log = logging.getLogger(__name__)
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# (method, path, handler, role needed; None = public)
+ROUTES: list[tuple[str, str, Handler, str | None]] = [
+    ("GET", routes.PATH_HEALTHZ, health.healthz, None),
+    ("GET", routes.PATH_READY, health.ready, None),
+    ("GET", routes.PATH_METRICS, status.metrics, None),
+    ("GET", routes.PATH_OPENAPI, openapi.document, None),
+    ("GET", routes.PATH_STATUS, status.status, routes.VIEWER),
+    ("POST", routes.PATH_INFERENCES_LIST, inferences.list_inferences, routes.VIEWER),
+    ("POST", routes.PATH_INFERENCES_EXPORT, export.export_inferences, routes.VIEWER),
+    ("GET", routes.PATH_INFERENCE, inferences.get_inference, routes.VIEWER),
+    ("GET", routes.PATH_INFERENCE_FEEDBACK, feedback.get_feedback, routes.VIEWER),
+    ("POST", routes.PATH_INFERENCE_FEEDBACK, feedback.post_feedback, routes.EDITOR),
+    ("GET", routes.PATH_SEMCONV_UNMAPPED, semconv.unmapped, routes.VIEWER),
+    ("GET", routes.PATH_KEYS, keys.list_keys, routes.ADMIN),
+    ("POST", routes.PATH_KEYS, keys.create_key, routes.ADMIN),
+    ("DELETE", routes.PATH_KEY, keys.revoke_key, routes.ADMIN),
+]
+
+
+def _guard(handler: Handler, role: str | None) -> Handler:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if role is not None:
+            caller = request.app[AUTH_KEY].principal(bearer_token(request.headers.get("Authorization")))
+            if not caller.can(role):
+                raise Forbidden(f"this key's role ({caller.role}) may not do this (needs {role})")
+            request[PRINCIPAL] = caller
+        return await handler(request)
+
+    return guarded
+
 
 @web.middleware
-async def errors_as_json(request: web.Request, handler: Callable) -> web.StreamResponse:
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except ApiError as exc:
+        return error(exc.status, exc.code, exc.message)
+    except Unauthorized as exc:
+        response = error(401, "unauthorized", str(exc))
+        response.headers["WWW-Authenticate"] = 'Bearer realm="otelgw"'
+        return response
+    except Forbidden as exc:
+        return error(403, "forbidden", str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -28,18 +69,15 @@ async def errors_as_json(request: web.Request, handler: Callable) -> web.StreamR
         return error(500, "internal", f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
-def build_api_app(reader: Reader, ready_checks: dict[str, Callable[[], bool]],
+def build_api_app(reader: Reader, auth: Authenticator, flush_interval_s: float,
+                  ready_checks: dict[str, Callable[[], bool]],
                   status_snapshot: Callable[[], dict[str, Any]]) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json])
+    app = web.Application(middlewares=[errors_as_json], client_max_size=1024 * 1024)
     app[READER_KEY] = reader
+    app[AUTH_KEY] = auth
+    app[FLUSH_INTERVAL_KEY] = flush_interval_s
     app[health.READY_CHECKS_KEY] = ready_checks
     app[status.STATUS_KEY] = status_snapshot
-    app.add_routes([
-        web.get(routes.PATH_HEALTHZ, health.healthz),
-        web.get(routes.PATH_READY, health.ready),
-        web.get(routes.PATH_INFERENCE, inferences.get_inference),
-        web.get(routes.PATH_SEMCONV_UNMAPPED, semconv.unmapped),
-        web.get(routes.PATH_STATUS, status.status),
-        web.get(routes.PATH_METRICS, status.metrics),
-    ])
+    for method, path, handler, role in ROUTES:
+        app.router.add_route(method, path, _guard(handler, role))
     return app

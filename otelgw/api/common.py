@@ -1,18 +1,35 @@
-"""What every API module shares: app keys, JSON answers, the error shape, time formatting."""
+"""What every API module shares: app keys, JSON answers, the error shape, request decoding,
+the caller's identity, time formatting."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
+from otelgw.auth import Authenticator, Principal
 from otelgw.store.reader import Reader
 
 READER_KEY: web.AppKey[Reader] = web.AppKey("reader", Reader)
+AUTH_KEY: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
+# Settings the API passes on: how long a flushed row may take to show, for feedback waits.
+FLUSH_INTERVAL_KEY: web.AppKey[float] = web.AppKey("flush_interval_s", float)
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 
 _encoder = msgspec.json.Encoder()
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    """Raised by handlers; the middleware turns it into {"error": {"code", "message"}}."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -23,9 +40,40 @@ def error(status: int, code: str, message: str) -> web.Response:
     return json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+async def decode_body(request: web.Request, kind: type[T]) -> T:
+    """The JSON body as `kind`; a 400 naming the field when it does not fit."""
+    raw = await request.read()
+    if not raw:
+        raise ApiError(400, "invalid_request", "a JSON body is required")
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
+
+
 def rfc3339_ns(ns: int) -> str:
     """2026-11-26T11:05:02.299512345Z: nanoseconds kept, unlike datetime."""
     if ns <= 0:
         return ""
     seconds, frac = divmod(ns, 1_000_000_000)
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+
+
+def parse_time_ns(value: str, field: str) -> int:
+    """ISO 8601 (a date alone, or a time without zone, is UTC) or unix seconds, to ns."""
+    text = value.strip()
+    try:
+        if text.replace(".", "", 1).isdigit():
+            return int(float(text) * 1_000_000_000)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", f"{field}: {value!r} is not an ISO 8601 date or time") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1_000_000) * 1000

@@ -1,53 +1,119 @@
-"""GET /api/v1/metrics/inferences/{inference_id}: one inference with its messages and feedback."""
+"""Inferences: POST /api/v1/metrics/inferences/list and GET /api/v1/metrics/inferences/{id}
+(overview, messages, performance waterfall, raw spans, feedback)."""
 
 from __future__ import annotations
 
-import uuid
+import time
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from otelgw.api.common import READER_KEY, error, json_response, rfc3339_ns
+from otelgw.api import waterfall
+from otelgw.api.common import READER_KEY, ApiError, decode_body, json_response, parse_time_ns, principal, rfc3339_ns
+from otelgw.api.feedback import feedback_list
+from otelgw.api.lookup import load_inference, parse_inference_id
+from otelgw.api.schemas import MAX_LIMIT, InferenceFilter, InferenceItem, ListRequest, ListResponse
+from otelgw.auth import Principal
+from otelgw.store.queries.listing import Cursor, Filter, count_query, decode_cursor, encode_cursor, list_query
+from otelgw.store.reader import Reader
 
-_decode = msgspec.json.Decoder()
+_decoder = msgspec.json.Decoder()
+# FINAL per partition only: rows of one inference never straddle partitions (same timestamp).
+FINAL_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
 
 
-def _tool_calls(raw: str) -> list[Any]:
-    if not raw:
-        return []
-    try:
-        value = _decode.decode(raw)
-    except msgspec.DecodeError:
-        return []
-    return value if isinstance(value, list) else []
+def build_filter(body: InferenceFilter, caller: Principal) -> Filter:
+    from_ns = parse_time_ns(body.from_date, "from_date")
+    to_ns = parse_time_ns(body.to_date, "to_date") if body.to_date else time.time_ns() + 60_000_000_000
+    if from_ns >= to_ns:
+        raise ApiError(400, "invalid_request", "from_date must be before to_date")
+    if body.min_tokens is not None and body.max_tokens is not None and body.min_tokens > body.max_tokens:
+        raise ApiError(400, "invalid_request", "min_tokens must not exceed max_tokens")
+    for name in ("min_tokens", "max_tokens", "max_latency_ms"):
+        value = getattr(body, name)
+        if value is not None and value < 0:
+            raise ApiError(400, "invalid_request", f"{name} must not be negative")
+    if body.endpoint and body.service_name and body.endpoint != body.service_name:
+        raise ApiError(400, "invalid_request", "endpoint and service_name name the same field: give one")
+    return Filter(
+        from_ns=from_ns, to_ns=to_ns, projects=caller.project_list(), project_id=body.project_id,
+        is_success=body.is_success, min_tokens=body.min_tokens, max_tokens=body.max_tokens,
+        max_latency_ms=body.max_latency_ms, model=body.model, provider=body.provider,
+        service_name=body.endpoint or body.service_name, session_id=body.session_id, user_id=body.user_id,
+        has_feedback=body.has_feedback, search=body.search or None,
+    )
+
+
+async def feedback_counts(reader: Reader, ids: list[str]) -> dict[str, int]:
+    if not ids:
+        return {}
+    rows = await reader.sql("SELECT inference_id, count() AS n FROM feedback FINAL "
+                            "WHERE inference_id IN {ids:Array(UUID)} GROUP BY inference_id", {"ids": ids})
+    return {str(r["inference_id"]): r["n"] for r in rows}
+
+
+def _item(row: dict[str, Any], feedback: int) -> InferenceItem:
+    return InferenceItem(
+        inference_id=str(row["inference_id"]), timestamp=rfc3339_ns(row["timestamp_ns"]), project_id=row["project_id"],
+        service_name=row["service_name"], endpoint=row["service_name"], provider=row["provider"],
+        model=row["response_model"] or row["request_model"], request_model=row["request_model"],
+        response_model=row["response_model"], operation=row["operation"], input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"], cached_input_tokens=row["cached_input_tokens"],
+        total_tokens=row["total_tokens"], latency_ms=row["latency_ms"], ttft_ms=row["ttft_ms"],
+        cost_usd=row["cost_usd"], is_success=bool(row["is_success"]), error_type=row["error_type"],
+        is_streaming=bool(row["is_streaming"]), prompt_preview=row["input_preview"],
+        response_preview=row["output_preview"], feedback_count=feedback,
+    )
+
+
+async def list_inferences(request: web.Request) -> web.Response:
+    body = await decode_body(request, ListRequest)
+    if not 1 <= body.limit <= MAX_LIMIT:
+        raise ApiError(400, "invalid_request", f"limit must be between 1 and {MAX_LIMIT}")
+    if body.offset < 0:
+        raise ApiError(400, "invalid_request", "offset must not be negative")
+    cursor = None
+    if body.cursor:
+        try:
+            cursor = decode_cursor(body.cursor)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_request", f"cursor: {exc}") from exc
+        if (cursor.sort_by, cursor.order) != (body.sort_by, body.sort_order):
+            raise ApiError(400, "invalid_request", "cursor was issued for another sort_by / sort_order")
+    filt = build_filter(body, principal(request))
+    reader = request.app[READER_KEY]
+    sql, params = list_query(filt, body.sort_by, body.sort_order, body.limit + 1, body.offset, cursor)
+    rows = await reader.sql(sql, params, FINAL_SETTINGS)
+    count_sql, count_params = count_query(filt)
+    total = (await reader.sql(count_sql, count_params, FINAL_SETTINGS))[0]["count()"]
+    has_more = len(rows) > body.limit
+    rows = rows[:body.limit]
+    counts = await feedback_counts(reader, [str(r["inference_id"]) for r in rows])
+    next_cursor = None
+    if has_more and rows:
+        last = rows[-1]
+        value = last["timestamp_ns"] if body.sort_by == "timestamp" else last["sort_value"]
+        next_cursor = encode_cursor(Cursor(body.sort_by, body.sort_order, value, str(last["inference_id"])))
+    return json_response(ListResponse(
+        items=[_item(r, counts.get(str(r["inference_id"]), 0)) for r in rows],
+        total_count=total, offset=body.offset if cursor is None else 0, limit=body.limit, has_more=has_more,
+        next_cursor=next_cursor,
+    ))
 
 
 async def get_inference(request: web.Request) -> web.Response:
-    raw_id = request.match_info["inference_id"]
-    try:
-        inference_id = str(uuid.UUID(raw_id))
-    except ValueError:
-        return error(400, "invalid_inference_id", f"inference id {raw_id!r} is not a UUID")
+    inference_id = parse_inference_id(request)
+    row = await load_inference(request, inference_id)
     reader = request.app[READER_KEY]
-    found = await reader.rows("inferences", "inference_by_id", inference_id=inference_id)
-    if not found:
-        return error(404, "not_found", f"no inference {inference_id}")
-    row = found[0]
     messages = await reader.rows("inferences", "messages_by_inference", inference_id=inference_id)
-    feedback = await reader.rows("inferences", "feedback_by_inference", inference_id=inference_id,
-                                 response_id=row["response_id"])
-    start_ns, end_ns = row.pop("timestamp_ns"), row.pop("end_timestamp_ns")
-    row["timestamp"] = rfc3339_ns(start_ns)
-    row["end_timestamp"] = rfc3339_ns(end_ns)
-    row["timestamp_unix_nano"] = start_ns
-    row["end_timestamp_unix_nano"] = end_ns
+    spans = await reader.rows("inferences", "spans_of_trace", trace_id=row["trace_id"])
+    baseline = await reader.rows("inferences", "model_baseline", project_id=row["project_id"],
+                                 model=row["response_model"] or row["request_model"],
+                                 until_ns=row["timestamp_ns"], hours=24)
+    feedback = await feedback_list(reader, inference_id, row["response_id"])
     for msg in messages:
-        msg["tool_calls"] = _tool_calls(msg["tool_calls"])
-        msg["timestamp"] = rfc3339_ns(msg.pop("timestamp_ns"))
-    for item in feedback:
-        item["timestamp"] = rfc3339_ns(item.pop("timestamp_ns"))
-    row["input_messages"] = [m for m in messages if m["direction"] == "input"]
-    row["output_messages"] = [m for m in messages if m["direction"] == "output"]
-    row["feedback"] = feedback
-    return json_response(row)
+        msg["tool_calls"] = _decoder.decode(msg["tool_calls"]) if msg["tool_calls"] else []
+        msg.pop("timestamp_ns", None)
+    detail = waterfall.detail(row, messages, spans, baseline[0] if baseline else {}, feedback)
+    return json_response(detail)

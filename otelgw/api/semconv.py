@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from otelgw.api.common import READER_KEY, error, json_response, rfc3339_ns
+from otelgw.api.common import READER_KEY, error, json_response, principal, rfc3339_ns
 
 MAX_LIMIT = 10_000
 
@@ -19,8 +19,12 @@ async def unmapped(request: web.Request) -> web.Response:
         return error(400, "invalid_limit", f"limit must be between 1 and {MAX_LIMIT}")
     project = request.query.get("project", "")
     reader = request.app[READER_KEY]
+    allowed = principal(request).project_list()
     if project:
-        rows = await reader.rows("semconv", "unmapped_by_project", project=project, limit=limit)
+        rows = [] if allowed is not None and project not in allowed else \
+            await reader.rows("semconv", "unmapped_by_project", project=project, limit=limit)
+    elif allowed is not None:
+        rows = await reader.rows("semconv", "unmapped_by_projects", projects=allowed, limit=limit)
     else:
         rows = await reader.rows("semconv", "unmapped_all", limit=limit)
     for row in rows:

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
 from otelgw.pipeline.admission import Exhausted, Overloaded, RateLimited
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Signal
@@ -29,11 +30,11 @@ SERVICES: dict[str, Signal] = {
 PROJECT_METADATA = "x-otelgw-project"
 
 
-def _project(context: grpc.aio.ServicerContext) -> str:
+def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
     for key, value in context.invocation_metadata() or ():
-        if key == PROJECT_METADATA:
-            return clean_project(value if isinstance(value, str) else value.decode(errors="replace"))
-    return ""
+        if key == name:
+            return value if isinstance(value, str) else value.decode(errors="replace")
+    return None
 
 
 def _pb_len(field: int, payload: bytes) -> bytes:
@@ -61,16 +62,22 @@ def retry_metadata(code: grpc.StatusCode, message: str, delay_s: float) -> tuple
     return (("google.rpc.retryinfo-bin", retry_info), ("grpc-status-details-bin", status))
 
 
-def _export_handler(pipeline: Pipeline, executor: Executor | None, signal: Signal) -> grpc.RpcMethodHandler:
+def _export_handler(pipeline: Pipeline, auth: Authenticator, executor: Executor | None,
+                    signal: Signal) -> grpc.RpcMethodHandler:
     async def export(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         connection = context.peer() or "unknown"
         try:
-            project = _project(context)
+            project = auth.ingest_project(bearer_token(_metadata(context, "authorization")),
+                                          clean_project(_metadata(context, PROJECT_METADATA)))
             with pipeline.admission.slot(connection):
                 pipeline.check_open(project, connection)
                 response: Any = await ingest(pipeline, executor, signal, body, Encoding.PROTOBUF, project, connection)
         except (DecodeError, BadProject) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Unauthorized as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        except Forbidden as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except Overloaded as exc:
             # RESOURCE_EXHAUSTED is retryable for OTLP only with RetryInfo, so both carry it.
             exhausted = isinstance(exc, (RateLimited, Exhausted))
@@ -81,14 +88,14 @@ def _export_handler(pipeline: Pipeline, executor: Executor | None, signal: Signa
     return grpc.unary_unary_rpc_method_handler(export)
 
 
-def build_otlp_grpc_server(pipeline: Pipeline, addr: str, max_request_bytes: int,
+def build_otlp_grpc_server(pipeline: Pipeline, auth: Authenticator, addr: str, max_request_bytes: int,
                            executor: Executor | None) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", max_request_bytes),
         ("grpc.max_send_message_length", 4 * 1024 * 1024),
     ])
     handlers = [
-        grpc.method_handlers_generic_handler(service, {"Export": _export_handler(pipeline, executor, signal)})
+        grpc.method_handlers_generic_handler(service, {"Export": _export_handler(pipeline, auth, executor, signal)})
         for service, signal in SERVICES.items()
     ]
     server.add_generic_rpc_handlers(handlers)

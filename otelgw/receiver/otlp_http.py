@@ -17,6 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from google.protobuf.json_format import MessageToJson
 
+from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
 from otelgw.pipeline.admission import Overloaded, RateLimited
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Signal
@@ -43,10 +44,11 @@ CONTENT_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate", "zst
 PROJECT_HEADER = "x-otelgw-project"
 
 PIPELINE_KEY: web.AppKey[Pipeline] = web.AppKey("pipeline", Pipeline)
+AUTH_KEY: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
 EXECUTOR_KEY: web.AppKey[Executor | None] = web.AppKey("decode_executor", object)  # type: ignore[arg-type]
 
 # google.rpc.Code values for the Status body of an error answer.
-_RPC_CODE = {400: 3, 413: 8, 415: 3, 429: 8, 503: 14, 500: 13}
+_RPC_CODE = {400: 3, 401: 16, 403: 7, 413: 8, 415: 3, 429: 8, 503: 14, 500: 13}
 
 
 def _varint(value: int) -> bytes:
@@ -87,9 +89,14 @@ async def handle_export(request: web.Request) -> web.Response:
         return error_response(415, f"unsupported Content-Encoding {content_encoding!r}: use gzip, deflate, "
                                    "zstd or none", encoding)
     try:
-        project = clean_project(request.headers.get(PROJECT_HEADER))
+        project = request.app[AUTH_KEY].ingest_project(bearer_token(request.headers.get("Authorization")),
+                                                       clean_project(request.headers.get(PROJECT_HEADER)))
     except BadProject as exc:
         return error_response(400, str(exc), encoding)
+    except Unauthorized as exc:
+        return error_response(401, str(exc), encoding, headers={"WWW-Authenticate": 'Bearer realm="otelgw"'})
+    except Forbidden as exc:
+        return error_response(403, str(exc), encoding)
     pipeline = request.app[PIPELINE_KEY]
     peer = request.transport.get_extra_info("peername") if request.transport else None
     connection = f"{peer[0]}:{peer[1]}" if peer else "unknown"
@@ -116,9 +123,11 @@ async def handle_export(request: web.Request) -> web.Response:
     return web.Response(text=MessageToJson(response, indent=None), content_type=MEDIA_TYPE[encoding])
 
 
-def build_otlp_http_app(pipeline: Pipeline, max_request_bytes: int, executor: Executor | None) -> web.Application:
+def build_otlp_http_app(pipeline: Pipeline, auth: Authenticator, max_request_bytes: int,
+                        executor: Executor | None) -> web.Application:
     app = web.Application(client_max_size=max_request_bytes)
     app[PIPELINE_KEY] = pipeline
+    app[AUTH_KEY] = auth
     app[EXECUTOR_KEY] = executor
     app.add_routes([web.post(path, handle_export) for path in PATHS])
     return app

@@ -1,14 +1,20 @@
-"""Read side of the store: run a named query on a worker thread and return dict rows, so the
-API never blocks its event loop on ClickHouse."""
+"""Read side of the store: queries run on worker threads (each with its own client) and return
+dict rows, so the API never blocks its event loop on ClickHouse. Long results stream from a
+dedicated thread through a bounded queue: constant memory whatever the size."""
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from otelgw.store.client import ClientFactory
 from otelgw.store.queries import load
+
+_END = object()
 
 
 class Reader:
@@ -16,17 +22,74 @@ class Reader:
         self._clients = clients
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="otelgw-query")
 
-    def _run(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _run(self, sql: str, params: dict[str, Any], settings: dict[str, Any] | None) -> list[dict[str, Any]]:
         try:
-            result = self._clients.get().query(sql, parameters=params)
+            result = self._clients.get().query(sql, parameters=params, settings=settings)
         except Exception:
             self._clients.discard()
             raise
         return list(result.named_results())
 
     async def rows(self, resource: str, name: str, **params: Any) -> list[dict[str, Any]]:
-        sql = load(resource)[name]
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, sql, params)
+        return await self.sql(load(resource)[name], params)
+
+    async def sql(self, sql: str, params: dict[str, Any], settings: dict[str, Any] | None = None,
+                  ) -> list[dict[str, Any]]:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, sql, params, settings)
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking store function with this thread's client as its first argument."""
+        def run() -> Any:
+            try:
+                return fn(self._clients.get(), *args)
+            except Exception:
+                self._clients.discard()
+                raise
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    async def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+        await self.call(lambda client: client.insert(table, rows, column_names=list(columns)))
+
+    async def stream(self, queries: Callable[[Any], Any], chunk_bytes: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Bytes produced by `queries(client)` (a generator of byte chunks run on its own thread
+        with its own client), handed over through a queue of a few chunks."""
+        loop = asyncio.get_running_loop()
+        handoff: queue.Queue[Any] = queue.Queue(maxsize=4)
+        cancelled = threading.Event()
+
+        def put(item: Any) -> bool:
+            while not cancelled.is_set():
+                try:
+                    handoff.put(item, timeout=0.5)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            factory = ClientFactory(self._clients.dsn)
+            try:
+                for chunk in queries(factory.get()):
+                    if not put(chunk):
+                        return
+                put(_END)
+            except Exception as exc:  # handed to the reader, which raises it
+                put(exc)
+            finally:
+                factory.close()
+
+        thread = threading.Thread(target=produce, name="otelgw-export", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = await loop.run_in_executor(None, handoff.get)
+                if item is _END:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            cancelled.set()
 
     def _ping(self) -> bool:
         try:

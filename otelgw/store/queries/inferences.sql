@@ -24,3 +24,23 @@ FROM feedback FINAL
 WHERE inference_id = {inference_id:UUID}
    OR (response_id != '' AND response_id = {response_id:String})
 ORDER BY timestamp, feedback_id;
+
+-- name: spans_of_trace
+SELECT span_id, parent_span_id, name, kind, toUnixTimestamp64Nano(start_time) AS start_ns,
+       toUnixTimestamp64Nano(end_time) AS end_ns, status_code, status_message, attributes, resource_attributes,
+       scope_name, scope_version, events, links, service_name, inference_id
+FROM spans FINAL
+WHERE trace_id = {trace_id:String}
+ORDER BY start_time
+LIMIT 2000;
+
+-- name: model_baseline
+SELECT count() AS samples,
+       quantiles(0.5, 0.95)(latency_ms) AS latency_q,
+       quantilesIf(0.5, 0.95)(assumeNotNull(ttft_ms), ttft_ms IS NOT NULL) AS ttft_q
+FROM inferences
+WHERE project_id = {project_id:String}
+  AND timestamp >= fromUnixTimestamp64Nano({until_ns:Int64}, 'UTC') - toIntervalHour({hours:UInt32})
+  AND timestamp < fromUnixTimestamp64Nano({until_ns:Int64}, 'UTC') + toIntervalSecond(1)
+  AND (response_model = {model:String} OR request_model = {model:String})
+  AND is_success;

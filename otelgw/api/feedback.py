@@ -1,0 +1,112 @@
+"""Feedback: POST and GET /api/v1/metrics/inferences/{id}/feedback.
+
+Types: `boolean` (thumbs up/down, value true/false), `rating` (1-5), `comment` (text in
+`comment`), `demonstration` (a corrected response, in `value` or `comment`). API feedback and
+evaluations that arrived as span events or log records are listed together, newest first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from otelgw.api.common import (
+    FLUSH_INTERVAL_KEY,
+    READER_KEY,
+    ApiError,
+    decode_body,
+    json_response,
+    principal,
+    rfc3339_ns,
+)
+from otelgw.api.lookup import load_inference, parse_inference_id
+from otelgw.api.schemas import FeedbackItem, FeedbackList, FeedbackRequest, FeedbackSummary
+from otelgw.store.reader import Reader
+
+FEEDBACK_COLUMNS = ["feedback_id", "inference_id", "project_id", "timestamp", "kind", "name", "value", "label",
+                    "comment", "source", "created_by", "response_id", "trace_id", "span_id", "ingested_at"]
+MAX_TEXT = 100_000
+
+
+async def feedback_list(reader: Reader, inference_id: str, response_id: str) -> FeedbackList:
+    rows = await reader.rows("inferences", "feedback_by_inference", inference_id=inference_id, response_id=response_id)
+    items = [FeedbackItem(feedback_id=str(r["feedback_id"]), inference_id=inference_id, kind=r["kind"], name=r["name"],
+                          value=r["value"], label=r["label"], comment=r["comment"], source=r["source"],
+                          created_by=r["created_by"], timestamp=rfc3339_ns(r["timestamp_ns"])) for r in rows]
+    items.sort(key=lambda f: f.timestamp, reverse=True)
+    by_kind: dict[str, int] = {}
+    for item in items:
+        by_kind[item.kind] = by_kind.get(item.kind, 0) + 1
+    ratings = [i.value for i in items if i.kind == "rating" and i.value is not None]
+    thumbs = [i.value for i in items if i.kind == "boolean" and i.value is not None]
+    return FeedbackList(inference_id=inference_id, items=items, summary=FeedbackSummary(
+        total=len(items), by_kind=by_kind, mean_rating=sum(ratings) / len(ratings) if ratings else None,
+        thumbs_up_ratio=sum(1 for t in thumbs if t > 0) / len(thumbs) if thumbs else None))
+
+
+def _validate(body: FeedbackRequest) -> tuple[float | None, str, str]:
+    """(value, label, comment) for the row, or a 400 naming what is wrong."""
+    if len(body.comment) > MAX_TEXT or len(body.name) > 256 or len(body.created_by) > 256:
+        raise ApiError(400, "invalid_request", f"comment is limited to {MAX_TEXT} characters, name and "
+                                               "created_by to 256")
+    if body.type == "boolean":
+        if not isinstance(body.value, bool):
+            raise ApiError(400, "invalid_request", "value: a boolean feedback needs true or false")
+        return (1.0 if body.value else 0.0), ("true" if body.value else "false"), body.comment
+    if body.type == "rating":
+        if isinstance(body.value, bool) or not isinstance(body.value, (int, float)) or not 1 <= body.value <= 5:
+            raise ApiError(400, "invalid_request", "value: a rating is a number from 1 to 5")
+        return float(body.value), "", body.comment
+    if body.type == "comment":
+        text = body.comment or (body.value if isinstance(body.value, str) else "")
+        if not text.strip():
+            raise ApiError(400, "invalid_request", "comment: a comment feedback needs text")
+        return None, "", text
+    text = body.value if isinstance(body.value, str) else body.comment
+    if not text or not text.strip():
+        raise ApiError(400, "invalid_request", "value: a demonstration needs the corrected response as text")
+    if len(text) > MAX_TEXT:
+        raise ApiError(400, "invalid_request", f"value is limited to {MAX_TEXT} characters")
+    return None, "", text
+
+
+async def _find(request: web.Request, inference_id: str) -> dict[str, Any]:
+    """The inference, waiting briefly for one still in the pipeline (accepted, not flushed)."""
+    deadline = time.monotonic() + 2 * request.app[FLUSH_INTERVAL_KEY] + 1.0
+    while True:
+        try:
+            return await load_inference(request, inference_id)
+        except ApiError as exc:
+            if exc.status != 404 or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(0.2)
+
+
+async def post_feedback(request: web.Request) -> web.Response:
+    inference_id = parse_inference_id(request)
+    body = await decode_body(request, FeedbackRequest)
+    value, label, comment = _validate(body)
+    row = await _find(request, inference_id)
+    caller = principal(request)
+    now = datetime.now(UTC)
+    feedback_id = str(uuid.uuid4())
+    created_by = body.created_by or caller.key_id or "anonymous"
+    await request.app[READER_KEY].insert("feedback", [[
+        feedback_id, inference_id, row["project_id"], now, body.type, body.name or body.type, value, label, comment,
+        "api", created_by, row["response_id"], row["trace_id"], row["span_id"], now,
+    ]], FEEDBACK_COLUMNS)
+    item = FeedbackItem(feedback_id=feedback_id, inference_id=inference_id, kind=body.type,
+                        name=body.name or body.type, value=value, label=label, comment=comment, source="api",
+                        created_by=created_by, timestamp=rfc3339_ns(int(now.timestamp() * 1e9)))
+    return json_response(item, status=201)
+
+
+async def get_feedback(request: web.Request) -> web.Response:
+    inference_id = parse_inference_id(request)
+    row = await load_inference(request, inference_id)
+    return json_response(await feedback_list(request.app[READER_KEY], inference_id, row["response_id"]))

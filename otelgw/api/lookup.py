@@ -1,0 +1,26 @@
+"""Finding one inference for a route: a valid id, a row the caller may see, or 404 (the same
+404 for "does not exist" and "not your project": no existence oracle)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from otelgw.api.common import READER_KEY, ApiError, principal
+
+
+def parse_inference_id(request: web.Request) -> str:
+    raw = request.match_info["inference_id"]
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError as exc:
+        raise ApiError(400, "invalid_inference_id", f"inference id {raw!r} is not a UUID") from exc
+
+
+async def load_inference(request: web.Request, inference_id: str) -> dict[str, Any]:
+    rows = await request.app[READER_KEY].rows("inferences", "inference_by_id", inference_id=inference_id)
+    if not rows or not principal(request).sees(rows[0]["project_id"]):
+        raise ApiError(404, "not_found", f"no inference {inference_id}")
+    return rows[0]

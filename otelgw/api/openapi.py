@@ -1,0 +1,89 @@
+"""GET /api/openapi.json: the OpenAPI 3.1 document, its schemas generated from the msgspec
+types the handlers decode and encode (so the document cannot drift from the code)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from otelgw import __version__
+from otelgw.api import routes
+from otelgw.api.schemas import (
+    ErrorResponse,
+    ExportRequest,
+    FeedbackItem,
+    FeedbackList,
+    FeedbackRequest,
+    InferenceDetail,
+    ListRequest,
+    ListResponse,
+)
+
+_REF = "#/components/schemas/{name}"
+
+
+def _ref(kind: type) -> dict[str, str]:
+    return {"$ref": _REF.format(name=kind.__name__)}
+
+
+def _json(kind: type) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": _ref(kind)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): {"description": "error", **_json(ErrorResponse)} for code in codes}
+
+
+@cache
+def build() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        [ListRequest, ListResponse, ExportRequest, InferenceDetail, FeedbackRequest, FeedbackItem, FeedbackList,
+         ErrorResponse], ref_template=_REF)
+    inference_id = {"name": "inference_id", "in": "path", "required": True,
+                    "schema": {"type": "string", "format": "uuid"}}
+    secured = [{"bearer": []}]
+    paths = {
+        routes.PATH_INFERENCES_LIST: {"post": {
+            "summary": "List inferences with filters, sorting and offset or cursor pagination",
+            "requestBody": {"required": True, **_json(ListRequest)}, "security": secured,
+            "responses": {"200": {"description": "a page", **_json(ListResponse)}, **_errors(400, 401, 403)}}},
+        routes.PATH_INFERENCES_EXPORT: {"post": {
+            "summary": "Export every matching inference (streamed)",
+            "requestBody": {"required": True, **_json(ExportRequest)}, "security": secured,
+            "responses": {"200": {"description": "the export", "content": {
+                "text/csv": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}}}},
+                **_errors(400, 401, 403)}}},
+        routes.PATH_INFERENCE: {"get": {
+            "summary": "One inference: overview, messages, performance waterfall, raw spans, feedback",
+            "parameters": [inference_id], "security": secured,
+            "responses": {"200": {"description": "the inference", **_json(InferenceDetail)},
+                          **_errors(400, 401, 403, 404)}}},
+        routes.PATH_INFERENCE_FEEDBACK: {
+            "get": {"summary": "Feedback of an inference, newest first, with a summary", "parameters": [inference_id],
+                    "security": secured,
+                    "responses": {"200": {"description": "feedback", **_json(FeedbackList)},
+                                  **_errors(400, 401, 403, 404)}},
+            "post": {"summary": "Add feedback", "parameters": [inference_id], "security": secured,
+                     "requestBody": {"required": True, **_json(FeedbackRequest)},
+                     "responses": {"201": {"description": "stored", **_json(FeedbackItem)},
+                                   **_errors(400, 401, 403, 404)}}},
+        routes.PATH_HEALTHZ: {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
+        routes.PATH_READY: {"get": {"summary": "Readiness", "responses": {
+            "200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "otelgw query API", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": components,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+async def document(request: web.Request) -> web.Response:
+    return web.json_response(build())

@@ -1,0 +1,211 @@
+"""Request and response types of the query API. They validate what comes in (msgspec names the
+offending field), shape what goes out, and generate the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+SortKey = Literal["timestamp", "tokens", "latency", "cost", "ttft"]
+ExportFormat = Literal["csv", "json", "jsonl", "parquet"]
+FeedbackType = Literal["boolean", "rating", "comment", "demonstration"]
+MAX_LIMIT = 1000
+
+
+class InferenceFilter(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Filters shared by listing and export. Dates are ISO 8601; a date without a zone is UTC."""
+
+    from_date: str
+    to_date: str | None = None
+    project_id: str | None = None
+    is_success: bool | None = None
+    min_tokens: int | None = None
+    max_tokens: int | None = None
+    max_latency_ms: float | None = None
+    model: str | None = None
+    provider: str | None = None
+    endpoint: str | None = None
+    service_name: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    has_feedback: bool | None = None
+    search: str | None = None
+
+
+class ListRequest(InferenceFilter, forbid_unknown_fields=True, kw_only=True):
+    sort_by: SortKey = "timestamp"
+    sort_order: Literal["asc", "desc"] = "desc"
+    offset: int = 0
+    limit: int = 50
+    cursor: str | None = None
+
+
+class ExportRequest(InferenceFilter, forbid_unknown_fields=True, kw_only=True):
+    format: ExportFormat = "csv"
+    include_messages: bool = False
+    sort_order: Literal["asc", "desc"] = "desc"
+
+
+class InferenceItem(msgspec.Struct, kw_only=True):
+    inference_id: str
+    timestamp: str
+    project_id: str
+    service_name: str
+    endpoint: str
+    provider: str
+    model: str
+    request_model: str
+    response_model: str
+    operation: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    total_tokens: int
+    latency_ms: float
+    ttft_ms: float | None
+    cost_usd: float
+    is_success: bool
+    error_type: str
+    is_streaming: bool
+    prompt_preview: str
+    response_preview: str
+    feedback_count: int
+
+
+class ListResponse(msgspec.Struct, kw_only=True):
+    items: list[InferenceItem]
+    total_count: int
+    offset: int
+    limit: int
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class FeedbackRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    type: FeedbackType
+    value: bool | int | float | str | None = None
+    comment: str = ""
+    name: str = ""
+    created_by: str = ""
+
+
+class FeedbackItem(msgspec.Struct, kw_only=True):
+    feedback_id: str
+    inference_id: str
+    kind: str
+    name: str
+    value: float | None
+    label: str
+    comment: str
+    source: str
+    created_by: str
+    timestamp: str
+
+
+class FeedbackSummary(msgspec.Struct, kw_only=True):
+    total: int
+    by_kind: dict[str, int]
+    mean_rating: float | None
+    thumbs_up_ratio: float | None
+
+
+class FeedbackList(msgspec.Struct, kw_only=True):
+    inference_id: str
+    items: list[FeedbackItem]
+    summary: FeedbackSummary
+
+
+class Message(msgspec.Struct, kw_only=True):
+    direction: str
+    index: int
+    role: str
+    content: str
+    tool_calls: list[Any]
+    tool_call_id: str
+    name: str
+    finish_reason: str
+    source: str
+
+
+class Phase(msgspec.Struct, kw_only=True):
+    name: str
+    offset_ms: float
+    duration_ms: float | None
+    source: str
+
+
+class ModelBaseline(msgspec.Struct, kw_only=True):
+    window_hours: int
+    samples: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+
+
+class Performance(msgspec.Struct, kw_only=True):
+    phases: list[Phase]
+    total_ms: float
+    ttft_ms: float | None
+    ttft_source: str
+    queue_ms: float | None
+    prefill_ms: float | None
+    decode_ms: float | None
+    tokens_per_second: float | None
+    model_baseline: ModelBaseline
+
+
+class Overview(msgspec.Struct, kw_only=True):
+    inference_id: str
+    project_id: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    timestamp: str
+    end_timestamp: str
+    service_name: str
+    span_name: str
+    family: str
+    operation: str
+    provider: str
+    request_model: str
+    response_model: str
+    is_success: bool
+    error_type: str
+    error_message: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    cost_usd: float
+    cost_source: str
+    latency_ms: float
+    ttft_ms: float | None
+    ttft_source: str
+    is_streaming: bool
+    finish_reason: str
+    response_id: str
+    session_id: str
+    user_id: str
+    trace_url: str
+    trace_kept: bool
+
+
+class InferenceDetail(msgspec.Struct, kw_only=True):
+    inference_id: str
+    overview: Overview
+    messages: list[Message]
+    performance: Performance
+    raw: dict[str, Any]
+    feedback: FeedbackList
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+
+
+class ErrorResponse(msgspec.Struct):
+    error: ErrorBody
