@@ -1,10 +1,11 @@
-"""otelgw serve | migrate | version."""
+"""otelgw serve | migrate | keys | seed | version."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from typing import Any
 
 from otelgw import __version__
 from otelgw.config import ConfigError, load_config
@@ -13,12 +14,84 @@ from otelgw.config import ConfigError, load_config
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otelgw", description="OTLP ingestion gateway for LLM observability")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("serve", "run the gateway (OTLP gRPC + HTTP receivers and the query API)"),
-                            ("migrate", "apply pending ClickHouse migrations and exit")):
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--config", "-c", help="TOML configuration file (OTELGW_* variables override it)")
+        return cmd
+
+    command("serve", "run the gateway (OTLP gRPC + HTTP receivers and the query API)")
+    command("migrate", "apply pending ClickHouse migrations and exit")
+    keys = command("keys", "manage API keys (the store must not be in use by a running embedded gateway)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it (shown once)")
+    create.add_argument("--project", action="append", default=[], help="a project the key may use (repeatable; "
+                                                                         "none = every project)")
+    create.add_argument("--role", choices=["viewer", "editor", "admin"], required=True)
+    create.add_argument("--ingest", action="store_true", help="the key may also send OTLP data")
+    create.add_argument("--name", default="")
+    keys_sub.add_parser("list", help="list keys (never their secrets)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    seed = command("seed", "write realistic synthetic inferences for demos and benchmarks")
+    seed.add_argument("--inferences", type=int, default=100_000)
+    seed.add_argument("--projects", type=int, default=3)
+    seed.add_argument("--days", type=int, default=30)
+    seed.add_argument("--seed", type=int, default=42)
+    seed.add_argument("--no-messages", action="store_true")
     sub.add_parser("version", help="print the version")
     return parser
+
+
+def _store(cfg: Any) -> Any:
+    from otelgw.store.client import DSN, ClientFactory
+    from otelgw.store.migrate import apply_migrations
+
+    clients = ClientFactory(DSN(cfg.clickhouse_dsn))
+    apply_migrations(clients.get())
+    return clients
+
+
+def _keys(args: argparse.Namespace, cfg: Any) -> int:
+    from otelgw.store.keys import KeyStore
+
+    clients = _store(cfg)
+    try:
+        store = KeyStore(clients.get())
+        if args.keys_command == "create":
+            created = store.create(projects=args.project, role=args.role, ingest=args.ingest, name=args.name)
+            record = created.record
+            print(created.key)
+            print(f"# key_id={record.key_id} role={record.role} ingest={record.ingest} "
+                  f"projects={','.join(record.projects) or '*'} (the key is not stored: keep it now)", file=sys.stderr)
+        elif args.keys_command == "list":
+            for key in store.all():
+                state = "revoked" if key.revoked else "active"
+                print(f"{key.key_id}\t{key.role}\t{'ingest' if key.ingest else '-'}\t"
+                      f"{','.join(key.projects) or '*'}\t{state}\t{key.created_at}\t{key.name}")
+        elif not store.revoke(args.key_id):
+            print(f"otelgw: no key {args.key_id}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        clients.close()
+
+
+def _seed(args: argparse.Namespace, cfg: Any) -> int:
+    from otelgw.seed import seed
+
+    if args.inferences <= 0 or args.projects <= 0 or args.days <= 0:
+        print("otelgw: --inferences, --projects and --days must be positive", file=sys.stderr)
+        return 2
+    clients = _store(cfg)
+    try:
+        report = seed(clients.get(), inferences=args.inferences, projects=args.projects, days=args.days,
+                      seed_value=args.seed, messages=not args.no_messages)
+    finally:
+        clients.close()
+    print(f"seeded {report.inferences} inferences, {report.messages} messages, {report.feedback} feedback "
+          f"in {report.seconds:.1f}s ({report.inferences / max(report.seconds, 1e-9):,.0f} inferences/s)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         applied = migrate(cfg)
         print("applied: " + (", ".join(applied) if applied else "nothing (schema is current)"))
         return 0
+    if args.command == "keys":
+        return _keys(args, cfg)
+    if args.command == "seed":
+        return _seed(args, cfg)
     from otelgw.app import serve
 
     try:
@@ -48,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         return uvloop.run(serve(cfg))
     except ImportError:
         return asyncio.run(serve(cfg))
+    except ConfigError as exc:
+        print(f"otelgw: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
