@@ -1,0 +1,194 @@
+"""API keys, roles and project isolation: every route with every role against its own and
+another project's data; ingest keys on OTLP/HTTP and gRPC; anonymous only on loopback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from conftest import start_gateway
+from otlp_client import post, post_otlp
+
+from otelgw.auth import Authenticator
+from otelgw.pipeline.mapper import derived_inference_id
+from otelgw.store.keys import KeyStore
+
+FROM = "2000-01-01T00:00:00Z"
+
+
+def _span_body(trace: str, span: str) -> bytes:
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": trace, "spanId": span, "name": "chat m", "startTimeUnixNano": "1764150000000000000",
+        "endTimeUnixNano": "1764150001000000000", "attributes": [
+            {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+            {"key": "gen_ai.request.model", "value": {"stringValue": "m"}}]}]}]}]}).encode()
+
+
+@pytest.fixture(scope="module")
+def secured(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    gateway = start_gateway(chdb_path, "t_auth", tmp_path_factory.mktemp("auth"))
+    # Data in two projects, sent before any key exists (ingest is open then).
+    for project, trace in (("alpha", "a1" * 16), ("beta", "b1" * 16)):
+        assert post_otlp(gateway.http_url, "traces", _span_body(trace, "00000000000000a1"), "json",
+                         project=project).status == 200
+    gateway.settle()
+    store = KeyStore(gateway._clients.get())
+    keys: dict[str, str] = {}
+    for role in ("viewer", "editor", "admin"):
+        keys[role] = store.create(projects=["alpha"], role=role, ingest=False).key
+    keys["ingest"] = store.create(projects=["alpha"], role="viewer", ingest=True).key
+    keys["global-admin"] = store.create(projects=[], role="admin", ingest=True).key
+    gateway.gateway.auth.reload()
+    gateway.keys = keys
+    gateway.ids = {"alpha": derived_inference_id("a1" * 16, "00000000000000a1"),
+                   "beta": derived_inference_id("b1" * 16, "00000000000000a1")}
+    try:
+        yield gateway
+    finally:
+        assert gateway.stop()
+
+
+def call(gateway, method: str, path: str, key: str | None, body: Any = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    data = json.dumps(body).encode() if body is not None else None
+    result = post(f"{gateway.api_url}{path}", data, "application/json", headers, method=method)
+    try:
+        return result.status, json.loads(result.body)
+    except ValueError:
+        return result.status, result.body
+
+
+def routes(ids: dict[str, str], project: str) -> list[tuple[str, str, Any, str]]:
+    """(method, path, body, role needed) for every data route, aimed at one project's data."""
+    iid = ids[project]
+    return [
+        ("POST", "/api/v1/metrics/inferences/list", {"from_date": FROM, "project_id": project}, "viewer"),
+        ("GET", f"/api/v1/metrics/inferences/{iid}", None, "viewer"),
+        ("GET", f"/api/v1/metrics/inferences/{iid}/feedback", None, "viewer"),
+        ("POST", f"/api/v1/metrics/inferences/{iid}/feedback", {"type": "rating", "value": 5}, "editor"),
+        ("POST", "/api/v1/metrics/inferences/export", {"from_date": FROM, "project_id": project, "format": "jsonl"},
+         "viewer"),
+        ("GET", f"/api/v1/semconv/unmapped?project={project}", None, "viewer"),
+    ]
+
+
+RANK = {"viewer": 0, "editor": 1, "admin": 2}
+
+
+@pytest.mark.parametrize("role", ["viewer", "editor", "admin"])
+def test_every_route_every_role_own_and_other_project(secured, role: str) -> None:
+    key = secured.keys[role]
+    for method, path, body, needed in routes(secured.ids, "alpha"):
+        status, answer = call(secured, method, path, key, body)
+        if RANK[role] >= RANK[needed]:
+            assert status in (200, 201), (role, path, answer)
+        else:
+            assert status == 403 and answer["error"]["code"] == "forbidden", (role, path, answer)
+    for method, path, body, needed in routes(secured.ids, "beta"):
+        status, answer = call(secured, method, path, key, body)
+        if RANK[role] < RANK[needed]:
+            assert status == 403, (role, path)
+        elif "/list" in path:
+            assert status == 200 and answer["total_count"] == 0 and answer["items"] == [], (role, path)
+        elif "/export" in path:
+            assert status == 200 and answer == b"", (role, path)
+        elif "unmapped" in path:
+            assert status == 200 and answer == {"unmapped": []}, (role, path)
+        else:
+            # Another project's inference is "not found", never "forbidden": no existence oracle.
+            assert status == 404 and answer["error"]["code"] == "not_found", (role, path, answer)
+
+
+def test_listing_without_project_filter_sees_only_own_projects(secured) -> None:
+    status, page = call(secured, "POST", "/api/v1/metrics/inferences/list", secured.keys["viewer"],
+                        {"from_date": FROM})
+    assert status == 200 and {i["project_id"] for i in page["items"]} == {"alpha"}
+    status, page = call(secured, "POST", "/api/v1/metrics/inferences/list", secured.keys["global-admin"],
+                        {"from_date": FROM})
+    assert {i["project_id"] for i in page["items"]} >= {"alpha", "beta"}
+
+
+def test_missing_bad_and_revoked_keys(secured) -> None:
+    path = "/api/v1/metrics/inferences/list"
+    body = {"from_date": FROM}
+    assert call(secured, "POST", path, None, body)[0] == 401  # keys exist: no anonymous access
+    assert call(secured, "POST", path, "otgw_000000000000_nope", body)[0] == 401
+    assert call(secured, "POST", path, "Basic-junk", body)[0] == 401
+    status, created = call(secured, "POST", "/api/v1/keys", secured.keys["admin"],
+                           {"projects": ["alpha"], "role": "viewer"})
+    assert status == 201 and created["key"].startswith("otgw_") and "secret_hash" not in created
+    assert call(secured, "POST", path, created["key"], body)[0] == 200
+    status, listed = call(secured, "GET", "/api/v1/keys", secured.keys["admin"])
+    assert created["key_id"] in {k["key_id"] for k in listed["keys"]}
+    assert all("secret_hash" not in k for k in listed["keys"])
+    assert call(secured, "DELETE", f"/api/v1/keys/{created['key_id']}", secured.keys["admin"])[0] == 200
+    assert call(secured, "POST", path, created["key"], body)[0] == 401
+    # An admin of project alpha cannot mint keys for beta, nor see the global admin key.
+    status, _ = call(secured, "POST", "/api/v1/keys", secured.keys["admin"], {"projects": ["beta"], "role": "admin"})
+    assert status == 403
+    assert call(secured, "GET", "/api/v1/keys", secured.keys["editor"])[0] == 403
+    # Health, readiness and metrics stay public.
+    assert call(secured, "GET", "/healthz", None)[0] == 200
+    assert call(secured, "GET", "/metrics", None)[0] == 200
+
+
+def test_ingest_keys(secured) -> None:
+    body = _span_body("c1" * 16, "00000000000000c1")
+    # Ingest keys exist now: OTLP without a key is refused.
+    assert post_otlp(secured.http_url, "traces", body, "json").status == 401
+    # A key without --ingest cannot send.
+    result = post(f"{secured.http_url}/v1/traces", body, "application/json",
+                  {"Authorization": f"Bearer {secured.keys['viewer']}"})
+    assert result.status == 403
+    # An ingest key fixes the project; a header naming another project is refused.
+    ok = post(f"{secured.http_url}/v1/traces", body, "application/json",
+              {"Authorization": f"Bearer {secured.keys['ingest']}"})
+    assert ok.status == 200
+    wrong = post(f"{secured.http_url}/v1/traces", body, "application/json",
+                 {"Authorization": f"Bearer {secured.keys['ingest']}", "x-otelgw-project": "beta"})
+    assert wrong.status == 403
+    # The Langfuse SDK sends the key as a Basic password.
+    import base64
+
+    basic = base64.b64encode(f"pk:{secured.keys['ingest']}".encode()).decode()
+    assert post(f"{secured.http_url}/api/public/otel/v1/traces", _span_body("c2" * 16, "00000000000000c2"),
+                "application/json", {"Authorization": f"Basic {basic}"}).status == 200
+    secured.settle()
+    rows = secured.query("SELECT project_id FROM inferences FINAL WHERE trace_id IN ({a:String}, {b:String})",
+                         a="c1" * 16, b="c2" * 16)
+    assert [r["project_id"] for r in rows] == ["alpha", "alpha"]
+    # gRPC: same rules, as UNAUTHENTICATED / PERMISSION_DENIED.
+    from otelgw.pipeline.request import Signal
+    from otelgw.receiver.decode import Encoding, decode
+
+    proto = decode(Signal.TRACES, body, Encoding.JSON).message.SerializeToString()
+    with grpc.insecure_channel(secured.grpc_target) as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        with pytest.raises(grpc.RpcError) as caught:
+            export(proto, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as caught:
+            export(proto, timeout=10, metadata=(("authorization", f"Bearer {secured.keys['viewer']}"),))
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        export(proto, timeout=10, metadata=(("authorization", f"Bearer {secured.keys['ingest']}"),))
+
+
+def test_anonymous_only_on_loopback(chdb_path: Path, tmp_path: Path) -> None:
+    from otelgw.app import _loopback
+    from otelgw.config import ConfigError
+
+    assert _loopback("127.0.0.1:3200") and _loopback("[::1]:3200") and _loopback("localhost:3200")
+    assert not _loopback("0.0.0.0:3200")
+    auth = Authenticator(list, allow_anonymous=False)
+    auth.reload()
+    from otelgw.auth import Unauthorized
+
+    with pytest.raises(Unauthorized):
+        auth.principal(None)
+    with pytest.raises(ConfigError, match="ALLOW_ANONYMOUS"):
+        start_gateway(chdb_path, "t_public", tmp_path, api_addr="0.0.0.0:0")
+    public = start_gateway(chdb_path, "t_public2", tmp_path / "b", api_addr="0.0.0.0:0", allow_anonymous=True)
+    assert public.stop()
