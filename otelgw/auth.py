@@ -52,19 +52,21 @@ ANONYMOUS = Principal(role="admin", projects=None, key_id="", ingest=True)
 
 
 def bearer_token(header: str | None) -> str | None:
-    if not header:
+    """The key in an Authorization header; None only when there is no header. A header that
+    holds no readable key yields "" (checked, and refused), never anonymous access."""
+    if header is None:
         return None
     scheme, _, value = header.strip().partition(" ")
     scheme = scheme.lower()
     if scheme == "bearer":
-        return value.strip() or None
+        return value.strip()
     if scheme == "basic":
         try:
-            user, _, password = base64.b64decode(value.strip()).decode().partition(":")
+            user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
-            return None
-        return password or user or None
-    return None
+            return ""
+        return password or user
+    return ""
 
 
 class Authenticator:
@@ -127,10 +129,12 @@ class Authenticator:
     def ingest_project(self, token: str | None, header_project: str) -> str:
         """The project OTLP data is stored under. With ingest keys configured a key is required:
         it fixes the project; the header may only pick among the key's own projects."""
-        if token is None:
-            if self.ingest_keys_configured:
-                raise Unauthorized("an ingest key is required (Authorization: Bearer <key>)")
+        if not self.ingest_keys_configured:
+            # Open ingest, as a collector is: an Authorization header meant for another backend
+            # (the Langfuse SDK always sends its own keys) is ignored.
             return header_project
+        if not token:
+            raise Unauthorized("an ingest key is required (Authorization: Bearer <key>)")
         principal = self._verify(token)
         if not principal.ingest:
             raise Forbidden("this key may not send telemetry (create it with --ingest)")

@@ -3,7 +3,7 @@ offending field), shape what goes out, and generate the OpenAPI document."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -12,17 +12,20 @@ ExportFormat = Literal["csv", "json", "jsonl", "parquet"]
 FeedbackType = Literal["boolean", "rating", "comment", "demonstration"]
 MAX_LIMIT = 1000
 
+# ISO 8601 (a date alone or a time without zone is UTC), or unix seconds.
+DateTime = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"}, max_length=64)]
+
 
 class InferenceFilter(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Filters shared by listing and export. Dates are ISO 8601; a date without a zone is UTC."""
 
-    from_date: str
-    to_date: str | None = None
+    from_date: DateTime
+    to_date: DateTime | None = None
     project_id: str | None = None
     is_success: bool | None = None
-    min_tokens: int | None = None
-    max_tokens: int | None = None
-    max_latency_ms: float | None = None
+    min_tokens: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    max_latency_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
     model: str | None = None
     provider: str | None = None
     endpoint: str | None = None
@@ -36,8 +39,8 @@ class InferenceFilter(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ListRequest(InferenceFilter, forbid_unknown_fields=True, kw_only=True):
     sort_by: SortKey = "timestamp"
     sort_order: Literal["asc", "desc"] = "desc"
-    offset: int = 0
-    limit: int = 50
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 50
     cursor: str | None = None
 
 
