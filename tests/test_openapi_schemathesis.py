@@ -7,8 +7,8 @@ its Python API and hypothesis directly."""
 from __future__ import annotations
 
 import schemathesis
-from schemathesis import checks
 from hypothesis import HealthCheck, given, settings
+from schemathesis import checks
 
 from otelgw.seed import seed
 
