@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench loadtest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python loadtest/bench_ingest.py
+
+# Mixed load (OTLP exporters + people using the API) against a gateway started here.
+loadtest: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[loadtest]'
+	rm -rf /tmp/otelgw-loadtest && mkdir -p /tmp/otelgw-loadtest
+	cd /tmp/otelgw-loadtest && OTELGW_OTLP_HTTP_ADDR=127.0.0.1:14318 OTELGW_API_ADDR=127.0.0.1:13200 \
+		OTELGW_OTLP_GRPC_ADDR=127.0.0.1:14317 $(CURDIR)/$(BIN)/otelgw serve & echo $$! > /tmp/otelgw-loadtest/pid
+	sleep 3
+	$(BIN)/locust -f loadtest/locustfile.py --headless -u 20 -r 5 -t 60s --host http://127.0.0.1:13200 \
+		--otlp http://127.0.0.1:14318 --only-summary; status=$$?; kill $$(cat /tmp/otelgw-loadtest/pid); exit $$status
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
