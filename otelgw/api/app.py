@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from otelgw.api import export, feedback, health, inferences, keys, openapi, routes, semconv, status
+from otelgw.api import export, feedback, health, inferences, keys, openapi, routes, semconv, status, traces
 from otelgw.api.common import AUTH_KEY, FLUSH_INTERVAL_KEY, PRINCIPAL, READER_KEY, ApiError, error
 from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
 from otelgw.store.reader import Reader
@@ -30,6 +30,11 @@ ROUTES: list[tuple[str, str, Handler, str | None]] = [
     ("GET", routes.PATH_INFERENCE_FEEDBACK, feedback.get_feedback, routes.VIEWER),
     ("POST", routes.PATH_INFERENCE_FEEDBACK, feedback.post_feedback, routes.EDITOR),
     ("GET", routes.PATH_SEMCONV_UNMAPPED, semconv.unmapped, routes.VIEWER),
+    ("GET", routes.PATH_INFERENCE_TRACE, traces.inference_trace, routes.VIEWER),
+    ("GET", routes.PATH_TEMPO_TRACE, traces.trace_v1, routes.VIEWER),
+    ("GET", routes.PATH_TEMPO_TRACE_V2, traces.trace_v2, routes.VIEWER),
+    ("GET", routes.PATH_TEMPO_ECHO, traces.echo, None),
+    ("GET", routes.PATH_TEMPO_BUILDINFO, traces.buildinfo, None),
     ("GET", routes.PATH_KEYS, keys.list_keys, routes.ADMIN),
     ("POST", routes.PATH_KEYS, keys.create_key, routes.ADMIN),
     ("DELETE", routes.PATH_KEY, keys.revoke_key, routes.ADMIN),

@@ -11,6 +11,12 @@ PATH_INFERENCES_EXPORT = "/api/v1/metrics/inferences/export"
 PATH_INFERENCE = "/api/v1/metrics/inferences/{inference_id}"
 PATH_INFERENCE_FEEDBACK = "/api/v1/metrics/inferences/{inference_id}/feedback"
 PATH_SEMCONV_UNMAPPED = "/api/v1/semconv/unmapped"
+PATH_INFERENCE_TRACE = "/api/v1/metrics/inferences/{inference_id}/trace"
+# Grafana Tempo's HTTP API (pkg/api/http.go), so Grafana can use otelgw as a Tempo data source.
+PATH_TEMPO_TRACE = "/api/traces/{trace_id}"
+PATH_TEMPO_TRACE_V2 = "/api/v2/traces/{trace_id}"
+PATH_TEMPO_ECHO = "/api/echo"
+PATH_TEMPO_BUILDINFO = "/api/status/buildinfo"
 PATH_KEYS = "/api/v1/keys"
 PATH_KEY = "/api/v1/keys/{key_id}"
 

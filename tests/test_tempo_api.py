@@ -1,0 +1,106 @@
+"""The Tempo-compatible trace API, with requests shaped as Grafana's Tempo data source sends
+them, against a gateway fed by a real OTel SDK exporter; protobuf answers parsed with the OTLP
+types (tempopb.Trace is wire-compatible with OTLP TracesData)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind
+from otlp_client import get_json, post
+
+from otelgw.pipeline.mapper import derived_inference_id
+
+
+def _send_trace(gateway) -> tuple[str, str, str]:
+    provider = TracerProvider(resource=Resource.create({"service.name": "rag-app"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{gateway.http_url}/v1/traces")))
+    tracer = provider.get_tracer("app")
+    with tracer.start_as_current_span("POST /ask", kind=SpanKind.SERVER) as root:
+        with tracer.start_as_current_span("retrieve") as retrieve:
+            retrieve.set_attribute("db.system", "qdrant")
+        with tracer.start_as_current_span("chat gpt-4o", kind=SpanKind.CLIENT) as chat:
+            chat.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                                 "gen_ai.usage.output_tokens": 1200})
+            chat.add_event("gen_ai.first_token")
+    assert provider.force_flush(30_000)
+    provider.shutdown()
+    gateway.settle()
+    ctx = root.get_span_context()
+    return f"{ctx.trace_id:032x}", f"{chat.get_span_context().span_id:016x}", f"{ctx.span_id:016x}"
+
+
+def test_trace_by_id_v1_v2_json_and_protobuf(gateway) -> None:
+    trace_id, chat_span, root_span = _send_trace(gateway)
+    # Grafana asks v2 first, JSON, with the Accept header it uses; ids may come unpadded.
+    status, body = get_json(f"{gateway.api_url}/api/v2/traces/{trace_id}")
+    assert status == 200 and body["status"] == "COMPLETE"
+    spans = [s for rs in body["trace"]["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    assert {s["name"] for s in spans} == {"POST /ask", "retrieve", "chat gpt-4o"}
+    chat = next(s for s in spans if s["name"] == "chat gpt-4o")
+    assert base64.b64decode(chat["spanId"]).hex() == chat_span
+    assert base64.b64decode(chat["parentSpanId"]).hex() == root_span
+    assert chat["kind"] == "SPAN_KIND_CLIENT" and chat["events"][0]["name"] == "gen_ai.first_token"
+    attrs = {a["key"]: a["value"]["stringValue"] for a in chat["attributes"]}
+    assert attrs["otelgw.inference_id"] == derived_inference_id(trace_id, chat_span)
+    resource_attrs = body["trace"]["resourceSpans"][0]["resource"]["attributes"]
+    resource = {a["key"]: a["value"]["stringValue"] for a in resource_attrs}
+    assert resource["service.name"] == "rag-app"
+
+    status, v1 = get_json(f"{gateway.api_url}/api/traces/{trace_id}")
+    assert status == 200 and len([s for b in v1["batches"] for ss in b["scopeSpans"] for s in ss["spans"]]) == 3
+
+    result = post(f"{gateway.api_url}/api/traces/{trace_id}", None, method="GET",
+                  headers={"Accept": "application/protobuf"})
+    assert result.status == 200 and result.headers["Content-Type"] == "application/protobuf"
+    trace = TracesData.FromString(result.body)
+    assert sum(len(ss.spans) for rs in trace.resource_spans for ss in rs.scope_spans) == 3
+
+    # Tempo left-pads short ids; invalid ids are a 400; unknown ones a 404.
+    short = trace_id.lstrip("0") or "0"
+    assert get_json(f"{gateway.api_url}/api/v2/traces/{short}")[0] == 200
+    assert get_json(f"{gateway.api_url}/api/v2/traces/xyz")[0] == 400
+    assert get_json(f"{gateway.api_url}/api/v2/traces/{'1' * 33}")[0] == 400
+    assert get_json(f"{gateway.api_url}/api/v2/traces/{'f' * 32}")[0] == 404
+    # start/end (unix seconds) outside the trace: not found.
+    assert get_json(f"{gateway.api_url}/api/v2/traces/{trace_id}?start=1&end=2")[0] == 404
+    assert get_json(f"{gateway.api_url}/api/v2/traces/{trace_id}?start=x")[0] == 400
+
+
+def test_inference_to_trace_and_tempo_probes(gateway) -> None:
+    trace_id, chat_span, _ = _send_trace(gateway)
+    inference_id = derived_inference_id(trace_id, chat_span)
+    status, body = get_json(f"{gateway.api_url}/api/v1/metrics/inferences/{inference_id}/trace")
+    assert status == 200 and body["trace_id"] == trace_id and body["inference_span_id"] == chat_span
+    assert body["sampled_out"] is False
+    echo = post(f"{gateway.api_url}/api/echo", None, method="GET")
+    assert echo.status == 200 and echo.body == b"echo"
+    status, info = get_json(f"{gateway.api_url}/api/status/buildinfo")
+    assert status == 200 and info["version"].startswith("2.")
+
+
+def test_trace_without_kept_spans_is_rebuilt_from_inferences(gateway) -> None:
+    trace = "9a" * 16
+    body = json.dumps({"resourceSpans": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "svc"}}]}, "scopeSpans": [{"spans": [{
+            "traceId": trace, "spanId": "00000000000000e1", "name": "chat m",
+            "startTimeUnixNano": "1764150000000000000", "endTimeUnixNano": "1764150001000000000", "attributes": [
+                {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+                {"key": "gen_ai.request.model", "value": {"stringValue": "m"}}]}]}]}]}).encode()
+    from otlp_client import post_otlp
+
+    assert post_otlp(gateway.http_url, "traces", body, "json").status == 200
+    gateway.settle()
+    # Drop the span row, as a sampler that dropped the trace would have never written it.
+    gateway._clients.get().command(f"DELETE FROM spans WHERE trace_id = '{trace}'")
+    status, answer = get_json(f"{gateway.api_url}/api/v2/traces/{trace}")
+    assert status == 200 and "sampled out" in answer["message"]
+    (span,) = [s for rs in answer["trace"]["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    attrs = {a["key"]: a["value"]["stringValue"] for a in span["attributes"]}
+    assert span["name"] == "chat m" and attrs["otelgw.sampled_out"] == "true"
