@@ -104,3 +104,66 @@ def test_trace_without_kept_spans_is_rebuilt_from_inferences(gateway) -> None:
     (span,) = [s for rs in answer["trace"]["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
     attrs = {a["key"]: a["value"]["stringValue"] for a in span["attributes"]}
     assert span["name"] == "chat m" and attrs["otelgw.sampled_out"] == "true"
+
+
+def _tempo(gateway, path: str, **params: str):
+    import urllib.parse
+
+    query = urllib.parse.urlencode(params)
+    return get_json(f"{gateway.api_url}{path}{'?' + query if query else ''}")
+
+
+def test_search_traceql_and_tags(gateway) -> None:
+    import time as _time
+
+    trace_id, chat_span, _ = _send_trace(gateway)
+    now = int(_time.time())
+    window = {"start": str(now - 600), "end": str(now + 60)}
+    status, body = _tempo(gateway, "/api/search", q='{ span.gen_ai.request.model = "gpt-4o" }', **window)
+    assert status == 200, body
+    found = [t for t in body["traces"] if t["traceID"] == trace_id]
+    assert found and found[0]["rootServiceName"] == "rag-app" and found[0]["rootTraceName"] == "POST /ask"
+    spans = found[0]["spanSets"][0]["spans"]
+    assert [s["spanID"] for s in spans] == [chat_span]
+    assert {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}} in spans[0]["attributes"]
+    for query, expected in [
+        ('{ span.gen_ai.usage.output_tokens > 1000 && kind = client }', True),
+        ('{ span.gen_ai.usage.output_tokens > 5000 }', False),
+        ('{ .db.system = "qdrant" } && { name =~ "chat.*" }', True),
+        ('{ .db.system = "qdrant" } && { name = "nope" }', False),
+        ('{ .db.system = "qdrant" } || { name = "nope" }', True),
+        ('{ resource.service.name = "rag-app" && status != error }', True),
+        ('{ rootServiceName = "rag-app" && duration >= 0ms }', True),
+        ('{ rootName = "GET /other" }', False),
+        ('{ traceDuration < 1h }', True),
+        ('{ (name = "retrieve" || name = "x") && span.db.system !~ "pg.*" }', True),
+        ('{}', True),
+    ]:
+        status, body = _tempo(gateway, "/api/search", q=query, limit="200", **window)
+        assert status == 200, (query, body)
+        assert (trace_id in {t["traceID"] for t in body["traces"]}) is expected, query
+    for bad in ['{ span.x = }', '{ foo = "x" }', 'span.x = "y"', '{ .a = "b" } | rate()', '{ .a =~ "(" }']:
+        status, body = _tempo(gateway, "/api/search", q=bad, **window)
+        assert status == 400 and "position" in body["error"]["message"], (bad, body)
+    # The legacy tags parameter (logfmt) and duration bounds.
+    status, body = _tempo(gateway, "/api/search", tags='service.name="rag-app" db.system=qdrant',
+                          minDuration="0ms", maxDuration="1h", **window)
+    assert status == 200 and trace_id in {t["traceID"] for t in body["traces"]}
+    assert _tempo(gateway, "/api/search", minDuration="fast")[0] == 400
+    assert _tempo(gateway, "/api/search", limit="0")[0] == 400
+
+    status, body = _tempo(gateway, "/api/search/tags", **window)
+    assert status == 200 and {"db.system", "gen_ai.request.model", "service.name"} <= set(body["tagNames"])
+    status, body = _tempo(gateway, "/api/v2/search/tags", scope="span", **window)
+    assert body["scopes"][0]["name"] == "span" and "db.system" in body["scopes"][0]["tags"]
+    status, body = _tempo(gateway, "/api/v2/search/tags", **window)
+    assert {s["name"] for s in body["scopes"]} == {"span", "resource", "intrinsic"}
+    status, body = _tempo(gateway, "/api/search/tag/service.name/values", **window)
+    assert "rag-app" in body["tagValues"]
+    # Grafana double-encodes scoped tag names.
+    status, body = _tempo(gateway, "/api/v2/search/tag/resource%252Eservice.name/values", **window)
+    assert status == 200 and {"type": "string", "value": "rag-app"} in body["tagValues"]
+    status, body = _tempo(gateway, "/api/v2/search/tag/span.gen_ai.usage.output_tokens/values", **window)
+    assert {"type": "int", "value": "1200"} in body["tagValues"]
+    status, body = _tempo(gateway, "/api/v2/search/tag/status/values", **window)
+    assert {"type": "status", "value": "unset"} in body["tagValues"]

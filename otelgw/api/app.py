@@ -8,7 +8,19 @@ from typing import Any
 
 from aiohttp import web
 
-from otelgw.api import export, feedback, health, inferences, keys, openapi, routes, semconv, status, traces
+from otelgw.api import (
+    export,
+    feedback,
+    health,
+    inferences,
+    keys,
+    openapi,
+    routes,
+    search,
+    semconv,
+    status,
+    traces,
+)
 from otelgw.api.common import AUTH_KEY, FLUSH_INTERVAL_KEY, PRINCIPAL, READER_KEY, ApiError, error
 from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
 from otelgw.store.reader import Reader
@@ -33,6 +45,11 @@ ROUTES: list[tuple[str, str, Handler, str | None]] = [
     ("GET", routes.PATH_INFERENCE_TRACE, traces.inference_trace, routes.VIEWER),
     ("GET", routes.PATH_TEMPO_TRACE, traces.trace_v1, routes.VIEWER),
     ("GET", routes.PATH_TEMPO_TRACE_V2, traces.trace_v2, routes.VIEWER),
+    ("GET", routes.PATH_TEMPO_SEARCH, search.search, routes.VIEWER),
+    ("GET", routes.PATH_TEMPO_TAGS, search.tags_v1, routes.VIEWER),
+    ("GET", routes.PATH_TEMPO_TAGS_V2, search.tags_v2, routes.VIEWER),
+    ("GET", routes.PATH_TEMPO_TAG_VALUES, search.tag_values_v1, routes.VIEWER),
+    ("GET", routes.PATH_TEMPO_TAG_VALUES_V2, search.tag_values_v2, routes.VIEWER),
     ("GET", routes.PATH_TEMPO_ECHO, traces.echo, None),
     ("GET", routes.PATH_TEMPO_BUILDINFO, traces.buildinfo, None),
     ("GET", routes.PATH_KEYS, keys.list_keys, routes.ADMIN),
