@@ -36,6 +36,7 @@ class Extracted(msgspec.Struct):
     sources: dict[str, str]
 
 
+MAX_COUNT = 10**15
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
@@ -53,30 +54,19 @@ def _coerce(value: Any, kind: type) -> Any:
             return str(value)
         return None
     if kind is int:
+        # Counts (tokens) past MAX_COUNT are not real and would overflow UInt64 sums.
         if isinstance(value, bool):
             return None
         if isinstance(value, int):
-            return value if value >= 0 else None
-        if isinstance(value, float):
-            return int(value) if math.isfinite(value) and value >= 0 else None
-        if isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                return None
-            return int(number) if math.isfinite(number) and number >= 0 else None
-        return None
+            return value if 0 <= value <= MAX_COUNT else None
+        number = _coerce(value, float) if isinstance(value, (float, str)) else None
+        return int(number) if number is not None and 0 <= number <= MAX_COUNT else None
     if kind is float:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             return None
-        if isinstance(value, (int, float)):
+        try:
             number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                return None
-        else:
+        except (ValueError, OverflowError):
             return None
         return number if math.isfinite(number) else None
     if kind is bool:
@@ -95,7 +85,7 @@ def _walk(doc: Any, path: tuple[str, ...]) -> Any:
     for part in path:
         if isinstance(doc, dict):
             doc = doc.get(part)
-        elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
+        elif isinstance(doc, list) and part.isascii() and part.isdigit() and len(part) <= 6 and int(part) < len(doc):
             doc = doc[int(part)]
         else:
             return None
@@ -107,6 +97,8 @@ def _walk(doc: Any, path: tuple[str, ...]) -> Any:
 def parse_timestamp_ns(value: Any) -> int | None:
     """An ISO-8601 string (possibly JSON-quoted, as Langfuse sends it) or a ns/ms/s number."""
     if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and not 0 < value < 2**63:
         return None
     if isinstance(value, (int, float)):
         if not math.isfinite(value) or value <= 0:
@@ -124,7 +116,7 @@ def parse_timestamp_ns(value: Any) -> int | None:
     if not text:
         return None
     if text.isdigit():
-        return parse_timestamp_ns(int(text))
+        return parse_timestamp_ns(int(text)) if text.isascii() and len(text) <= 20 else None
     frac_ns = 0
     # datetime keeps microseconds only: cut nanosecond fractions off and add them back.
     if "." in text:

@@ -16,7 +16,7 @@ from otelgw.pipeline import genai
 from otelgw.pipeline.anyvalue import attrs_to_dict, clip, str_map, to_json, to_str
 from otelgw.pipeline.genai import SpanEvent, SpanView
 from otelgw.pipeline.messages import Message, tool_calls_json
-from otelgw.pipeline.rows import FeedbackRow, InferenceRow, MessageRow, RowBatch, SpanRow, UnmappedRow, ts
+from otelgw.pipeline.rows import MAX_NS, FeedbackRow, InferenceRow, MessageRow, RowBatch, SpanRow, UnmappedRow, ts
 from otelgw.pricing import Pricing
 from otelgw.semconv import Conventions
 
@@ -146,8 +146,9 @@ class Mapper:
                     attrs = attrs_to_dict(span.attributes, max_attrs)
                     trace_hex = span.trace_id.hex()
                     span_hex = span.span_id.hex()
-                    start_ns = span.start_time_unix_nano
-                    end_ns = max(span.end_time_unix_nano, start_ns)
+                    # Clamped first, so durations agree with the stored (clamped) times.
+                    start_ns = min(span.start_time_unix_nano, MAX_NS)
+                    end_ns = max(min(span.end_time_unix_nano, MAX_NS), start_ns)
                     events = [SpanEvent(e.name, e.time_unix_nano, attrs_to_dict(e.attributes, max_attrs))
                               for e in span.events]
                     for key, value in attrs.items():

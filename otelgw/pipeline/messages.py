@@ -50,7 +50,7 @@ def parse_json_text(value: Any) -> Any:
     if isinstance(value, (bytes, str)) and value[:1] in ("[", "{", b"[", b"{"):
         try:
             return _decode.decode(value)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, ValueError, RecursionError):
             return None
     return None
 
@@ -216,6 +216,12 @@ def from_text(spec: MessageSpec, attrs: dict[str, Any], value: Any) -> list[Mess
     return [msg]
 
 
+def _small_index(text: str) -> bool:
+    """An ASCII decimal index of sane size ("²" is a digit to str.isdigit, and a 5000-digit
+    number would cost a quadratic int() and mean nothing)."""
+    return 0 < len(text) <= 6 and text.isascii() and text.isdigit()
+
+
 def _split_pattern(pattern: str) -> tuple[str, str] | None:
     if not pattern:
         return None
@@ -231,7 +237,7 @@ def from_indexed(spec: MessageSpec, attrs: dict[str, Any]) -> list[Message]:
         if not key.startswith(prefix):
             continue
         idx, dot, sub = key[len(prefix):].partition(".")
-        if not dot or not idx.isdigit():
+        if not dot or not _small_index(idx):
             continue
         by_index.setdefault(int(idx), {})[sub] = value
     if not by_index:
@@ -256,13 +262,13 @@ def from_indexed(spec: MessageSpec, attrs: dict[str, Any]) -> list[Message]:
         for sub, value in subs.items():
             if parts_pat and sub.startswith(parts_pat[0]) and sub.endswith(parts_pat[1]):
                 j = sub[len(parts_pat[0]):len(sub) - len(parts_pat[1])]
-                if j.isdigit():
+                if _small_index(j):
                     parts[int(j)] = _text(value)
                 continue
             for field, pat in tool_pats.items():
                 if pat and sub.startswith(pat[0]) and sub.endswith(pat[1]):
                     j = sub[len(pat[0]):len(sub) - len(pat[1])]
-                    if j.isdigit():
+                    if _small_index(j):
                         calls.setdefault(int(j), {})[field] = value
                     break
         if parts and not msg.content:

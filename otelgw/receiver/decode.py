@@ -89,8 +89,9 @@ def _items(obj: Any, *path: str) -> list[Any]:
 def _from_json(signal: Signal, body: bytes) -> Any:
     try:
         doc = _json_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise DecodeError(f"body is not valid JSON: {exc}") from exc
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        # ValueError covers invalid UTF-8 in a string; RecursionError, nesting past the stack.
+        raise DecodeError(f"body is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from exc
     if not isinstance(doc, dict):
         raise DecodeError(f"body must be a JSON object (an OTLP {REQUEST_TYPES[signal].__name__})")
     if signal is Signal.TRACES:
@@ -108,7 +109,7 @@ def _from_json(signal: Signal, body: bytes) -> Any:
     message = REQUEST_TYPES[signal]()
     try:
         ParseDict(doc, message, ignore_unknown_fields=True)
-    except (ParseError, ValueError, TypeError, binascii.Error, RecursionError) as exc:
+    except (ParseError, ValueError, TypeError, OverflowError, binascii.Error, RecursionError) as exc:
         raise DecodeError(f"body is not a valid OTLP/JSON {REQUEST_TYPES[signal].__name__}: {exc}") from exc
     return message
 
