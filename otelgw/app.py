@@ -25,6 +25,7 @@ from otelgw.config import Config, ConfigError, parse_addr, wal_fsync
 from otelgw.pipeline.admission import Admission
 from otelgw.pipeline.mapper import Mapper, MapperOptions
 from otelgw.pipeline.pipeline import Pipeline
+from otelgw.pipeline.sampler import TailSampler, load_sampling
 from otelgw.pipeline.wal import CutLog, WriteAheadLog
 from otelgw.pricing import Pricing
 from otelgw.receiver.otlp_grpc import build_otlp_grpc_server
@@ -106,7 +107,12 @@ class Gateway:
         admission = Admission(max_inflight_requests=cfg.max_inflight_requests,
                               max_inflight_per_connection=cfg.max_inflight_per_connection,
                               project_rate_limit=cfg.project_rate_limit)
-        self.pipeline = Pipeline(build_mapper(cfg), self.writer, self.wal, admission, dead_letter_dir)
+        try:
+            sampling = load_sampling(cfg.sampling_file or None, cfg.tail_sampling)
+            sampler = TailSampler(sampling) if sampling.enabled else None
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.pipeline = Pipeline(build_mapper(cfg), self.writer, self.wal, admission, dead_letter_dir, sampler)
         self.reader = Reader(self._read_clients)
         self.auth = Authenticator(lambda: KeyStore(self._read_clients.get()).all(),
                                   allow_anonymous=cfg.allow_anonymous or _loopback(cfg.api_addr))

@@ -120,11 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     from otelgw.app import serve
 
     try:
-        import uvloop
-
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(serve(cfg))
         return uvloop.run(serve(cfg))
-    except ImportError:
-        return asyncio.run(serve(cfg))
     except ConfigError as exc:
         print(f"otelgw: {exc}", file=sys.stderr)
         return 2

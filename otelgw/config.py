@@ -75,6 +75,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_format: str = "json"
     # A user pricing table merged over semconv/pricing.toml.
     pricing_file: str = ""
+    # Tail sampling of trace detail (span rows; inferences are never sampled). Policies from
+    # SAMPLING_FILE (TOML, see docs/sampling.md), else the defaults: errors, slow (> 2 s),
+    # negative evaluations, 10% of the rest.
+    tail_sampling: bool = True
+    sampling_file: str = ""
     # Longest input/output preview stored on an inference row, in characters.
     preview_chars: int = 512
     # Longest attribute value kept in an inference row's attributes map.
@@ -109,6 +114,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             errors.append(f"log_format: {self.log_format!r} is not json or text")
         if self.pricing_file and not Path(self.pricing_file).is_file():
             errors.append(f"pricing_file: {self.pricing_file!r} does not exist")
+        if self.sampling_file and not Path(self.sampling_file).is_file():
+            errors.append(f"sampling_file: {self.sampling_file!r} does not exist")
         return errors
 
 

@@ -85,6 +85,9 @@ def start_gateway(chdb_path: Path, database: str, data_dir: Path, **overrides: A
         "flush_interval_ms": 100,
         "data_dir": str(data_dir),
         "log_format": "text",
+        # Trace detail is tail-sampled in production; tests that read spans want every one
+        # (test_sampling.py covers the sampler).
+        "tail_sampling": False,
     }
     settings.update(overrides)
     return RunningGateway(Config(**settings))

@@ -36,6 +36,7 @@ class GatewayProcess:
             "OTELGW_OTLP_HTTP_ADDR": f"127.0.0.1:{free_port()}",
             "OTELGW_API_ADDR": f"127.0.0.1:{free_port()}",
             "OTELGW_LOG_FORMAT": "json",
+            "OTELGW_TAIL_SAMPLING": "false",
             **{f"OTELGW_{k.upper()}": str(v) for k, v in settings.items()},
         })
         self.proc: subprocess.Popen[bytes] | None = None

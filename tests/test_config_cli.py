@@ -60,6 +60,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "OTELGW_OTLP_GRPC_ADDR": f"127.0.0.1:{_free_port()}",
         "OTELGW_OTLP_HTTP_ADDR": f"127.0.0.1:{_free_port()}",
         "OTELGW_API_ADDR": f"127.0.0.1:{_free_port()}",
+        "OTELGW_TAIL_SAMPLING": "false",
         **extra,
     })
     return env

@@ -26,7 +26,8 @@ from otelgw.pipeline.map_logs import map_logs
 from otelgw.pipeline.map_metrics import map_metrics
 from otelgw.pipeline.mapper import Mapper
 from otelgw.pipeline.request import REQUEST_TYPES, Decoded, Signal
-from otelgw.pipeline.rows import EncodedBatch, RowBatch, encode_batch, ts
+from otelgw.pipeline.rows import EncodedBatch, RowBatch, SpanRow, encode_batch, ts
+from otelgw.pipeline.sampler import TailSampler
 from otelgw.pipeline.wal import WalError, WalFull, WalRecord, WriteAheadLog
 from otelgw.store.writer import BatchWriter
 
@@ -52,7 +53,8 @@ class PipelineStats(msgspec.Struct):
 
 class Pipeline:
     def __init__(self, mapper: Mapper, writer: BatchWriter, wal: WriteAheadLog, admission: Admission,
-                 dead_letter_dir: str | Path) -> None:
+                 dead_letter_dir: str | Path, sampler: TailSampler | None = None) -> None:
+        self._sampler = sampler
         self._mapper = mapper
         self._writer = writer
         self.wal = wal
@@ -112,6 +114,11 @@ class Pipeline:
         loop.call_soon_threadsafe(self._checkpoint, last_seq)
 
     def _checkpoint(self, seq: int) -> None:
+        # Records with spans still waiting for a sampling decision, or kept spans not yet
+        # committed, hold the checkpoint back: a crash must replay them.
+        for floor in (self._sampler.floor_seq if self._sampler else 0, self._writer.pending_floor()):
+            if floor:
+                seq = min(seq, floor - 1)
         self.wal.checkpoint(seq)
         self.admission.release_through(seq)
         self._writer.prune_cuts(seq)
@@ -166,10 +173,39 @@ class Pipeline:
             return map_logs(self._mapper, message, record.project, record.received_ns)
         return map_metrics(message, record.project, record.received_ns, self._mapper.options)
 
+    def _sample(self, batch: RowBatch, seq: int) -> None:
+        """Span rows go to the tail sampler instead of the writer; evaluations it may keep a
+        trace for are noted."""
+        assert self._sampler is not None
+        for feedback in batch.feedback:
+            if feedback.trace_id:
+                self._sampler.note_evaluation(feedback.trace_id, feedback.value, feedback.label)
+        late = self._sampler.add(batch.spans, seq)
+        batch.spans = []
+        if late:
+            self._release(late)
+
+    def _release(self, spans: list[SpanRow]) -> None:
+        """Write the spans of kept traces. Their log records stay un-checkpointed (the writer's
+        floor) until they are committed."""
+        assert self._sampler is not None
+        encoded = encode_batch(RowBatch(spans=spans), ts(time.time_ns()), self._encoder)
+        self._writer.add(encoded, 0, floor=self._sampler.released_floor, tokened=False)
+
+    def tick(self, flush_all: bool = False) -> None:
+        """Decide the traces whose wait is over (the mapping thread calls this)."""
+        if self._sampler is not None:
+            kept = self._sampler.tick(flush_all=flush_all)
+            if kept:
+                self._release(kept)
+
     def _process(self, records: list[WalRecord]) -> None:
         for record in records:
             try:
-                encoded = encode_batch(self.map_record(record), ts(time.time_ns()), self._encoder)
+                batch = self.map_record(record)
+                if self._sampler is not None:
+                    self._sample(batch, record.seq)
+                encoded = encode_batch(batch, ts(time.time_ns()), self._encoder)
             except Exception:
                 # A mapper bug must not stop ingest: the record goes to the dead-letter
                 # directory as it was received, with a log line and a counter.
@@ -188,6 +224,7 @@ class Pipeline:
                 if record.seq >= last:
                     self._pending_cuts.popleft()
             self._writer.add(encoded, record.seq, hold=hold, cut_end=cut_end)
+        self.tick()
 
     def _dead_letter(self, record: WalRecord) -> None:
         self._dead_letter_dir.mkdir(parents=True, exist_ok=True)
@@ -201,7 +238,11 @@ class Pipeline:
             self.wal.durable_changed.clear()
             records = self._cursor.read(self.wal.durable_seq, _READ_BYTES)
             if not records:
-                await self.wal.durable_changed.wait()
+                try:
+                    # Idle: still decide waiting traces every second.
+                    await asyncio.wait_for(self.wal.durable_changed.wait(), 1.0)
+                except TimeoutError:
+                    await loop.run_in_executor(self._map_pool, self.tick)
                 continue
             await loop.run_in_executor(self._map_pool, self._process, records)
 
@@ -217,6 +258,10 @@ class Pipeline:
         # The mapping thread may still be adding the last batch.
         await asyncio.get_running_loop().run_in_executor(self._map_pool, lambda: None)
 
+    async def decide_all(self) -> None:
+        """Decide every waiting trace now (shutdown, tests)."""
+        await asyncio.get_running_loop().run_in_executor(self._map_pool, self.tick, True)
+
     async def stop(self, timeout: float) -> bool:
         """Refuse new requests, map what is in the log, flush and checkpoint. True if all of it
         is in ClickHouse; anything left stays in the log for the next start."""
@@ -225,6 +270,9 @@ class Pipeline:
         drained = True
         try:
             await asyncio.wait_for(self.drain(), timeout)
+            # Traces still waiting are decided now (counted as early decisions), so a clean stop
+            # leaves nothing behind; a crash leaves them in the log instead.
+            await self.decide_all()
         except TimeoutError:
             drained = False
             log.error("shutdown timeout before the log was drained; the rest stays in the WAL",
@@ -258,5 +306,6 @@ class Pipeline:
                 "pending_records": self.wal.pending_records(),
             },
             "replayed": self.replayed,
+            "sampler": msgspec.to_builtins(self._sampler.stats) if self._sampler else None,
             "admission": self.admission.describe(),
         }

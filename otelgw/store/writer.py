@@ -91,6 +91,13 @@ class BatchWriter:
         self._cond = threading.Condition()
         self._buffers: dict[str, list[bytes]] = {t: [] for t in TABLES}
         self._rows: dict[str, int] = dict.fromkeys(TABLES, 0)
+        # Rows whose content on a replay may differ (tail-sampled spans): inserted without a
+        # deduplication token, deduplicated by their ReplacingMergeTree key instead.
+        self._plain: dict[str, list[bytes]] = {t: [] for t in TABLES}
+        # The oldest log record the buffered (and the in-flight) rows depend on: the checkpoint
+        # must stay below it until they are committed.
+        self._floor = 0
+        self._inflight_floor = 0
         self._bytes = 0
         self._first_seq = 0
         self._last_seq = 0
@@ -116,7 +123,7 @@ class BatchWriter:
         self._thread.start()
 
     def add(self, batch: EncodedBatch, seq: int = 0, *, hold: bool = False, cut_end: int = 0,
-            timeout: float | None = None) -> bool:
+            timeout: float | None = None, floor: int = 0, tokened: bool = True) -> bool:
         """Buffer the rows of log record `seq`; waits while the buffer is full. `hold` keeps the
         writer from flushing (a replayed block is being rebuilt); `cut_end` flushes right after
         this record (the replayed block is complete). False if it timed out or the writer is
@@ -139,9 +146,12 @@ class BatchWriter:
                 return False
             if not self._bytes and not self._first_seq:
                 self._oldest = time.monotonic()
+            target = self._buffers if tokened else self._plain
             for table, block in batch.blocks.items():
-                self._buffers[table].append(block)
+                target[table].append(block)
                 self._rows[table] += batch.rows.get(table, 0)
+            if floor:
+                self._floor = min(self._floor, floor) if self._floor else floor
             self._bytes += size
             if seq:
                 self._first_seq = self._first_seq or seq
@@ -179,15 +189,23 @@ class BatchWriter:
             self._cuts.close()
         return ok
 
-    def _take(self) -> tuple[dict[str, list[bytes]], dict[str, int], int, int]:
-        buffers, rows, first, last = self._buffers, self._rows, self._first_seq, self._last_seq
+    def pending_floor(self) -> int:
+        """The oldest log record buffered or in-flight rows depend on (0: none)."""
+        with self._cond:
+            floors = [f for f in (self._floor, self._inflight_floor) if f]
+        return min(floors, default=0)
+
+    def _take(self) -> tuple[dict[str, list[bytes]], dict[str, list[bytes]], dict[str, int], int, int]:
+        buffers, plain, rows, first, last = self._buffers, self._plain, self._rows, self._first_seq, self._last_seq
         self._buffers = {t: [] for t in TABLES}
+        self._plain = {t: [] for t in TABLES}
+        self._inflight_floor, self._floor = self._floor, 0
         self._rows = dict.fromkeys(TABLES, 0)
         self._bytes = 0
         self._first_seq = self._last_seq = 0
         self._cut_now = False
         self.stats.buffered_bytes = 0
-        return buffers, rows, first, last
+        return buffers, plain, rows, first, last
 
     def _due(self) -> bool:
         if self._holding:
@@ -208,11 +226,18 @@ class BatchWriter:
                     wait = self._interval - (time.monotonic() - self._oldest) if pending else self._interval
                     self._cond.wait(max(wait, 0.005))
                 round_id = self._flush_requested
-                buffers, rows, first, last = self._take()
+                buffers, plain, rows, first, last = self._take()
                 stopping = self._stopping
                 self._cond.notify_all()  # producers waiting for room
             try:
+                self._write_plain(plain)
                 self._write_block(buffers, rows, first, last)
+                with self._cond:
+                    self._inflight_floor = 0
+                # After every flush, not only those with new records: sampled spans released
+                # later let the checkpoint move past the records they came from.
+                if self.on_commit is not None and self.stats.committed_seq:
+                    self.on_commit(self.stats.committed_seq)
             except _Abort:
                 log.error("store still failing at shutdown; rows stay in the write-ahead log",
                           extra={"first_seq": first, "last_seq": last})
@@ -220,11 +245,18 @@ class BatchWriter:
                     self._cond.notify_all()
                 return
             with self._cond:
+                self._inflight_floor = 0
                 self._flush_done = max(self._flush_done, round_id)
                 self.stats.flushes += 1
                 self._cond.notify_all()
             if stopping:
                 return
+
+    def _write_plain(self, plain: dict[str, list[bytes]]) -> None:
+        for table in TABLES:
+            if plain[table]:
+                block = b"".join(plain[table])
+                self._insert(table, block, block.count(b"\n"), None)
 
     def _write_block(self, buffers: dict[str, list[bytes]], rows: dict[str, int], first: int, last: int) -> None:
         if not first and not any(buffers.values()):
@@ -237,10 +269,8 @@ class BatchWriter:
                 self._insert(table, b"".join(buffers[table]), rows[table], token)
         if last:
             self.stats.committed_seq = last
-            if self.on_commit is not None:
-                self.on_commit(last)
 
-    def _insert(self, table: str, block: bytes, rows: int, token: str) -> None:
+    def _insert(self, table: str, block: bytes, rows: int, token: str | None) -> None:
         """Insert one block, retrying a failing store for as long as it takes. A block the
         store rejects as bad data is split in halves (deterministically, so tokens repeat on
         replay) until the bad rows are alone; those are dead-lettered."""
@@ -248,7 +278,8 @@ class BatchWriter:
         data_errors = 0
         while True:
             try:
-                settings = {**INSERT_SETTINGS, "insert_deduplication_token": token}
+                settings = {**INSERT_SETTINGS, "insert_deduplication_token": token} if token else \
+                    {**INSERT_SETTINGS, "insert_deduplicate": 0}
                 self._clients.get().raw_insert(table, insert_block=block, settings=settings, fmt="JSONEachRow")
                 self.stats.rows_written[table] += rows
                 if not self.stats.healthy:
@@ -272,14 +303,14 @@ class BatchWriter:
                     raise _Abort from exc
                 delay = min(delay * 2, _MAX_BACKOFF_S)
 
-    def _split_or_dead_letter(self, table: str, block: bytes, token: str) -> None:
+    def _split_or_dead_letter(self, table: str, block: bytes, token: str | None) -> None:
         lines = block.rstrip(b"\n").split(b"\n")
         if len(lines) == 1:
-            self._dead_letter(table, block, token)
+            self._dead_letter(table, block, token or f"{table}-{time.time_ns()}")
             return
         middle = len(lines) // 2
         for half, part in ((0, lines[:middle]), (1, lines[middle:])):
-            self._insert(table, b"\n".join(part) + b"\n", len(part), f"{token}/{half}")
+            self._insert(table, b"\n".join(part) + b"\n", len(part), f"{token}/{half}" if token else None)
 
     def _dead_letter(self, table: str, block: bytes, token: str) -> None:
         self._dead_letter_dir.mkdir(parents=True, exist_ok=True)
