@@ -46,6 +46,23 @@ def _prometheus(snapshot: dict[str, Any]) -> str:
     metric("otelgw_wal_fsyncs_total", "counter", "Group-commit fsyncs.", [("", wal["fsyncs"])])
     metric("otelgw_wal_truncated_tails_total", "counter", "Torn or corrupt segment tails cut at start.",
            [("", wal["truncated_tails"])])
+    sampler = pipeline.get("sampler")
+    if sampler:
+        metric("otelgw_sampler_traces_total", "counter", "Traces decided by the tail sampler.",
+               [('{decision="kept"}', sampler["traces_kept"]), ('{decision="dropped"}', sampler["traces_dropped"])])
+        metric("otelgw_sampler_kept_by_policy_total", "counter", "Traces kept, by the policy that kept them.",
+               [(f'{{policy="{k}"}}', v) for k, v in sampler["kept_by_policy"].items()])
+        metric("otelgw_sampler_late_spans_total", "counter", "Spans that arrived after their trace's decision.",
+               [('{decision="kept"}', sampler["late_spans_kept"]),
+                ('{decision="dropped"}', sampler["late_spans_dropped"])])
+        metric("otelgw_sampler_early_decisions_total", "counter", "Traces decided early under memory pressure.",
+               [("", sampler["early_decisions"])])
+        metric("otelgw_sampler_buffered_traces", "gauge", "Traces waiting for a decision.",
+               [("", sampler["buffered_traces"])])
+        metric("otelgw_sampler_buffered_spans", "gauge", "Spans waiting for a decision.",
+               [("", sampler["buffered_spans"])])
+        metric("otelgw_sampler_buffered_bytes", "gauge", "Approximate bytes waiting for a decision.",
+               [("", sampler["buffered_bytes"])])
     metric("otelgw_writer_rows_written_total", "counter", "Rows inserted into ClickHouse, by table.",
            [(f'{{table="{k}"}}', v) for k, v in writer["rows_written"].items()])
     metric("otelgw_writer_flushes_total", "counter", "Writer flush rounds.", [("", writer["flushes"])])
