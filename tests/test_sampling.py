@@ -176,6 +176,11 @@ def test_gateway_samples_trace_detail_but_never_inferences(chdb_path: Path, tmp_
         assert status == 200 and "sampled out" in trace["message"]
         sampler_stats = gateway.gateway.pipeline.describe()["sampler"]
         assert sampler_stats["kept_by_policy"] == {"errors": 1, "slow": 1} and sampler_stats["traces_dropped"] == 1
+        from otlp_client import post
+
+        metrics = post(f"{gateway.api_url}/metrics", None, method="GET").body.decode()
+        assert 'otelgw_sampler_traces_total{decision="kept"} 2' in metrics
+        assert 'otelgw_sampler_kept_by_policy_total{policy="slow"} 1' in metrics
         # Everything committed: the checkpoint reached the last record once the decisions were made.
         wait_until(lambda: gateway.gateway.wal.checkpoint_seq == gateway.gateway.wal.durable_seq, timeout=10)
     finally:
