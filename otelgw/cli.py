@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--days", type=int, default=30)
     seed.add_argument("--seed", type=int, default=42)
     seed.add_argument("--no-messages", action="store_true")
+    seed.add_argument("--traces", type=int, default=0, help="also write this many synthetic traces to spans")
+    seed.add_argument("--spans-per-trace", type=int, default=50)
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -78,7 +80,7 @@ def _keys(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def _seed(args: argparse.Namespace, cfg: Any) -> int:
-    from otelgw.seed import seed
+    from otelgw.seed import seed, seed_spans
 
     if args.inferences <= 0 or args.projects <= 0 or args.days <= 0:
         print("otelgw: --inferences, --projects and --days must be positive", file=sys.stderr)
@@ -87,6 +89,11 @@ def _seed(args: argparse.Namespace, cfg: Any) -> int:
     try:
         report = seed(clients.get(), inferences=args.inferences, projects=args.projects, days=args.days,
                       seed_value=args.seed, messages=not args.no_messages)
+        if args.traces > 0:
+            spans = seed_spans(clients.get(), traces=args.traces, spans_per_trace=args.spans_per_trace,
+                               projects=args.projects, seed_value=args.seed)
+            print(f"seeded {args.traces * args.spans_per_trace} spans in {args.traces} traces "
+                  f"in {spans.seconds:.1f}s")
     finally:
         clients.close()
     print(f"seeded {report.inferences} inferences, {report.messages} messages, {report.feedback} feedback "

@@ -128,3 +128,43 @@ def seed(client: Client, *, inferences: int, projects: int = 3, days: int = 30, 
             FROM (SELECT number, {common} FROM {numbers}) WHERE number % 20 = 0""")
             feedback_rows += len(range(offset + (-offset % 20), offset + count, 20))
     return SeedReport(inferences, message_rows, feedback_rows, time.monotonic() - started)
+
+
+def seed_spans(client: Client, *, traces: int, spans_per_trace: int = 50, projects: int = 3, days: int = 1,
+               seed_value: int = 42, batch_traces: int = 20_000) -> SeedReport:
+    """Synthetic traces in `spans`: a server root span, a GenAI client span (model, tokens), and
+    internal/db children, spread over `days`. For trace-store benchmarks."""
+    started = time.monotonic()
+    now_ns = time.time_ns()
+    span_ns = days * 86_400 * 1_000_000_000
+    models = _array([m[0] for m in MODELS])
+    services = _array(SERVICES)
+    for offset in range(0, traces, batch_traces):
+        count = min(batch_traces, traces - offset)
+        client.command(f"""
+        INSERT INTO spans (trace_id, span_id, parent_span_id, trace_state, project_id, service_name, name, kind,
+            start_time, end_time, duration_ns, status_code, status_message, attributes, resource_attributes,
+            scope_name, scope_version, events, links, inference_id, ingested_at)
+        SELECT lower(hex(sipHash128({seed_value}, t, 'trace'))) AS trace_id,
+            lower(hex(sipHash64({seed_value}, t, s))) AS span_id,
+            if(s = 0, '', lower(hex(sipHash64({seed_value}, t, if(s = 1, 0, 1))))) AS parent_span_id,
+            '', concat('project-', toString(t % {projects})), {services}[(t % {len(SERVICES)}) + 1],
+            multiIf(s = 0, 'POST /v1/chat', s = 1, concat('chat ', model), concat('step-', toString(s % 7))),
+            multiIf(s = 0, 'server', s = 1, 'client', 'internal'),
+            fromUnixTimestamp64Nano(start + s * 1000000, 'UTC'),
+            fromUnixTimestamp64Nano(start + s * 1000000 + dur, 'UTC'), toUInt64(dur),
+            if(s = 1 AND t % 40 = 0, 'error', 'unset'), '',
+            if(s = 1, map('gen_ai.operation.name', 'chat', 'gen_ai.request.model', model,
+                          'gen_ai.usage.input_tokens', toString(100 + t % 900),
+                          'gen_ai.usage.output_tokens', toString(10 + (t * 7) % 2000)),
+               map('db.system', if(s % 3 = 0, 'postgresql', 'redis'), 'step', toString(s))),
+            map('service.name', {services}[(t % {len(SERVICES)}) + 1]), 'seed', '1', '[]', '[]', '', now64(3)
+        FROM (
+            SELECT t, s, {models}[(sipHash64({seed_value}, t, 'm') % {len(MODELS)}) + 1] AS model,
+                toInt64({now_ns} - (sipHash64({seed_value}, t, 'ts') % {span_ns})) AS start,
+                toInt64(if(s = 0, {spans_per_trace} * 1000000 + 50000000,
+                           1000000 + (sipHash64(t, s) % 40000000))) AS dur
+            FROM (SELECT number + {offset} AS t FROM numbers({count}))
+            ARRAY JOIN range({spans_per_trace}) AS s
+        )""")
+    return SeedReport(0, 0, 0, time.monotonic() - started)
