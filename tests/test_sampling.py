@@ -211,3 +211,13 @@ def test_crash_in_the_middle_of_the_decision_wait(tmp_path: Path) -> None:
     assert traces == {"f1" * 16}
     counts = chdb_query(tmp_path / "chdb", "SELECT count() AS n FROM inferences FINAL")
     assert int(counts[0]["n"]) == 2
+
+
+def test_a_long_lived_trace_is_decided_after_the_max_wait() -> None:
+    s = sampler(PolicySpec(name="all", type="always_sample"), max_trace_wait_s=60)
+    for second in range(0, 100, 5):  # a span every 5 s: never quiet for the 10 s wait
+        s.add([span(1, second + 1)], seq=second + 1, now=float(second))
+        kept = s.tick(now=float(second) + 0.1)
+        if kept:
+            break
+    assert kept and second >= 60 and s.floor_seq == 0

@@ -51,6 +51,9 @@ class PolicySpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class SamplingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     decision_wait_s: float = 10.0
+    # A trace that keeps receiving spans is decided this long after its first span anyway, so it
+    # cannot hold the write-ahead log's checkpoint (and its buffer) back for ever.
+    max_trace_wait_s: float = 120.0
     num_traces: int = 50_000
     max_bytes: int = 256 * 1024 * 1024
     decision_cache: int = 100_000
@@ -290,6 +293,7 @@ class TailSampler:
         # How many waiting traces each log record started: the oldest key is the floor. Few
         # keys (records within one decision wait), so min() over them is cheap.
         self._seq_refs: collections.Counter[int] = collections.Counter()
+        self._last_sweep = 0.0
         self.stats = SamplerStats()
         # Plain ints, read from the event loop while the mapping thread works: the oldest log
         # record with a waiting span, and the oldest one whose spans the last tick released.
@@ -341,6 +345,16 @@ class TailSampler:
         kept: list[SpanRow] = []
         released_floor = 0
         wait = self.config.decision_wait_s
+        overdue: list[Trace] = []
+        if now - self._last_sweep >= 5.0:
+            # The buffer is ordered by last arrival; a long-lived trace needs a scan to be found.
+            self._last_sweep = now
+            overdue = [t for t in self._pending.values() if now - t.first_seen >= self.config.max_trace_wait_s]
+        for trace in overdue:
+            self._remove(trace)
+            if self._decide(trace):
+                kept.extend(trace.spans)
+                released_floor = min(released_floor, trace.min_seq) if released_floor else trace.min_seq
         while self._pending:
             trace_id, trace = next(iter(self._pending.items()))
             over_bounds = (len(self._pending) > self.config.num_traces or self._size > self.config.max_bytes)
@@ -349,18 +363,21 @@ class TailSampler:
                 break
             if over_bounds and not flush_all and now - trace.last_seen < wait:
                 self.stats.early_decisions += 1
-            del self._pending[trace_id]
-            self._seq_refs[trace.min_seq] -= 1
-            if not self._seq_refs[trace.min_seq]:
-                del self._seq_refs[trace.min_seq]
-            self._size -= trace.size
-            self._span_count -= len(trace.spans)
+            self._remove(trace)
             if self._decide(trace):
                 kept.extend(trace.spans)
                 released_floor = min(released_floor, trace.min_seq) if released_floor else trace.min_seq
         self.released_floor = released_floor
         self._update_stats()
         return kept
+
+    def _remove(self, trace: Trace) -> None:
+        del self._pending[trace.trace_id]
+        self._seq_refs[trace.min_seq] -= 1
+        if not self._seq_refs[trace.min_seq]:
+            del self._seq_refs[trace.min_seq]
+        self._size -= trace.size
+        self._span_count -= len(trace.spans)
 
     def _decide(self, trace: Trace) -> bool:
         policies = self._by_project.get(trace.project, self._default)
