@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -15,7 +16,15 @@ from otelgw.api.feedback import feedback_list
 from otelgw.api.lookup import load_inference, parse_inference_id
 from otelgw.api.schemas import MAX_LIMIT, InferenceFilter, InferenceItem, ListRequest, ListResponse
 from otelgw.auth import Principal
-from otelgw.store.queries.listing import Cursor, Filter, count_query, decode_cursor, encode_cursor, list_query
+from otelgw.store.queries.listing import (
+    Cursor,
+    Filter,
+    count_query,
+    decode_cursor,
+    encode_cursor,
+    list_query,
+    rows_by_ids_query,
+)
 from otelgw.store.reader import Reader
 
 _decoder = msgspec.json.Decoder()
@@ -43,6 +52,10 @@ def build_filter(body: InferenceFilter, caller: Principal) -> Filter:
         service_name=body.endpoint or body.service_name, session_id=body.session_id, user_id=body.user_id,
         has_feedback=body.has_feedback, search=body.search or None,
     )
+
+
+async def _nothing() -> list[dict[str, Any]]:
+    return []
 
 
 async def feedback_counts(reader: Reader, ids: list[str]) -> dict[str, int]:
@@ -83,21 +96,38 @@ async def list_inferences(request: web.Request) -> web.Response:
             raise ApiError(400, "invalid_request", "cursor was issued for another sort_by / sort_order")
     filt = build_filter(body, principal(request))
     reader = request.app[READER_KEY]
-    sql, params = list_query(filt, body.sort_by, body.sort_order, body.limit + 1, body.offset, cursor)
-    rows = await reader.sql(sql, params, FINAL_SETTINGS)
+    offset = body.offset if cursor is None else 0
+    # Slack for re-sent rows, which phase one does not fold (they are rare).
+    fetch = offset + 2 * (body.limit + 1)
+    keys_sql, keys_params = list_query(filt, body.sort_by, body.sort_order, fetch, 0, cursor)
     count_sql, count_params = count_query(filt)
-    total = (await reader.sql(count_sql, count_params, FINAL_SETTINGS))[0]["count()"]
-    has_more = len(rows) > body.limit
-    rows = rows[:body.limit]
-    counts = await feedback_counts(reader, [str(r["inference_id"]) for r in rows])
+    keys, counted = await asyncio.gather(reader.sql(keys_sql, keys_params),
+                                         reader.sql(count_sql, count_params))
+    total = counted[0]["count()"]
+    seen: set[str] = set()
+    ordered: list[dict[str, Any]] = []
+    for key in keys:
+        inference_id = str(key["inference_id"])
+        if inference_id not in seen:
+            seen.add(inference_id)
+            ordered.append(key)
+    page = ordered[offset:offset + body.limit + 1]
+    has_more = len(page) > body.limit
+    page = page[:body.limit]
+    ids = [str(k["inference_id"]) for k in page]
+    rows_sql, rows_params = rows_by_ids_query(ids, filt)
+    fetched, counts = await asyncio.gather(reader.sql(rows_sql, rows_params, FINAL_SETTINGS) if ids else _nothing(),
+                                           feedback_counts(reader, ids))
+    by_id = {str(r["inference_id"]): r for r in fetched}
+    rows = [by_id[i] for i in ids if i in by_id]
     next_cursor = None
-    if has_more and rows:
-        last = rows[-1]
+    if has_more and page:
+        last = page[-1]
         value = last["timestamp_ns"] if body.sort_by == "timestamp" else last["sort_value"]
         next_cursor = encode_cursor(Cursor(body.sort_by, body.sort_order, value, str(last["inference_id"])))
     return json_response(ListResponse(
         items=[_item(r, counts.get(str(r["inference_id"]), 0)) for r in rows],
-        total_count=total, offset=body.offset if cursor is None else 0, limit=body.limit, has_more=has_more,
+        total_count=total, offset=offset, limit=body.limit, has_more=has_more,
         next_cursor=next_cursor,
     ))
 
@@ -106,12 +136,13 @@ async def get_inference(request: web.Request) -> web.Response:
     inference_id = parse_inference_id(request)
     row = await load_inference(request, inference_id)
     reader = request.app[READER_KEY]
-    messages = await reader.rows("inferences", "messages_by_inference", inference_id=inference_id)
-    spans = await reader.rows("inferences", "spans_of_trace", trace_id=row["trace_id"])
-    baseline = await reader.rows("inferences", "model_baseline", project_id=row["project_id"],
-                                 model=row["response_model"] or row["request_model"],
-                                 until_ns=row["timestamp_ns"], hours=24)
-    feedback = await feedback_list(reader, inference_id, row["response_id"])
+    messages, spans, baseline, feedback = await asyncio.gather(
+        reader.rows("inferences", "messages_by_inference", inference_id=inference_id),
+        reader.rows("inferences", "spans_of_trace", trace_id=row["trace_id"]),
+        reader.rows("inferences", "model_baseline", project_id=row["project_id"],
+                    model=row["response_model"] or row["request_model"], until_ns=row["timestamp_ns"], hours=24),
+        feedback_list(reader, inference_id, row["response_id"]),
+    )
     for msg in messages:
         msg["tool_calls"] = _decoder.decode(msg["tool_calls"]) if msg["tool_calls"] else []
         msg.pop("timestamp_ns", None)

@@ -116,16 +116,29 @@ def list_query(f: Filter, sort_by: str, order: str, limit: int, offset: int,
         if sort_by == "timestamp":
             clause = clause.replace("(timestamp, inference_id)", "(toUnixTimestamp64Nano(timestamp), inference_id)")
             clause = clause.replace("{cursor_value:Float64}", "{cursor_value:Int64}")
-    sql = (f"SELECT {LIST_COLUMNS}, {column} AS sort_value FROM inferences FINAL WHERE {clause} "
-           f"ORDER BY {column} {direction}, inference_id {direction} LIMIT {{limit:UInt32}} OFFSET {{offset:UInt64}}")
+    # Phase one reads only the sort key and the id (no FINAL: a re-sent row has the same key
+    # and id, and the caller drops such repeats), so a top-N over millions of rows stays cheap.
+    sql = (f"SELECT {column} AS sort_value, inference_id, toUnixTimestamp64Nano(timestamp) AS timestamp_ns "
+           f"FROM inferences WHERE {clause} "
+           f"ORDER BY {column} {direction}, inference_id {direction} LIMIT {{limit:UInt32}}")
     params["limit"] = limit
-    params["offset"] = offset if cursor is None else 0
     return sql, params
 
 
+def rows_by_ids_query(ids: list[str], f: Filter) -> tuple[str, dict[str, Any]]:
+    """Phase two: the listed columns of the page's rows, by id (bloom-filter index) within the
+    filter's time range."""
+    sql = (f"SELECT {LIST_COLUMNS} FROM inferences FINAL WHERE inference_id IN {{ids:Array(UUID)}} "
+           "AND timestamp >= fromUnixTimestamp64Nano({from_ns:Int64}, 'UTC') "
+           "AND timestamp < fromUnixTimestamp64Nano({to_ns:Int64}, 'UTC')")
+    return sql, {"ids": ids, "from_ns": f.from_ns, "to_ns": f.to_ns}
+
+
 def count_query(f: Filter) -> tuple[str, dict[str, Any]]:
+    """Rows matching the filter, without FINAL: a re-sent inference counts twice until the
+    table's background merge folds it (rare; documented)."""
     clause, params = where(f)
-    return f"SELECT count() FROM inferences FINAL WHERE {clause}", params
+    return f"SELECT count() FROM inferences WHERE {clause}", params
 
 
 def _after_clause(order: str, after: tuple[int, str] | None, upto: tuple[int, str] | None,
