@@ -21,7 +21,16 @@ from otelgw.api import (
     status,
     traces,
 )
-from otelgw.api.common import AUTH_KEY, FLUSH_INTERVAL_KEY, PRINCIPAL, READER_KEY, ApiError, error
+from otelgw.api.common import (
+    AUTH_KEY,
+    BASELINE_CACHE_KEY,
+    FLUSH_INTERVAL_KEY,
+    PRINCIPAL,
+    READER_KEY,
+    ApiError,
+    TTLCache,
+    error,
+)
 from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
 from otelgw.store.reader import Reader
 
@@ -98,6 +107,7 @@ def build_api_app(reader: Reader, auth: Authenticator, flush_interval_s: float,
     app[READER_KEY] = reader
     app[AUTH_KEY] = auth
     app[FLUSH_INTERVAL_KEY] = flush_interval_s
+    app[BASELINE_CACHE_KEY] = TTLCache(ttl_s=300)
     app[health.READY_CHECKS_KEY] = ready_checks
     app[status.STATUS_KEY] = status_snapshot
     for method, path, handler, role in ROUTES:

@@ -3,6 +3,7 @@ the caller's identity, time formatting."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -17,6 +18,30 @@ AUTH_KEY: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
 # Settings the API passes on: how long a flushed row may take to show, for feedback waits.
 FLUSH_INTERVAL_KEY: web.AppKey[float] = web.AppKey("flush_interval_s", float)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+
+
+class TTLCache:
+    """A small bounded cache with expiry, for figures that need not be fresher than a minute
+    (a model's 24 h baseline)."""
+
+    def __init__(self, ttl_s: float, max_items: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_items = max_items
+        self._items: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any) -> Any:
+        hit = self._items.get(key)
+        if hit is None or time.monotonic() - hit[0] > self.ttl_s:
+            return None
+        return hit[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        if len(self._items) >= self.max_items:
+            self._items.clear()
+        self._items[key] = (time.monotonic(), value)
+
+
+BASELINE_CACHE_KEY: web.AppKey[TTLCache] = web.AppKey("baseline_cache", TTLCache)
 
 _encoder = msgspec.json.Encoder()
 T = TypeVar("T")

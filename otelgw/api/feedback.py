@@ -35,6 +35,8 @@ MAX_TEXT = 100_000
 
 async def feedback_list(reader: Reader, inference_id: str, response_id: str) -> FeedbackList:
     rows = await reader.rows("inferences", "feedback_by_inference", inference_id=inference_id, response_id=response_id)
+    # The response-id half reads without FINAL: fold re-sent copies here.
+    rows = list({str(r["feedback_id"]): r for r in rows}.values())
     items = [FeedbackItem(feedback_id=str(r["feedback_id"]), inference_id=inference_id, kind=r["kind"], name=r["name"],
                           value=r["value"], label=r["label"], comment=r["comment"], source=r["source"],
                           created_by=r["created_by"], timestamp=rfc3339_ns(r["timestamp_ns"])) for r in rows]

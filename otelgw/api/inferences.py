@@ -11,7 +11,16 @@ import msgspec
 from aiohttp import web
 
 from otelgw.api import waterfall
-from otelgw.api.common import READER_KEY, ApiError, decode_body, json_response, parse_time_ns, principal, rfc3339_ns
+from otelgw.api.common import (
+    BASELINE_CACHE_KEY,
+    READER_KEY,
+    ApiError,
+    decode_body,
+    json_response,
+    parse_time_ns,
+    principal,
+    rfc3339_ns,
+)
 from otelgw.api.feedback import feedback_list
 from otelgw.api.lookup import load_inference, parse_inference_id
 from otelgw.api.schemas import MAX_LIMIT, InferenceFilter, InferenceItem, ListRequest, ListResponse
@@ -136,11 +145,24 @@ async def get_inference(request: web.Request) -> web.Response:
     inference_id = parse_inference_id(request)
     row = await load_inference(request, inference_id)
     reader = request.app[READER_KEY]
+    model = row["response_model"] or row["request_model"]
+    # The 24 h baseline of a model moves slowly: one query per project, model and hour.
+    cache = request.app[BASELINE_CACHE_KEY]
+    cache_key = (row["project_id"], model, row["timestamp_ns"] // 3_600_000_000_000)
+    cached = cache.get(cache_key)
+
+    async def baseline_rows() -> list[dict[str, Any]]:
+        if cached is not None:
+            return cached
+        rows = await reader.rows("inferences", "model_baseline", project_id=row["project_id"], model=model,
+                                 until_ns=row["timestamp_ns"], hours=24)
+        cache.put(cache_key, rows)
+        return rows
+
     messages, spans, baseline, feedback = await asyncio.gather(
         reader.rows("inferences", "messages_by_inference", inference_id=inference_id),
         reader.rows("inferences", "spans_of_trace", trace_id=row["trace_id"]),
-        reader.rows("inferences", "model_baseline", project_id=row["project_id"],
-                    model=row["response_model"] or row["request_model"], until_ns=row["timestamp_ns"], hours=24),
+        baseline_rows(),
         feedback_list(reader, inference_id, row["response_id"]),
     )
     for msg in messages:

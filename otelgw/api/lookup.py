@@ -20,7 +20,14 @@ def parse_inference_id(request: web.Request) -> str:
 
 
 async def load_inference(request: web.Request, inference_id: str) -> dict[str, Any]:
-    rows = await request.app[READER_KEY].rows("inferences", "inference_by_id", inference_id=inference_id)
-    if not rows or not principal(request).sees(rows[0]["project_id"]):
+    """Two point reads: the id's (project, timestamp) from the narrow lookup table, then the row by
+    the inferences table's own sort key."""
+    reader = request.app[READER_KEY]
+    keys = await reader.rows("inferences", "inference_key", inference_id=inference_id)
+    if not keys or not principal(request).sees(keys[0]["project_id"]):
+        raise ApiError(404, "not_found", f"no inference {inference_id}")
+    rows = await reader.rows("inferences", "inference_by_id", inference_id=inference_id,
+                             project_id=keys[0]["project_id"], timestamp_ns=keys[0]["timestamp_ns"])
+    if not rows:
         raise ApiError(404, "not_found", f"no inference {inference_id}")
     return rows[0]

@@ -7,6 +7,14 @@ SELECT
     latency_ms, ttft_ms, ttft_source, is_streaming, is_success, error_type, error_message, finish_reason,
     response_id, session_id, user_id, input_preview, output_preview, attributes
 FROM inferences FINAL
+WHERE project_id = {project_id:String}
+  AND timestamp = fromUnixTimestamp64Nano({timestamp_ns:Int64}, 'UTC')
+  AND inference_id = {inference_id:UUID}
+LIMIT 1;
+
+-- name: inference_key
+SELECT project_id, toUnixTimestamp64Nano(timestamp) AS timestamp_ns
+FROM inference_lookup
 WHERE inference_id = {inference_id:UUID}
 LIMIT 1;
 
@@ -22,8 +30,11 @@ SELECT feedback_id, kind, name, value, label, comment, source, created_by, respo
        toUnixTimestamp64Nano(timestamp) AS timestamp_ns
 FROM feedback FINAL
 WHERE inference_id = {inference_id:UUID}
-   OR (response_id != '' AND response_id = {response_id:String})
-ORDER BY timestamp, feedback_id;
+UNION DISTINCT
+SELECT feedback_id, kind, name, value, label, comment, source, created_by, response_id,
+       toUnixTimestamp64Nano(timestamp) AS timestamp_ns
+FROM feedback
+WHERE {response_id:String} != '' AND response_id = {response_id:String};
 
 -- name: spans_of_trace
 SELECT span_id, parent_span_id, name, kind, toUnixTimestamp64Nano(start_time) AS start_ns,
