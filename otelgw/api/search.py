@@ -146,11 +146,19 @@ def _scope_filter(request: web.Request) -> tuple[str, dict[str, Any]]:
 
 
 async def _tag_names(request: web.Request, column: str) -> list[str]:
-    where, params = _scope_filter(request)
+    """From span_tag_names (kept per hour by a materialized view), not from the spans."""
+    start_ns, end_ns = _window(request)
+    where = ("scope = {scope:String} AND hour >= toStartOfHour(fromUnixTimestamp64Nano({start_ns:Int64}, 'UTC')) "
+             "AND hour <= fromUnixTimestamp64Nano({end_ns:Int64}, 'UTC')")
+    params: dict[str, Any] = {"scope": "span" if column == "attributes" else "resource", "start_ns": start_ns,
+                              "end_ns": end_ns}
+    allowed = principal(request).project_list()
+    if allowed is not None:
+        where += " AND project_id IN {projects:Array(String)}"
+        params["projects"] = allowed
     rows = await request.app[READER_KEY].sql(
-        f"SELECT DISTINCT arrayJoin(mapKeys({column})) AS tag FROM spans WHERE {where} ORDER BY tag LIMIT 1000",
-        params)
-    return [r["tag"] for r in rows]
+        f"SELECT DISTINCT key FROM span_tag_names WHERE {where} ORDER BY key LIMIT 1000", params)
+    return [r["key"] for r in rows]
 
 
 async def tags_v1(request: web.Request) -> web.Response:
