@@ -26,8 +26,8 @@ from otelgw.pipeline.map_logs import map_logs
 from otelgw.pipeline.map_metrics import map_metrics
 from otelgw.pipeline.mapper import Mapper
 from otelgw.pipeline.request import REQUEST_TYPES, Decoded, Signal
-from otelgw.pipeline.rows import EncodedBatch, RowBatch, SpanRow, encode_batch, ts
-from otelgw.pipeline.sampler import TailSampler
+from otelgw.pipeline.rows import EncodedBatch, RowBatch, encode_batch, ts
+from otelgw.pipeline.sampler import BufferedSpan, TailSampler
 from otelgw.pipeline.wal import WalError, WalFull, WalRecord, WriteAheadLog
 from otelgw.store.writer import BatchWriter
 
@@ -185,11 +185,11 @@ class Pipeline:
         if late:
             self._release(late)
 
-    def _release(self, spans: list[SpanRow]) -> None:
+    def _release(self, spans: list[BufferedSpan]) -> None:
         """Write the spans of kept traces. Their log records stay un-checkpointed (the writer's
         floor) until they are committed."""
         assert self._sampler is not None
-        encoded = encode_batch(RowBatch(spans=spans), ts(time.time_ns()), self._encoder)
+        encoded = EncodedBatch(blocks={"spans": b"".join(s.line for s in spans)}, rows={"spans": len(spans)})
         self._writer.add(encoded, 0, floor=self._sampler.released_floor, tokened=False)
 
     def tick(self, flush_all: bool = False) -> None:

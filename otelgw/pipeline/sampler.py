@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from otelgw.pipeline.rows import SpanRow
+from otelgw.pipeline.rows import SpanRow, ts
 
 PolicyType = Literal["always_sample", "status_code", "latency", "probabilistic", "string_attribute",
                      "numeric_attribute", "rate_limiting", "evaluation", "and", "composite"]
@@ -71,6 +71,21 @@ DEFAULT_POLICIES = [
 ]
 
 
+class BufferedSpan:
+    """A waiting span, kept compact: its JSONEachRow line (ready to write) and only what the
+    policies read. Thousands of full row objects would make the garbage collector crawl."""
+
+    __slots__ = ("trace_id", "span_id", "status_code", "attributes", "line")
+
+    def __init__(self, trace_id: str, span_id: str, status_code: str, attributes: dict[str, str],
+                 line: bytes) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.status_code = status_code
+        self.attributes = attributes
+        self.line = line
+
+
 class Trace:
     """A trace waiting for its decision."""
 
@@ -80,7 +95,7 @@ class Trace:
     def __init__(self, trace_id: str, project: str, now: float) -> None:
         self.trace_id = trace_id
         self.project = project
-        self.spans: list[SpanRow] = []
+        self.spans: list[BufferedSpan] = []
         self.first_seen = now
         self.last_seen = now
         self.min_seq = 0
@@ -295,16 +310,26 @@ class TailSampler:
         self._seq_refs: collections.Counter[int] = collections.Counter()
         self._last_sweep = 0.0
         self.stats = SamplerStats()
+        self._encoder = msgspec.json.Encoder()
+        # Attribute keys some policy reads: the only attributes a waiting span keeps in memory.
+        self._keys = frozenset(_policy_keys(config.policies) | {k for specs in config.projects.values()
+                                                                 for k in _policy_keys(specs)})
         # Plain ints, read from the event loop while the mapping thread works: the oldest log
         # record with a waiting span, and the oldest one whose spans the last tick released.
         self.floor_seq = 0
         self.released_floor = 0
 
-    def add(self, spans: list[SpanRow], seq: int, now: float | None = None) -> list[SpanRow]:
+    def add(self, rows: list[SpanRow], seq: int, now: float | None = None) -> list[BufferedSpan]:
         """Buffer spans; returns the late ones whose trace was already kept (write them now)."""
         now = time.monotonic() if now is None else now
-        late: list[SpanRow] = []
-        for span in spans:
+        late: list[BufferedSpan] = []
+        stamp = ts(time.time_ns())
+        keys = self._keys
+        for row in rows:
+            row.ingested_at = stamp
+            line = self._encoder.encode(row) + b"\n"
+            span = BufferedSpan(row.trace_id, row.span_id, row.status_code,
+                                {k: v for k, v in row.attributes.items() if k in keys} if keys else {}, line)
             decision = self._decided.get(span.trace_id)
             if decision is not None:
                 if decision:
@@ -316,18 +341,18 @@ class TailSampler:
                 continue
             trace = self._pending.get(span.trace_id)
             if trace is None:
-                trace = self._pending[span.trace_id] = Trace(span.trace_id, span.project_id, now)
+                trace = self._pending[span.trace_id] = Trace(span.trace_id, row.project_id, now)
                 trace.min_seq = seq
                 self._seq_refs[seq] += 1
             else:
                 self._pending.move_to_end(span.trace_id)
             trace.last_seen = now
             trace.spans.append(span)
-            size = _span_size(span)
+            size = 120 + len(line)
             trace.size += size
             self._size += size
             self._span_count += 1
-            start, end = _ns(span.start_time), _ns(span.end_time)
+            start, end = _ns(row.start_time), _ns(row.end_time)
             trace.start_ns = min(trace.start_ns, start)
             trace.end_ns = max(trace.end_ns, end)
         self._update_stats()
@@ -338,11 +363,11 @@ class TailSampler:
         if trace is not None:
             trace.evaluations.append((score, label))
 
-    def tick(self, now: float | None = None, flush_all: bool = False) -> list[SpanRow]:
+    def tick(self, now: float | None = None, flush_all: bool = False) -> list[BufferedSpan]:
         """Decide every trace whose wait is over (or every one, at shutdown, or the oldest past
         the memory bounds); returns the spans of the kept ones."""
         now = time.monotonic() if now is None else now
-        kept: list[SpanRow] = []
+        kept: list[BufferedSpan] = []
         released_floor = 0
         wait = self.config.decision_wait_s
         overdue: list[Trace] = []
@@ -403,8 +428,13 @@ class TailSampler:
         self.stats.buffered_bytes = self._size
 
 
-def _span_size(span: SpanRow) -> int:
-    return 300 + len(span.name) + len(span.events) + sum(len(k) + len(v) for k, v in span.attributes.items())
+def _policy_keys(specs: list[PolicySpec]) -> set[str]:
+    keys: set[str] = set()
+    for spec in specs:
+        if spec.key:
+            keys.add(spec.key)
+        keys |= _policy_keys(spec.policies)
+    return keys
 
 
 def _ns(stamp: str) -> int:
