@@ -22,6 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status, TracesData
 from otelgw import __version__
 from otelgw.api.common import READER_KEY, ApiError, json_response, principal
 from otelgw.api.lookup import load_inference, parse_inference_id
+from otelgw.protowire import len_field
 
 KINDS = {"unspecified": 0, "internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
 STATUS = {"unset": 0, "ok": 1, "error": 2}
@@ -154,20 +155,10 @@ def _v2_protobuf(trace: TracesData, status: str) -> bytes:
     """tempopb.TraceByIDResponse: trace = 1 (Trace), status = 3 (PartialStatus enum:
     COMPLETE = 0, PARTIAL = 1)."""
     body = trace.SerializeToString()
-    out = b"\x0a" + _varint(len(body)) + body
+    out = len_field(1, body)
     if status == "PARTIAL":
         out += b"\x18\x01"
     return out
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | 0x80 if value else byte)
-        if not value:
-            return bytes(out)
 
 
 async def trace_v2(request: web.Request) -> web.Response:

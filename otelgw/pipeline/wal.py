@@ -43,6 +43,7 @@ from typing import BinaryIO
 import msgspec
 
 from otelgw.pipeline.request import Signal
+from otelgw.protowire import read_varint, varint
 
 log = logging.getLogger(__name__)
 
@@ -70,42 +71,17 @@ class WalRecord(msgspec.Struct, frozen=True):
 
 # -- encoding -----------------------------------------------------------------------------------
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
 def encode_record(record: WalRecord) -> bytes:
     project = record.project.encode()
     body = b"".join((
-        b"\x0a", _varint(len(record.request)), record.request,
-        b"\x10", _varint(SIGNAL_CODES[record.signal]),
-        b"\x1a", _varint(len(project)), project,
+        b"\x0a", varint(len(record.request)), record.request,
+        b"\x10", varint(SIGNAL_CODES[record.signal]),
+        b"\x1a", varint(len(project)), project,
         b"\x21", struct.pack("<Q", record.received_ns & 0xFFFFFFFFFFFFFFFF),
-        b"\x28", _varint(record.seq),
+        b"\x28", varint(record.seq),
     ))
     body += _CRC_TAG + struct.pack("<I", zlib.crc32(body))
-    return _varint(len(body)) + body
+    return varint(len(body)) + body
 
 
 def decode_record(body: bytes | memoryview) -> WalRecord:
@@ -120,16 +96,16 @@ def decode_record(body: bytes | memoryview) -> WalRecord:
     signal_code = seq = received = 0
     project = ""
     while pos < end:
-        tag, pos = _read_varint(body, pos)
+        tag, pos = read_varint(body, pos)
         field, wire = tag >> 3, tag & 7
         if wire == 0:
-            value, pos = _read_varint(body, pos)
+            value, pos = read_varint(body, pos)
             if field == 2:
                 signal_code = value
             elif field == 5:
                 seq = value
         elif wire == 2:
-            length, pos = _read_varint(body, pos)
+            length, pos = read_varint(body, pos)
             chunk = bytes(body[pos:pos + length])
             pos += length
             if field == 1:
@@ -157,7 +133,7 @@ def iter_segment(data: bytes) -> Iterator[tuple[int, int, WalRecord | None]]:
     view = memoryview(data)
     while pos < len(data):
         try:
-            length, body_start = _read_varint(view, pos)
+            length, body_start = read_varint(view, pos)
             end = body_start + length
             if end > len(data):
                 raise ValueError("torn record")

@@ -13,10 +13,12 @@ from typing import Any
 
 import grpc
 
+from otelgw import protowire
 from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
 from otelgw.pipeline.admission import Exhausted, Overloaded, RateLimited
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Signal
+from otelgw.protowire import len_field, varint
 from otelgw.receiver.decode import DecodeError, Encoding
 from otelgw.receiver.ingest import BadProject, clean_project, ingest
 
@@ -37,29 +39,15 @@ def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
     return None
 
 
-def _pb_len(field: int, payload: bytes) -> bytes:
-    return bytes([field << 3 | 2]) + _varint(len(payload)) + payload
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | 0x80 if value else byte)
-        if not value:
-            return bytes(out)
-
-
 def retry_metadata(code: grpc.StatusCode, message: str, delay_s: float) -> tuple[tuple[str, bytes], ...]:
     """Trailing metadata carrying google.rpc.RetryInfo: as the OTel Python exporter reads it
     (`google.rpc.retryinfo-bin`) and as the Go exporters do (inside `grpc-status-details-bin`)."""
     seconds, nanos = int(delay_s), int((delay_s - int(delay_s)) * 1e9)
-    duration = b"\x08" + _varint(seconds) + (b"\x10" + _varint(nanos) if nanos else b"")
-    retry_info = _pb_len(1, duration)
-    any_msg = _pb_len(1, b"type.googleapis.com/google.rpc.RetryInfo") + _pb_len(2, retry_info)
-    status = b"\x08" + _varint(code.value[0]) + _pb_len(2, message.encode()) + _pb_len(3, any_msg)
-    return (("google.rpc.retryinfo-bin", retry_info), ("grpc-status-details-bin", status))
+    duration = b"\x08" + varint(seconds) + (b"\x10" + varint(nanos) if nanos else b"")
+    retry_info = len_field(1, duration)
+    any_msg = len_field(1, b"type.googleapis.com/google.rpc.RetryInfo") + len_field(2, retry_info)
+    details = protowire.status(code.value[0], message, len_field(3, any_msg))
+    return (("google.rpc.retryinfo-bin", retry_info), ("grpc-status-details-bin", details))
 
 
 def _export_handler(pipeline: Pipeline, auth: Authenticator, executor: Executor | None,

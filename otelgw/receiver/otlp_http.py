@@ -17,6 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from google.protobuf.json_format import MessageToJson
 
+from otelgw import protowire
 from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
 from otelgw.pipeline.admission import Overloaded, RateLimited
 from otelgw.pipeline.pipeline import Pipeline
@@ -51,22 +52,9 @@ EXECUTOR_KEY: web.AppKey[Executor | None] = web.AppKey("decode_executor", object
 _RPC_CODE = {400: 3, 401: 16, 403: 7, 413: 8, 415: 3, 429: 8, 503: 14, 500: 13}
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def status_protobuf(code: int, message: str) -> bytes:
     """A google.rpc.Status message (code = 1, message = 2) without pulling in googleapis."""
-    text = message.encode()
-    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+    return protowire.status(code, message)
 
 
 def error_response(status: int, message: str, encoding: Encoding | None,
