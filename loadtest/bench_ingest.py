@@ -11,7 +11,8 @@ What is measured:
   send      from the first request until the last one was answered 200 / OK
   landed    from the first request until GET /api/v1/status shows
             writer.rows_written.inferences >= spans (polled every 100 ms); "all tables" also waits
-            for the spans and messages rows
+            for the spans and messages rows (with tail sampling, for the kept traces' span rows,
+            written after the sampler's decision wait)
   latency   each request attempt, send to answer (retries are separate attempts)
   RSS       the gateway's VmRSS from /proc every 200 ms (peak) and its VmHWM
 Every span is unique (fresh trace id, span id and response id): the store collapses re-sent
@@ -738,6 +739,17 @@ class Landing:
     poll_errors: int = 0
 
 
+def spans_target(status: dict[str, Any], spans: int) -> float:
+    """Span rows to wait for. With tail sampling (pipeline.sampler in the status) only kept traces
+    write span rows, after their decision wait: every bench span is its own trace, so once
+    kept + dropped traces reach `spans` the kept count is the target; until then, not landed."""
+    sampler = status.get("pipeline", {}).get("sampler")
+    if not sampler:
+        return spans
+    kept = sampler.get("traces_kept", 0)
+    return kept if kept + sampler.get("traces_dropped", 0) >= spans else math.inf
+
+
 async def poll_landing(api: str, target: dict[str, int], t0: float, deadline: float, landing: Landing,
                        done_sending: asyncio.Event, proc: subprocess.Popen) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
@@ -752,7 +764,7 @@ async def poll_landing(api: str, target: dict[str, int], t0: float, deadline: fl
                 if landing.landed_s is None and rows.get("inferences", 0) >= target["inferences"]:
                     landing.landed_s = now
                 if (landing.landed_s is not None and landing.all_tables_s is None
-                        and rows.get("spans", 0) >= target["spans"]
+                        and rows.get("spans", 0) >= spans_target(status, target["spans"])
                         and rows.get("messages", 0) >= target["messages"]):
                     landing.all_tables_s = now
                 if landing.all_tables_s is not None and done_sending.is_set():
@@ -938,6 +950,8 @@ def main(argv: list[str] | None = None) -> int:
             "writer": {k: writer.get(k) for k in ("flushes", "insert_errors", "dead_letter_rows", "last_error")},
             "pipeline": {k: pipeline.get(k) for k in ("requests", "items_accepted", "items_rejected", "overloaded",
                                                       "map_errors")},
+            "sampler": {k: (pipeline.get("sampler") or {}).get(k) for k in ("traces_kept", "traces_dropped")}
+            if pipeline.get("sampler") else None,
             "shutdown_exit_code": exit_code,
             "shutdown_s": round(shutdown_s, 2),
             "shutdown_killed": killed,
@@ -1017,6 +1031,9 @@ def print_block(r: dict[str, Any], problem_lines: list[str], out: Any) -> None:
         + (f", last error {r['writer']['last_error']!r}" if r["writer"].get("last_error") else ""),
         f"pipeline         overloaded {r['pipeline']['overloaded']}, map errors {r['pipeline']['map_errors']}, "
         f"accepted {r['pipeline']['items_accepted']}",
+        *([f"tail sampling    span rows of {r['sampler']['traces_kept']:,} traces kept, "
+           f"{r['sampler']['traces_dropped']:,} dropped (inferences and messages are never sampled)"]
+          if r.get("sampler") else []),
         f"startup          {r['startup_s']} s to /healthz",
         f"shutdown         SIGTERM -> exit code {r['shutdown_exit_code']} in {r['shutdown_s']} s"
         + (" (KILLED after timeout)" if r["shutdown_killed"] else ""),
