@@ -244,6 +244,7 @@ class Timeline:
     healthz_s: float | None = None
     ready_s: float | None = None
     first_rows_s: float | None = None
+    all_rows_s: float | None = None  # every expected inference row written
     drained_s: float | None = None  # pending_records == 0
     replayed_s: float | None = None  # status pipeline.replayed true
     polls: int = 0
@@ -251,8 +252,8 @@ class Timeline:
     last_ready: Any = None
 
 
-def watch_recovery(gw: bi.Gateway, t0: float, timeout: float, interval: float, rows_before: int = 0,
-                   need_ready: bool = True) -> Timeline:
+def watch_recovery(gw: bi.Gateway, t0: float, timeout: float, interval: float, expect_rows: int,
+                   rows_before: int = 0, need_ready: bool = True) -> Timeline:
     """Poll /healthz, /ready and /api/v1/status until pending_records == 0 and /ready is 200."""
     tl = Timeline()
     deadline = t0 + timeout
@@ -274,6 +275,8 @@ def watch_recovery(gw: bi.Gateway, t0: float, timeout: float, interval: float, r
             rows = writer(status).get("rows_written", {}).get("inferences", 0)
             if tl.first_rows_s is None and rows > rows_before:
                 tl.first_rows_s = now()
+            if tl.all_rows_s is None and rows >= rows_before + expect_rows:
+                tl.all_rows_s = now()
             if tl.drained_s is None and wal(status).get("pending_records", 1) == 0:
                 tl.drained_s = now()
             if tl.replayed_s is None and status.get("pipeline", {}).get("replayed"):
@@ -446,7 +449,7 @@ def run_crash(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         rss = RssWindow(second.proc.pid)
         rss.start()
         cpu0 = 0.0  # the new process starts at 0
-        tl = watch_recovery(second, t0, args.timeout, args.poll_interval)
+        tl = watch_recovery(second, t0, args.timeout, args.poll_interval, args.spans)
         cpu1 = bi.proc_cpu_s(second.proc.pid) or 0.0
         foreign.stop()
         rss.stop()
@@ -471,6 +474,7 @@ def run_crash(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "healthz_s": tl.healthz_s,
             "ready_s": tl.ready_s,
             "first_rows_s": tl.first_rows_s,
+            "all_rows_s": tl.all_rows_s,
             "replayed_s": tl.replayed_s,
             "replay_s": replay_s,
             "replay_spans_per_s": round(args.spans / replay_s) if replay_s else None,
@@ -545,7 +549,7 @@ def run_outage(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         server_start_s = time.monotonic() - t0
         log(f"server back after {outage_s:.1f}s outage (started in {server_start_s:.1f}s); WAL backlog "
             f"{wal_during.get('bytes', 0) / 2**20:.0f} MiB, {wal_during.get('pending_records')} records")
-        tl = watch_recovery(gw, t0, args.timeout, args.poll_interval, rows_before=rows_before)
+        tl = watch_recovery(gw, t0, args.timeout, args.poll_interval, args.spans, rows_before=rows_before)
         t_end = time.monotonic()
         cpu1 = bi.proc_cpu_s(gw.proc.pid) or cpu0
         foreign.stop()
@@ -576,6 +580,7 @@ def run_outage(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         "ready": ready_during},
             "server_start_s": round(server_start_s, 2),
             "first_rows_s": tl.first_rows_s,
+            "all_rows_s": tl.all_rows_s,
             "drained_s": tl.drained_s,
             "ready_s": tl.ready_s,
             "recovered_s": done,
@@ -630,7 +635,7 @@ def print_block(r: dict[str, Any], out: Any) -> None:
             f"(durable {b['durable_seq']}, checkpoint {b['checkpoint_seq']}, consumed {b['consumed_seq']}), "
             f"inferences written {b['rows_written']}",
             f"restart          /healthz {fmt_s(r['healthz_s'])}, first rows {fmt_s(r['first_rows_s'])}, "
-            f"/ready 200 {fmt_s(r['ready_s'])}",
+            f"all {r['spans']:,} inferences {fmt_s(r['all_rows_s'])}, /ready 200 {fmt_s(r['ready_s'])}",
             f"replay           pending_records 0 after {fmt_s(r['replay_s'])} -> "
             f"{r['replay_spans_per_s'] or 0:,} spans/s from the restart "
             f"({r['replay_spans_per_s_after_healthz'] or 0:,} from /healthz)",
@@ -646,7 +651,8 @@ def print_block(r: dict[str, Any], out: Any) -> None:
             f"backlog          WAL {b['wal_mib']} MiB, {b['pending_records']} records pending, insert errors "
             f"{b['insert_errors']}, writer buffer {b['writer_buffered_mib']} MiB, inferences written "
             f"{b['rows_written_before']}",
-            f"restart          server up in {r['server_start_s']} s; first rows written {fmt_s(r['first_rows_s'])}",
+            f"restart          server up in {r['server_start_s']} s; first rows written {fmt_s(r['first_rows_s'])}, "
+            f"all {r['spans']:,} inferences {fmt_s(r['all_rows_s'])}",
             f"drain            pending_records 0 after {fmt_s(r['drained_s'])}, /ready 200 after {fmt_s(r['ready_s'])}"
             f" -> {r['drain_spans_per_s'] or 0:,} spans/s from the restart "
             f"({r['drain_spans_per_s_writing'] or 0:,} from the first rows)",
