@@ -129,6 +129,9 @@ def test_missing_bad_and_revoked_keys(secured) -> None:
     # An admin of project alpha cannot mint keys for beta, nor see the global admin key.
     status, _ = call(secured, "POST", "/api/v1/keys", secured.keys["admin"], {"projects": ["beta"], "role": "admin"})
     assert status == 403
+    status, answer = call(secured, "POST", "/api/v1/keys", secured.keys["admin"], {"projects": ["alpha"],
+                                                                                   "role": "owner"})
+    assert status == 400 and "role" in answer["error"]["message"]
     assert call(secured, "GET", "/api/v1/keys", secured.keys["editor"])[0] == 403
     # Health, readiness and metrics stay public.
     assert call(secured, "GET", "/healthz", None)[0] == 200

@@ -132,3 +132,29 @@ def test_sigterm_flushes_and_restart_keeps_data(tmp_path: Path) -> None:
     finally:
         if restarted.poll() is None:
             restarted.kill()
+
+
+def test_keys_cli(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    created = subprocess.run([*OTELGW, "keys", "create", "--project", "alpha", "--role", "editor", "--ingest"],
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("otgw_") and "keep it now" in created.stderr
+    key_id = key.split("_")[1]
+    listed = subprocess.run([*OTELGW, "keys", "list"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            env=env)
+    assert listed.returncode == 0 and key_id in listed.stdout and "editor\tingest\talpha\tactive" in listed.stdout
+    assert key.split("_")[2] not in listed.stdout  # the secret is never shown again
+    revoked = subprocess.run([*OTELGW, "keys", "revoke", key_id], capture_output=True, text=True, timeout=120,
+                             cwd=tmp_path, env=env)
+    assert revoked.returncode == 0
+    listed = subprocess.run([*OTELGW, "keys", "list"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            env=env)
+    assert "revoked" in listed.stdout
+    unknown = subprocess.run([*OTELGW, "keys", "revoke", "000000000000"], capture_output=True, text=True,
+                             timeout=120, cwd=tmp_path, env=env)
+    assert unknown.returncode == 1 and "no key" in unknown.stderr
+    bad = subprocess.run([*OTELGW, "keys", "create", "--role", "owner"], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
