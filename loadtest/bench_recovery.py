@@ -354,7 +354,7 @@ def query_store(dsn: str, db_prefix: str = "") -> dict[str, list[int]]:
 def store_ok(counts: dict[str, list[int]], spans: int, status: dict[str, Any]) -> bool:
     """Every inference and message once; every span row once too, unless the gateway reports a
     sampler that dropped some (span rows may then be fewer, never doubled)."""
-    dropped = status.get("pipeline", {}).get("sampler", {}).get("traces_dropped", 0)
+    dropped = (status.get("pipeline", {}).get("sampler") or {}).get("traces_dropped", 0)
     kept_spans = counts["spans"][0] == counts["spans"][1] and (
         counts["spans"][0] == spans or (dropped > 0 and counts["spans"][0] < spans))
     return counts["inferences"] == [spans, spans] and counts["messages"] == [3 * spans] and kept_spans
@@ -489,7 +489,7 @@ def run_crash(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "foreign_cpu": foreign.describe(),
             "store": stored,
             "store_ok": store_ok(stored, args.spans, final),
-            "traces_dropped": final.get("pipeline", {}).get("sampler", {}).get("traces_dropped", 0),
+            "traces_dropped": (final.get("pipeline", {}).get("sampler") or {}).get("traces_dropped", 0),
             "shutdown_exit_code": exit_code,
             "shutdown_s": round(shutdown_s, 2),
             "shutdown_killed": killed,
@@ -596,7 +596,7 @@ def run_outage(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "map_errors": final.get("pipeline", {}).get("map_errors"),
             "store": stored,
             "store_ok": store_ok(stored, args.spans, final),
-            "traces_dropped": final.get("pipeline", {}).get("sampler", {}).get("traces_dropped", 0),
+            "traces_dropped": (final.get("pipeline", {}).get("sampler") or {}).get("traces_dropped", 0),
             "shutdown_exit_code": exit_code,
             "shutdown_s": round(shutdown_s, 2),
             "shutdown_killed": killed,
