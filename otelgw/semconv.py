@@ -29,6 +29,7 @@ FIELD_TYPES: dict[str, type] = {
     "total_tokens": int,
     "cost_usd": float,
     "ttft_ms": float,
+    "queue_ms": float,
     "is_streaming": bool,
     "error_type": str,
     "error_message": str,

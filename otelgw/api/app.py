@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from otelgw.api import (
+    analytics,
     export,
     feedback,
     health,
@@ -61,6 +62,7 @@ ROUTES: list[tuple[str, str, Handler, str | None]] = [
     ("GET", routes.PATH_TEMPO_TAG_VALUES_V2, search.tag_values_v2, routes.VIEWER),
     ("GET", routes.PATH_TEMPO_ECHO, traces.echo, None),
     ("GET", routes.PATH_TEMPO_BUILDINFO, traces.buildinfo, None),
+    ("POST", routes.PATH_ANALYTICS, analytics.analytics, routes.VIEWER),
     ("GET", routes.PATH_KEYS, keys.list_keys, routes.ADMIN),
     ("POST", routes.PATH_KEYS, keys.create_key, routes.ADMIN),
     ("DELETE", routes.PATH_KEY, keys.revoke_key, routes.ADMIN),

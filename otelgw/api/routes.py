@@ -22,6 +22,9 @@ PATH_TEMPO_TAG_VALUES = "/api/search/tag/{tag}/values"
 PATH_TEMPO_TAG_VALUES_V2 = "/api/v2/search/tag/{tag}/values"
 PATH_TEMPO_ECHO = "/api/echo"
 PATH_TEMPO_BUILDINFO = "/api/status/buildinfo"
+# The Bud metrics service's API (budmetrics), so its dashboards and producers can use otelgw.
+PATH_ANALYTICS = "/observability/analytics"
+PATH_OBSERVABILITY_ADD = "/observability/add"
 PATH_KEYS = "/api/v1/keys"
 PATH_KEY = "/api/v1/keys/{key_id}"
 

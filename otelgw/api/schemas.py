@@ -212,3 +212,62 @@ class ErrorBody(msgspec.Struct):
 
 class ErrorResponse(msgspec.Struct):
     error: ErrorBody
+
+
+# -- analytics (compatible with the Bud metrics service's POST /observability/analytics) ------
+
+AnalyticsMetric = Literal["request_count", "success_request", "failure_request", "queuing_time", "input_token",
+                          "output_token", "concurrent_requests", "ttft", "latency", "throughput", "cache", "cost"]
+FrequencyUnit = Literal["hour", "day", "week", "month", "quarter", "year"]
+GroupKey = Literal["model", "project", "endpoint", "provider"]
+FilterValue = Annotated[str, msgspec.Meta(min_length=1, max_length=512)] | Annotated[
+    list[Annotated[str, msgspec.Meta(min_length=1, max_length=512)]], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class AnalyticsFilters(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Each a value or a list of values; `endpoint` and `service_name` name the same column."""
+
+    project: FilterValue | None = None
+    model: FilterValue | None = None
+    endpoint: FilterValue | None = None
+    service_name: FilterValue | None = None
+    provider: FilterValue | None = None
+
+
+class AnalyticsRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    metrics: Annotated[list[AnalyticsMetric], msgspec.Meta(min_length=1)]
+    from_date: DateTime
+    to_date: DateTime | None = None
+    frequency_unit: FrequencyUnit = "day"
+    frequency_interval: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    filters: AnalyticsFilters | None = None
+    group_by: list[GroupKey] | None = None
+    return_delta: bool = True
+    fill_time_gaps: bool = True
+    topk: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    # Bud's switch between inference and prompt rows; otelgw has inference rows only.
+    data_source: Literal["inference"] = "inference"
+
+
+class AnalyticsGroup(msgspec.Struct, kw_only=True):
+    """One group's metrics in one bucket. The ids of the grouped (or singly filtered) columns are
+    set; `model_id` is the model name, `endpoint_id` the service name."""
+
+    model_id: str | None = None
+    project_id: str | None = None
+    endpoint_id: str | None = None
+    provider: str | None = None
+    api_key_id: str | None = None
+    data: dict[str, dict[str, Any]]
+
+
+class AnalyticsBucket(msgspec.Struct, kw_only=True):
+    time_period: str  # UTC, "YYYY-MM-DDTHH:MM:SS" as the Bud service writes it
+    items: list[AnalyticsGroup]
+
+
+class AnalyticsResponse(msgspec.Struct, kw_only=True):
+    object: str = "observability_metrics"
+    items: list[AnalyticsBucket]
+    # Whole-range values per group, their delta against the same length of time just before.
+    summary: list[AnalyticsGroup] | None = None

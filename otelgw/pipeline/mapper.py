@@ -268,6 +268,7 @@ class Mapper:
             latency_ms=(end_ns - view.start_ns) / 1e6,
             ttft_ms=ttft,
             ttft_source=ext.sources.get("ttft_ms", "") if ttft is not None else "",
+            queue_ms=values.get("queue_ms"),
             is_streaming=bool(values.get("is_streaming", False)),
             is_success=not failed,
             error_type=error_type,

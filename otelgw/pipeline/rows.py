@@ -56,6 +56,7 @@ class InferenceRow(msgspec.Struct, kw_only=True):
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     ttft_source: str = ""
+    queue_ms: float | None = None
     is_streaming: bool = False
     is_success: bool = True
     error_type: str = ""
