@@ -36,6 +36,7 @@ from otelgw.store.keys import KeyStore
 from otelgw.store.migrate import apply_migrations
 from otelgw.store.reader import Reader
 from otelgw.store.writer import BatchWriter
+from otelgw.telemetry.registry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,12 @@ class Gateway:
             sampler = TailSampler(sampling) if sampling.enabled else None
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        self.pipeline = Pipeline(build_mapper(cfg), self.writer, self.wal, admission, dead_letter_dir, sampler)
+        self.telemetry = Telemetry(max_models=cfg.metrics_max_models, max_projects=cfg.metrics_max_projects,
+                                   max_providers=cfg.metrics_max_providers)
+        self.writer.on_insert = self.telemetry.writer.observe
+        self.pipeline = Pipeline(build_mapper(cfg), self.writer, self.wal, admission, dead_letter_dir, sampler,
+                                 inference_series=self.telemetry.inferences)
+        self.telemetry.watch_status(self.status)
         self.reader = Reader(self._read_clients)
         self.auth = Authenticator(lambda: KeyStore(self._read_clients.get()).all(),
                                   allow_anonymous=cfg.allow_anonymous or _loopback(cfg.api_addr))
@@ -127,6 +133,8 @@ class Gateway:
         applied = await loop.run_in_executor(None, lambda: apply_migrations(self._write_clients.get()))
         log.info("store ready", extra={"dsn": self.dsn.redacted(), "database": self.dsn.database,
                                        "migrations_applied": [m.name for m in applied]})
+        top = await loop.run_in_executor(None, self._busiest_models)
+        self.telemetry.inferences.preadmit_models(top)
         await self.auth.start()
         cfg = self.cfg
         if not self.auth.keys_configured:
@@ -140,17 +148,28 @@ class Gateway:
         if cfg.api_addr:
             checks = {"writer": lambda: self.writer.stats.healthy, "accepting": lambda: not self._stopping,
                       "replayed": lambda: self.pipeline.replayed}
-            api = build_api_app(self.reader, self.auth, cfg.flush_interval_ms / 1000, checks, self.status)
+            api = build_api_app(self.reader, self.auth, cfg.flush_interval_ms / 1000, checks, self.status,
+                                self.telemetry)
             self._api_runner, self.ports.api = await _start_site(api, cfg.api_addr)
         if cfg.otlp_http_addr:
-            app = build_otlp_http_app(self.pipeline, self.auth, cfg.max_request_bytes, self._decode_pool)
+            app = build_otlp_http_app(self.pipeline, self.auth, cfg.max_request_bytes, self._decode_pool,
+                                      self.telemetry.receiver)
             runner, self.ports.otlp_http = await _start_site(app, cfg.otlp_http_addr)
             self._runners.append(runner)
         if cfg.otlp_grpc_addr:
             self._grpc, self.ports.otlp_grpc = build_otlp_grpc_server(
-                self.pipeline, self.auth, cfg.otlp_grpc_addr, cfg.max_request_bytes, self._decode_pool)
+                self.pipeline, self.auth, cfg.otlp_grpc_addr, cfg.max_request_bytes, self._decode_pool,
+                self.telemetry.receiver)
             await self._grpc.start()
         log.info("otelgw serving", extra={"version": __version__, **msgspec.to_builtins(self.ports)})
+
+    def _busiest_models(self) -> list[str]:
+        """The models with the most requests over the last 7 days, busiest first, so the bounded
+        `model` label of /metrics goes to them rather than to whichever models come first."""
+        rows = self._write_clients.get().query(
+            "SELECT model FROM inference_stats_1h WHERE minute >= now() - INTERVAL 7 DAY GROUP BY model "
+            "ORDER BY sum(requests) DESC LIMIT {n:UInt32}", parameters={"n": self.cfg.metrics_max_models})
+        return [row[0] for row in rows.result_rows]
 
     def status(self) -> dict[str, Any]:
         return {"pipeline": self.pipeline.describe(), "writer": msgspec.to_builtins(self.writer.stats)}

@@ -86,6 +86,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     attribute_value_max_chars: int = 16_384
     # Seconds SIGTERM may take to flush before the process exits anyway.
     shutdown_timeout_s: float = 30.0
+    # Label values /metrics keeps per label of the inference_* series; later ones read `other`.
+    metrics_max_models: int = 200
+    metrics_max_projects: int = 100
+    metrics_max_providers: int = 50
 
     def validate(self) -> list[str]:
         errors: list[str] = []
@@ -98,7 +102,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for name in ("max_request_bytes", "batch_rows", "flush_interval_ms", "writer_max_bytes", "insert_attempts",
                      "preview_chars", "attribute_value_max_chars", "wal_max_bytes", "wal_segment_bytes",
                      "max_inflight_requests", "max_inflight_per_connection", "max_attributes_per_span",
-                     "max_attribute_chars", "max_message_chars"):
+                     "max_attribute_chars", "max_message_chars", "metrics_max_models", "metrics_max_projects",
+                     "metrics_max_providers"):
             if getattr(self, name) <= 0:
                 errors.append(f"{name}: must be greater than 0")
         if self.project_rate_limit < 0:

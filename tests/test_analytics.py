@@ -40,8 +40,8 @@ def data(gateway):
             provider, request_model, response_model, input_tokens, output_tokens, cached_input_tokens, cost_usd,
             latency_ms, ttft_ms, queue_ms, is_success, ingested_at)
         SELECT generateUUIDv4(number), ['proj-a', 'proj-b'][number % 2 + 1], hex(number), hex(number),
-            fromUnixTimestamp64Nano(toInt64({T0} * 1e9 + (cityHash64(number) % {WEEK}) * 1e9 + number % 1000 * 1e6), 'UTC'),
-            fromUnixTimestamp64Nano(toInt64({T0} * 1e9 + (cityHash64(number) % {WEEK}) * 1e9 + lat * 1e6), 'UTC'),
+            fromUnixTimestamp64Nano(toInt64(start_ns + number % 1000 * 1e6), 'UTC'),
+            fromUnixTimestamp64Nano(toInt64(start_ns + lat * 1e6), 'UTC'),
             ['chat-api', 'batch-worker', 'rag'][number % 3 + 1],
             if(m < 2 OR m = 6, 'openai', ['anthropic', 'meta', 'mistral', 'google'][m - 1]),
             model, if(number % 11 = 0, '', model), 100 + number % 900, if(ok, 10 + number % 300, 0),
@@ -49,7 +49,8 @@ def data(gateway):
             if(number % 5 = 0, number % 50, NULL), ok, now64(3)
         FROM (SELECT number, {MODELS}[m + 1] AS model, toUInt8(arrayFirstIndex(x -> (number % 28) < x,
                   [7, 13, 18, 22, 25, 27, 28]) - 1) AS m, number % 17 != 0 AS ok,
-                  50 + (number * 7919 % 5000) AS lat FROM numbers(20000))""")
+                  50 + (number * 7919 % 5000) AS lat, ({T0} + cityHash64(number) % {WEEK}) * 1e9 AS start_ns
+              FROM numbers(20000))""")
     return gateway
 
 
@@ -179,8 +180,8 @@ def test_filters_take_a_value_or_a_list(data) -> None:
         return answer["items"][0]["items"][0]["data"]["request_count"]["count"] if answer["items"][0]["items"] else 0
 
     n = raw(data, "SELECT countIf(project_id = 'proj-a' AND provider IN ('anthropic', 'meta')) AS a, "
-                  "countIf(service_name = 'rag' AND if(response_model != '', response_model, request_model) = 'o1') AS b "
-                  "FROM inferences")[0]
+                  "countIf(service_name = 'rag' AND if(response_model != '', response_model, request_model) = 'o1') "
+                  "AS b FROM inferences")[0]
     assert total(project="proj-a", provider=["anthropic", "meta"]) == n["a"]
     assert total(endpoint="rag", model="o1") == n["b"] == total(service_name=["rag"], model=["o1"])
     assert total(project="no-such-project") == 0

@@ -34,6 +34,7 @@ from otelgw.api.common import (
 )
 from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
 from otelgw.store.reader import Reader
+from otelgw.telemetry.registry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 
 def build_api_app(reader: Reader, auth: Authenticator, flush_interval_s: float,
                   ready_checks: dict[str, Callable[[], bool]],
-                  status_snapshot: Callable[[], dict[str, Any]]) -> web.Application:
+                  status_snapshot: Callable[[], dict[str, Any]], telemetry: Telemetry) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=1024 * 1024)
     app[READER_KEY] = reader
     app[AUTH_KEY] = auth
@@ -112,6 +113,7 @@ def build_api_app(reader: Reader, auth: Authenticator, flush_interval_s: float,
     app[BASELINE_CACHE_KEY] = TTLCache(ttl_s=300)
     app[health.READY_CHECKS_KEY] = ready_checks
     app[status.STATUS_KEY] = status_snapshot
+    app[status.TELEMETRY_KEY] = telemetry
     for method, path, handler, role in ROUTES:
         app.router.add_route(method, path, _guard(handler, role))
     return app

@@ -30,6 +30,7 @@ from otelgw.pipeline.rows import EncodedBatch, RowBatch, encode_batch, ts
 from otelgw.pipeline.sampler import BufferedSpan, TailSampler
 from otelgw.pipeline.wal import WalError, WalFull, WalRecord, WriteAheadLog
 from otelgw.store.writer import BatchWriter
+from otelgw.telemetry.inference import InferenceSeries
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,22 @@ __all__ = ["Overloaded", "Pipeline", "RateLimited", "ShuttingDown"]
 _READ_BYTES = 8 * 1024 * 1024
 
 
+def refusal_reason(exc: Overloaded) -> str:
+    if isinstance(exc, RateLimited):
+        return "rate_limited"
+    if isinstance(exc, Exhausted):
+        return "wal_full"
+    if isinstance(exc, ShuttingDown):
+        return "shutting_down"
+    return "overloaded"
+
+
 class PipelineStats(msgspec.Struct):
     requests: dict[str, int] = {}
     items_accepted: dict[str, int] = {}
     items_rejected: dict[str, int] = {}
+    rejected_by_reason: dict[str, dict[str, int]] = {}  # signal -> reason code -> items
+    refused: dict[str, int] = {}  # reason -> requests refused before they were durable
     overloaded: int = 0
     rate_limited: int = 0
     map_errors: int = 0
@@ -53,8 +66,12 @@ class PipelineStats(msgspec.Struct):
 
 class Pipeline:
     def __init__(self, mapper: Mapper, writer: BatchWriter, wal: WriteAheadLog, admission: Admission,
-                 dead_letter_dir: str | Path, sampler: TailSampler | None = None) -> None:
+                 dead_letter_dir: str | Path, sampler: TailSampler | None = None,
+                 inference_series: InferenceSeries | None = None) -> None:
         self._sampler = sampler
+        self._inference_series = inference_series
+        # (seq, received time) of accepted requests not yet committed: the writer's lag.
+        self._uncommitted: collections.deque[tuple[int, float]] = collections.deque()
         self._mapper = mapper
         self._writer = writer
         self.wal = wal
@@ -73,6 +90,11 @@ class Pipeline:
             requests=dict.fromkeys(signals, 0),
             items_accepted=dict.fromkeys(signals, 0),
             items_rejected=dict.fromkeys(signals, 0),
+            rejected_by_reason={"traces": dict.fromkeys(("invalid_trace_id", "invalid_span_id",
+                                                         "invalid_parent_span_id"), 0),
+                                "logs": dict.fromkeys(("invalid_trace_id", "invalid_span_id"), 0),
+                                "metrics": {"empty_metric_name": 0}},
+            refused=dict.fromkeys(("rate_limited", "wal_full", "overloaded", "shutting_down"), 0),
         )
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -114,6 +136,8 @@ class Pipeline:
         loop.call_soon_threadsafe(self._checkpoint, last_seq)
 
     def _checkpoint(self, seq: int) -> None:
+        while self._uncommitted and self._uncommitted[0][0] <= seq:
+            self._uncommitted.popleft()
         # Records with spans still waiting for a sampling decision, or kept spans not yet
         # committed, hold the checkpoint back: a crash must replay them.
         for floor in (self._sampler.floor_seq if self._sampler else 0, self._writer.pending_floor()):
@@ -127,9 +151,13 @@ class Pipeline:
 
     def check_open(self, project: str, connection: str) -> None:
         """Refuse early, before the request is decoded, when it cannot be taken."""
-        if self._closing:
-            raise ShuttingDown("gateway is shutting down", retry_after_s=5.0)
-        self.admission.check_capacity(self.wal, project, connection)
+        try:
+            if self._closing:
+                raise ShuttingDown("gateway is shutting down", retry_after_s=5.0)
+            self.admission.check_capacity(self.wal, project, connection)
+        except Overloaded as exc:
+            self.stats.refused[refusal_reason(exc)] += 1
+            raise
 
     async def accept(self, decoded: Decoded, payload: bytes, project: str, admission_project: str,
                      connection: str) -> None:
@@ -145,11 +173,13 @@ class Pipeline:
                 seq, durable = self.wal.append(signal, project, time.time_ns(), payload)
             except WalFull as exc:
                 raise Exhausted(str(exc), retry_after_s=5.0) from exc
-        except RateLimited:
+        except RateLimited as exc:
             self.stats.rate_limited += 1
+            self.stats.refused[refusal_reason(exc)] += 1
             raise
-        except Overloaded:
+        except Overloaded as exc:
             self.stats.overloaded += 1
+            self.stats.refused[refusal_reason(exc)] += 1
             raise
         self.admission.track(seq, admission_project, len(payload))
         self._inflight_appends += 1
@@ -157,11 +187,16 @@ class Pipeline:
             await durable
         except WalError as exc:
             self.stats.overloaded += 1
+            self.stats.refused["overloaded"] += 1
             raise Overloaded(f"write-ahead log: {exc}") from exc
         finally:
             self._inflight_appends -= 1
+        self._uncommitted.append((seq, time.monotonic()))
         self.stats.items_accepted[signal] += decoded.accepted
         self.stats.items_rejected[signal] += decoded.rejected
+        by_reason = self.stats.rejected_by_reason[signal]
+        for code, count in decoded.rejected_by.items():
+            by_reason[code] = by_reason.get(code, 0) + count
 
     # -- consuming -----------------------------------------------------------------------------
 
@@ -203,6 +238,8 @@ class Pipeline:
         for record in records:
             try:
                 batch = self.map_record(record)
+                if self._inference_series is not None and batch.inferences:
+                    self._inference_series.observe(batch.inferences)
                 if self._sampler is not None:
                     self._sample(batch, record.seq)
                 encoded = encode_batch(batch, ts(time.time_ns()), self._encoder)
@@ -304,7 +341,9 @@ class Pipeline:
                 "checkpoint_seq": self.wal.checkpoint_seq,
                 "consumed_seq": self._cursor.position if self._consumer else 0,
                 "pending_records": self.wal.pending_records(),
+                "segments": self.wal.segment_count,
             },
+            "writer_lag_s": round(time.monotonic() - self._uncommitted[0][1], 3) if self._uncommitted else 0.0,
             "replayed": self.replayed,
             "sampler": msgspec.to_builtins(self._sampler.stats) if self._sampler else None,
             "admission": self.admission.describe(),

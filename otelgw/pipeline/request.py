@@ -32,6 +32,7 @@ class Decoded(msgspec.Struct):
     accepted: int  # spans / log records / data points kept
     rejected: int
     error_message: str = ""
+    rejected_by: dict[str, int] = {}  # reason code -> items, for the metrics
 
 
 REQUEST_TYPES: dict[Signal, type] = {

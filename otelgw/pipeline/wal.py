@@ -251,6 +251,10 @@ class WriteAheadLog:
         return self._durable_seq
 
     @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    @property
     def size_bytes(self) -> int:
         return sum(s.size for s in self._segments)
 

@@ -114,9 +114,16 @@ def _from_json(signal: Signal, body: bytes) -> Any:
     return message
 
 
+def _reject(bad: list[int], index: int, reasons: set[str], by: dict[str, int], code: str, reason: str) -> None:
+    bad.append(index)
+    reasons.add(reason)
+    by[code] = by.get(code, 0) + 1
+
+
 def _validate_traces(message: Any) -> Decoded:
     accepted = rejected = 0
     reasons: set[str] = set()
+    by: dict[str, int] = {}
     for resource_spans in message.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             spans = scope_spans.spans
@@ -125,40 +132,36 @@ def _validate_traces(message: Any) -> Decoded:
                 trace_id = span.trace_id
                 span_id = span.span_id
                 if len(trace_id) != 16 or trace_id == b"\0" * 16:
-                    bad.append(i)
-                    reasons.add("trace_id must be 16 non-zero bytes")
+                    _reject(bad, i, reasons, by, "invalid_trace_id", "trace_id must be 16 non-zero bytes")
                 elif len(span_id) != 8 or span_id == b"\0" * 8:
-                    bad.append(i)
-                    reasons.add("span_id must be 8 non-zero bytes")
+                    _reject(bad, i, reasons, by, "invalid_span_id", "span_id must be 8 non-zero bytes")
                 elif span.parent_span_id and len(span.parent_span_id) != 8:
-                    bad.append(i)
-                    reasons.add("parent_span_id must be empty or 8 bytes")
+                    _reject(bad, i, reasons, by, "invalid_parent_span_id", "parent_span_id must be empty or 8 bytes")
             for i in reversed(bad):
                 del spans[i]
             accepted += len(spans)
             rejected += len(bad)
-    return Decoded(Signal.TRACES, message, accepted, rejected, _reason(rejected, "spans", reasons))
+    return Decoded(Signal.TRACES, message, accepted, rejected, _reason(rejected, "spans", reasons), by)
 
 
 def _validate_logs(message: Any) -> Decoded:
     accepted = rejected = 0
     reasons: set[str] = set()
+    by: dict[str, int] = {}
     for resource_logs in message.resource_logs:
         for scope_logs in resource_logs.scope_logs:
             records = scope_logs.log_records
             bad: list[int] = []
             for i, record in enumerate(records):
                 if record.trace_id and len(record.trace_id) != 16:
-                    bad.append(i)
-                    reasons.add("trace_id must be empty or 16 bytes")
+                    _reject(bad, i, reasons, by, "invalid_trace_id", "trace_id must be empty or 16 bytes")
                 elif record.span_id and len(record.span_id) != 8:
-                    bad.append(i)
-                    reasons.add("span_id must be empty or 8 bytes")
+                    _reject(bad, i, reasons, by, "invalid_span_id", "span_id must be empty or 8 bytes")
             for i in reversed(bad):
                 del records[i]
             accepted += len(records)
             rejected += len(bad)
-    return Decoded(Signal.LOGS, message, accepted, rejected, _reason(rejected, "log records", reasons))
+    return Decoded(Signal.LOGS, message, accepted, rejected, _reason(rejected, "log records", reasons), by)
 
 
 def _count_metrics(message: Any) -> Decoded:
@@ -178,7 +181,8 @@ def _count_metrics(message: Any) -> Decoded:
             for i in reversed(bad):
                 del metrics[i]
     return Decoded(Signal.METRICS, message, accepted, rejected,
-                   _reason(rejected, "data points", {"metric name must not be empty"}))
+                   _reason(rejected, "data points", {"metric name must not be empty"}),
+                   {"empty_metric_name": rejected} if rejected else {})
 
 
 def _reason(rejected: int, what: str, reasons: set[str]) -> str:

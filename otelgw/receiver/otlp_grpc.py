@@ -8,6 +8,7 @@ grpc.max_receive_message_length.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Executor
 from typing import Any
 
@@ -21,6 +22,7 @@ from otelgw.pipeline.request import Signal
 from otelgw.protowire import len_field, varint
 from otelgw.receiver.decode import DecodeError, Encoding
 from otelgw.receiver.ingest import BadProject, clean_project, ingest
+from otelgw.telemetry.gateway import ReceiverInstruments
 
 log = logging.getLogger(__name__)
 
@@ -51,39 +53,50 @@ def retry_metadata(code: grpc.StatusCode, message: str, delay_s: float) -> tuple
 
 
 def _export_handler(pipeline: Pipeline, auth: Authenticator, executor: Executor | None,
-                    signal: Signal) -> grpc.RpcMethodHandler:
+                    signal: Signal, instruments: ReceiverInstruments | None) -> grpc.RpcMethodHandler:
     async def export(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         connection = context.peer() or "unknown"
+        started, outcome = time.monotonic(), "error"
         try:
             project = auth.ingest_project(bearer_token(_metadata(context, "authorization")),
                                           clean_project(_metadata(context, PROJECT_METADATA)))
             with pipeline.admission.slot(connection):
                 pipeline.check_open(project, connection)
                 response: Any = await ingest(pipeline, executor, signal, body, Encoding.PROTOBUF, project, connection)
+            outcome = "ok"
         except (DecodeError, BadProject) as exc:
+            outcome = "invalid"
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Unauthorized as exc:
+            outcome = "unauthenticated"
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         except Forbidden as exc:
+            outcome = "forbidden"
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except Overloaded as exc:
             # RESOURCE_EXHAUSTED is retryable for OTLP only with RetryInfo, so both carry it.
             exhausted = isinstance(exc, (RateLimited, Exhausted))
+            outcome = "rate_limited" if isinstance(exc, RateLimited) else "unavailable"
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if exhausted else grpc.StatusCode.UNAVAILABLE
             await context.abort(code, str(exc), trailing_metadata=retry_metadata(code, str(exc), exc.retry_after_s))
+        finally:
+            if instruments is not None:
+                instruments.observe("grpc", signal.value, outcome, time.monotonic() - started)
         return response.SerializeToString()
 
     return grpc.unary_unary_rpc_method_handler(export)
 
 
 def build_otlp_grpc_server(pipeline: Pipeline, auth: Authenticator, addr: str, max_request_bytes: int,
-                           executor: Executor | None) -> tuple[grpc.aio.Server, int]:
+                           executor: Executor | None,
+                           instruments: ReceiverInstruments | None = None) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", max_request_bytes),
         ("grpc.max_send_message_length", 4 * 1024 * 1024),
     ])
     handlers = [
-        grpc.method_handlers_generic_handler(service, {"Export": _export_handler(pipeline, auth, executor, signal)})
+        grpc.method_handlers_generic_handler(
+            service, {"Export": _export_handler(pipeline, auth, executor, signal, instruments)})
         for service, signal in SERVICES.items()
     ]
     server.add_generic_rpc_handlers(handlers)

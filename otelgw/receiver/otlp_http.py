@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from concurrent.futures import Executor
 
 from aiohttp import web
@@ -24,6 +25,7 @@ from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Signal
 from otelgw.receiver.decode import DecodeError, Encoding
 from otelgw.receiver.ingest import BadProject, clean_project, ingest
+from otelgw.telemetry.gateway import ReceiverInstruments
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,10 @@ PROJECT_HEADER = "x-otelgw-project"
 PIPELINE_KEY: web.AppKey[Pipeline] = web.AppKey("pipeline", Pipeline)
 AUTH_KEY: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
 EXECUTOR_KEY: web.AppKey[Executor | None] = web.AppKey("decode_executor", object)  # type: ignore[arg-type]
+INSTRUMENTS_KEY: web.AppKey[ReceiverInstruments | None] = web.AppKey("instruments", object)  # type: ignore[arg-type]
+# The outcome label of an answer, by status.
+OUTCOMES = {200: "ok", 400: "invalid", 401: "unauthenticated", 403: "forbidden", 413: "too_large",
+            415: "unsupported_media_type", 429: "rate_limited", 503: "unavailable"}
 
 # google.rpc.Code values for the Status body of an error answer.
 _RPC_CODE = {400: 3, 401: 16, 403: 7, 413: 8, 415: 3, 429: 8, 503: 14, 500: 13}
@@ -67,6 +73,16 @@ def error_response(status: int, message: str, encoding: Encoding | None,
 
 
 async def handle_export(request: web.Request) -> web.Response:
+    started = time.monotonic()
+    response = await _export(request)
+    instruments = request.app[INSTRUMENTS_KEY]
+    if instruments is not None:
+        instruments.observe("http", PATHS[request.path].value, OUTCOMES.get(response.status, "error"),
+                            time.monotonic() - started)
+    return response
+
+
+async def _export(request: web.Request) -> web.Response:
     signal = PATHS[request.path]
     encoding = CONTENT_TYPES.get(request.content_type)
     if encoding is None:
@@ -112,8 +128,9 @@ async def handle_export(request: web.Request) -> web.Response:
 
 
 def build_otlp_http_app(pipeline: Pipeline, auth: Authenticator, max_request_bytes: int,
-                        executor: Executor | None) -> web.Application:
+                        executor: Executor | None, instruments: ReceiverInstruments | None = None) -> web.Application:
     app = web.Application(client_max_size=max_request_bytes)
+    app[INSTRUMENTS_KEY] = instruments
     app[PIPELINE_KEY] = pipeline
     app[AUTH_KEY] = auth
     app[EXECUTOR_KEY] = executor

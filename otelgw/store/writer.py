@@ -88,6 +88,8 @@ class BatchWriter:
         self._cuts = cuts
         self.token_prefix = token_prefix
         self.on_commit: Callable[[int], None] | None = None
+        # (table, rows, seconds) after each successful insert, for the metrics.
+        self.on_insert: Callable[[str, int, float], None] | None = None
         self._cond = threading.Condition()
         self._buffers: dict[str, list[bytes]] = {t: [] for t in TABLES}
         self._rows: dict[str, int] = dict.fromkeys(TABLES, 0)
@@ -280,8 +282,11 @@ class BatchWriter:
             try:
                 settings = {**INSERT_SETTINGS, "insert_deduplication_token": token} if token else \
                     {**INSERT_SETTINGS, "insert_deduplicate": 0}
+                started = time.monotonic()
                 self._clients.get().raw_insert(table, insert_block=block, settings=settings, fmt="JSONEachRow")
                 self.stats.rows_written[table] += rows
+                if self.on_insert is not None:
+                    self.on_insert(table, rows, time.monotonic() - started)
                 if not self.stats.healthy:
                     log.info("store is taking inserts again", extra={"table": table})
                 self.stats.healthy = True

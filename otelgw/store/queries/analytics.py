@@ -185,7 +185,8 @@ def series_sql(*, metrics: list[str], groups: list[str], bucket_sql: str, parts:
     prefix = ""
     if topk is not None and group_cols:
         key = f"tuple({', '.join(group_cols)})"
-        prefix = (f"WITH (SELECT groupArray(k) FROM (SELECT {key} AS k FROM ({_union(rank_parts or parts, columns, where)})"
+        ranked = _union(rank_parts or parts, columns, where)
+        prefix = (f"WITH (SELECT groupArray(k) FROM (SELECT {key} AS k FROM ({ranked})"
                   f" GROUP BY k ORDER BY {RANK_SQL[metrics[0]]} DESC, k LIMIT {int(topk)})) AS top_groups ")
         select_groups = [f"if(has(top_groups, {key}), {c}, '{OTHER}') AS g_{c}" for c in group_cols]
     select = ", ".join([f"{bucket_sql} AS bucket", *select_groups, *(f"{e} AS {a}" for a, e in aggregates.items())])

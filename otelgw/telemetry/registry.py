@@ -1,0 +1,33 @@
+"""One Prometheus registry per gateway (no process-global state): the per-inference series, the
+gateway's internals and the instruments the receivers and the writer update."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
+
+from otelgw.telemetry.gateway import ReceiverInstruments, StatusCollector, WriterInstruments
+from otelgw.telemetry.inference import InferenceSeries
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Telemetry:
+    def __init__(self, *, max_models: int = 200, max_projects: int = 100, max_providers: int = 50) -> None:
+        # `_created` series double the output and no dashboard or rule reads them. (A process-wide
+        # switch in prometheus-client; every registry here wants it off.)
+        disable_created_metrics()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.inferences = InferenceSeries(max_models=max_models, max_projects=max_projects,
+                                          max_providers=max_providers)
+        self.registry.register(self.inferences)
+        self.receiver = ReceiverInstruments(self.registry)
+        self.writer = WriterInstruments(self.registry)
+
+    def watch_status(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.registry.register(StatusCollector(snapshot))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
