@@ -33,10 +33,13 @@ from otelgw.api.common import (
     error,
 )
 from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
+from otelgw.jsonlog import log_context
 from otelgw.store.reader import Reader
 from otelgw.telemetry.registry import Telemetry
 
 log = logging.getLogger(__name__)
+# Query bodies are small; /observability/add takes up to 1000 records in one body.
+MAX_BODY_BYTES = 8 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -106,7 +109,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 def build_api_app(reader: Reader, auth: Authenticator, flush_interval_s: float,
                   ready_checks: dict[str, Callable[[], bool]],
                   status_snapshot: Callable[[], dict[str, Any]], telemetry: Telemetry) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[log_context, errors_as_json], client_max_size=MAX_BODY_BYTES)
     app[READER_KEY] = reader
     app[AUTH_KEY] = auth
     app[FLUSH_INTERVAL_KEY] = flush_interval_s

@@ -16,6 +16,7 @@ import grpc
 
 from otelgw import protowire
 from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
+from otelgw.jsonlog import REQUEST_IDS, request_ids
 from otelgw.pipeline.admission import Exhausted, Overloaded, RateLimited
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Signal
@@ -57,6 +58,7 @@ def _export_handler(pipeline: Pipeline, auth: Authenticator, executor: Executor 
     async def export(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         connection = context.peer() or "unknown"
         started, outcome = time.monotonic(), "error"
+        token = REQUEST_IDS.set(request_ids(_metadata(context, "traceparent")))
         try:
             project = auth.ingest_project(bearer_token(_metadata(context, "authorization")),
                                           clean_project(_metadata(context, PROJECT_METADATA)))
@@ -80,6 +82,9 @@ def _export_handler(pipeline: Pipeline, auth: Authenticator, executor: Executor 
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if exhausted else grpc.StatusCode.UNAVAILABLE
             await context.abort(code, str(exc), trailing_metadata=retry_metadata(code, str(exc), exc.retry_after_s))
         finally:
+            if outcome in ("invalid", "unauthenticated", "forbidden"):
+                log.info("export refused", extra={"protocol": "grpc", "signal": signal.value, "outcome": outcome})
+            REQUEST_IDS.reset(token)
             if instruments is not None:
                 instruments.observe("grpc", signal.value, outcome, time.monotonic() - started)
         return response.SerializeToString()

@@ -20,6 +20,7 @@ from google.protobuf.json_format import MessageToJson
 
 from otelgw import protowire
 from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
+from otelgw.jsonlog import log_context
 from otelgw.pipeline.admission import Overloaded, RateLimited
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Signal
@@ -75,10 +76,15 @@ def error_response(status: int, message: str, encoding: Encoding | None,
 async def handle_export(request: web.Request) -> web.Response:
     started = time.monotonic()
     response = await _export(request)
+    outcome = OUTCOMES.get(response.status, "error")
     instruments = request.app[INSTRUMENTS_KEY]
     if instruments is not None:
-        instruments.observe("http", PATHS[request.path].value, OUTCOMES.get(response.status, "error"),
-                            time.monotonic() - started)
+        instruments.observe("http", PATHS[request.path].value, outcome, time.monotonic() - started)
+    if 400 <= response.status < 429:
+        # A client that cannot send (bad body, bad key) is worth a line; overload refusals are
+        # counted in /metrics instead of flooding the log.
+        log.info("export refused", extra={"protocol": "http", "path": request.path, "status": response.status,
+                                          "outcome": outcome})
     return response
 
 
@@ -129,7 +135,7 @@ async def _export(request: web.Request) -> web.Response:
 
 def build_otlp_http_app(pipeline: Pipeline, auth: Authenticator, max_request_bytes: int,
                         executor: Executor | None, instruments: ReceiverInstruments | None = None) -> web.Application:
-    app = web.Application(client_max_size=max_request_bytes)
+    app = web.Application(client_max_size=max_request_bytes, middlewares=[log_context])
     app[INSTRUMENTS_KEY] = instruments
     app[PIPELINE_KEY] = pipeline
     app[AUTH_KEY] = auth
