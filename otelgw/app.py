@@ -149,7 +149,7 @@ class Gateway:
             checks = {"writer": lambda: self.writer.stats.healthy, "accepting": lambda: not self._stopping,
                       "replayed": lambda: self.pipeline.replayed}
             api = build_api_app(self.reader, self.auth, cfg.flush_interval_ms / 1000, checks, self.status,
-                                self.telemetry)
+                                self.telemetry, self.pipeline)
             self._api_runner, self.ports.api = await _start_site(api, cfg.api_addr)
         if cfg.otlp_http_addr:
             app = build_otlp_http_app(self.pipeline, self.auth, cfg.max_request_bytes, self._decode_pool,

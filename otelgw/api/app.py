@@ -15,6 +15,7 @@ from otelgw.api import (
     health,
     inferences,
     keys,
+    observability_add,
     openapi,
     routes,
     search,
@@ -34,6 +35,7 @@ from otelgw.api.common import (
 )
 from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
 from otelgw.jsonlog import log_context
+from otelgw.pipeline.pipeline import Pipeline
 from otelgw.store.reader import Reader
 from otelgw.telemetry.registry import Telemetry
 
@@ -67,6 +69,8 @@ ROUTES: list[tuple[str, str, Handler, str | None]] = [
     ("GET", routes.PATH_TEMPO_ECHO, traces.echo, None),
     ("GET", routes.PATH_TEMPO_BUILDINFO, traces.buildinfo, None),
     ("POST", routes.PATH_ANALYTICS, analytics.analytics, routes.VIEWER),
+    # Authorized as OTLP ingest is (ingest keys), inside the handler.
+    ("POST", routes.PATH_OBSERVABILITY_ADD, observability_add.add, None),
     ("GET", routes.PATH_KEYS, keys.list_keys, routes.ADMIN),
     ("POST", routes.PATH_KEYS, keys.create_key, routes.ADMIN),
     ("DELETE", routes.PATH_KEY, keys.revoke_key, routes.ADMIN),
@@ -108,7 +112,8 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 
 def build_api_app(reader: Reader, auth: Authenticator, flush_interval_s: float,
                   ready_checks: dict[str, Callable[[], bool]],
-                  status_snapshot: Callable[[], dict[str, Any]], telemetry: Telemetry) -> web.Application:
+                  status_snapshot: Callable[[], dict[str, Any]], telemetry: Telemetry,
+                  pipeline: Pipeline) -> web.Application:
     app = web.Application(middlewares=[log_context, errors_as_json], client_max_size=MAX_BODY_BYTES)
     app[READER_KEY] = reader
     app[AUTH_KEY] = auth
@@ -117,6 +122,7 @@ def build_api_app(reader: Reader, auth: Authenticator, flush_interval_s: float,
     app[health.READY_CHECKS_KEY] = ready_checks
     app[status.STATUS_KEY] = status_snapshot
     app[status.TELEMETRY_KEY] = telemetry
+    app[observability_add.PIPELINE_KEY] = pipeline
     for method, path, handler, role in ROUTES:
         app.router.add_route(method, path, _guard(handler, role))
     return app
