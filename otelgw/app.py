@@ -133,7 +133,7 @@ class Gateway:
         applied = await loop.run_in_executor(None, lambda: apply_migrations(self._write_clients.get()))
         log.info("store ready", extra={"dsn": self.dsn.redacted(), "database": self.dsn.database,
                                        "migrations_applied": [m.name for m in applied]})
-        top = await loop.run_in_executor(None, self._busiest_models)
+        top = await loop.run_in_executor(None, self.busiest_models)
         self.telemetry.inferences.preadmit_models(top)
         await self.auth.start()
         cfg = self.cfg
@@ -163,7 +163,7 @@ class Gateway:
             await self._grpc.start()
         log.info("otelgw serving", extra={"version": __version__, **msgspec.to_builtins(self.ports)})
 
-    def _busiest_models(self) -> list[str]:
+    def busiest_models(self) -> list[str]:
         """The models with the most requests over the last 7 days, busiest first, so the bounded
         `model` label of /metrics goes to them rather than to whichever models come first."""
         rows = self._write_clients.get().query(

@@ -32,7 +32,7 @@ class LabelLimiter:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._admitted: set[str] = set()
-        self.folded = 0
+        self.folded = 0  # observations counted under `other`
 
     def admit(self, value: str) -> str:
         if value in self._admitted:

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 
 from otelgw.telemetry.gateway import ReceiverInstruments, StatusCollector, WriterInstruments
 from otelgw.telemetry.inference import InferenceSeries
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The classic text format every Prometheus (and promtool, and the Grafana agent) reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Telemetry:
