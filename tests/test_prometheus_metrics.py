@@ -163,9 +163,10 @@ def test_a_real_prometheus_scrapes_it_and_evaluates_the_rules(gw: RunningGateway
     }))
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "prometheus.log"
     process = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                 f"--web.listen-address=127.0.0.1:{port}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.DEVNULL, stderr=log_path.open("wb"))
     try:
         wait_until(lambda: _ready(base) or process.poll() is not None, timeout=60, interval=0.2)
         assert process.poll() is None, log_path.read_text()[-3000:]
