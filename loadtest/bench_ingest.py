@@ -389,7 +389,23 @@ class Gateway:
         return f"http://127.0.0.1:{self.api_port}"
 
 
+ROLLUP_VIEWS = ("inference_stats_1d_mv", "inference_stats_1h_mv", "inference_stats_1m_mv")
+
+
+def drop_rollup_views(args: argparse.Namespace, workdir: Path) -> None:
+    """Migrate the fresh store, then drop the analytics views, to measure ingest without them."""
+    dsn = f"chdb://{workdir / 'chdb'}"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OTELGW_")}, "OTELGW_CLICKHOUSE_DSN": dsn,
+           "OTELGW_DATA_DIR": str(workdir)}
+    subprocess.run([args.otelgw, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+    drop = "; ".join(f"c.command('DROP VIEW IF EXISTS {view}')" for view in ROLLUP_VIEWS)
+    subprocess.run([sys.executable, "-c", "from otelgw.store.client import DSN, ClientFactory; "
+                    f"c = ClientFactory(DSN({dsn!r})).get(); {drop}"], check=True)
+
+
 def start_gateway(args: argparse.Namespace, workdir: Path) -> Gateway:
+    if args.without_rollups:
+        drop_rollup_views(args, workdir)
     http_port, grpc_port, api_port = free_port(), free_port(), free_port()
     settings = {
         "OTELGW_CLICKHOUSE_DSN": f"chdb://{workdir / 'chdb'}",
@@ -846,6 +862,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra gateway setting (repeatable); OTELGW_* from the environment pass through too")
     p.add_argument("--otelgw", default=str(DEFAULT_OTELGW), help="the otelgw executable")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (chDB data, gateway log)")
+    p.add_argument("--without-rollups", action="store_true",
+                   help="drop the analytics rollup views first (schema/006), to measure what they cost")
     p.add_argument("--profile", action="store_true", help="record the gateway with py-spy while loading")
     p.add_argument("--summarize", metavar="SPEEDSCOPE_JSON",
                    help="only print the summary of an earlier py-spy speedscope file, then exit")

@@ -1,5 +1,6 @@
-"""One Prometheus registry per gateway (no process-global state): the per-inference series, the
-gateway's internals and the instruments the receivers and the writer update."""
+"""One Prometheus registry per gateway (no process-global state) for the gateway's internals and
+the instruments the receivers and the writer update, followed on /metrics by the per-inference
+series (rendered by InferenceSeries itself, for speed)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ class Telemetry:
         self.registry = CollectorRegistry(auto_describe=False)
         self.inferences = InferenceSeries(max_models=max_models, max_projects=max_projects,
                                           max_providers=max_providers)
-        self.registry.register(self.inferences)
         self.receiver = ReceiverInstruments(self.registry)
         self.writer = WriterInstruments(self.registry)
 
@@ -31,4 +31,4 @@ class Telemetry:
         self.registry.register(StatusCollector(snapshot))
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + self.inferences.render().encode()
