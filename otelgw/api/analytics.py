@@ -169,18 +169,25 @@ def _group_fields(groups: list[str], key: tuple[str, ...], scope: Scope) -> dict
     return fields
 
 
-def _data(plan: _Plan, row: dict[str, Any] | None, prev: dict[str, Any] | None, duration_s: float,
-          prev_duration_s: float, delta: bool) -> dict[str, dict[str, Any]]:
+def _data(plan: _Plan, row: dict[str, Any] | None, duration_s: float,
+          before: dict[str, Any] | None) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The metric objects of one bucket and group, with deltas against `before` (the previous
+    bucket's primary values; None: no deltas), and this bucket's primary values."""
     data: dict[str, dict[str, Any]] = {}
+    primary: dict[str, Any] = {}
     for metric in plan.metrics:
         values = metric_values(metric, row, duration_s)
-        if delta:
-            before = metric_values(metric, prev, prev_duration_s)[_PRIMARY[metric]]
-            values.update(_delta(values[_PRIMARY[metric]], before))
-        else:
-            values.update({"delta": None, "delta_percent": None})
+        primary[metric] = values[_PRIMARY[metric]]
+        values.update(_delta(primary[metric], before[metric]) if before is not None else _NO_DELTA)
         data[metric] = values
-    return data
+    return data, primary
+
+
+_NO_DELTA: dict[str, None] = {"delta": None, "delta_percent": None}
+
+
+def _primary(plan: _Plan, row: dict[str, Any] | None, duration_s: float) -> dict[str, Any]:
+    return {m: metric_values(m, row, duration_s)[_PRIMARY[m]] for m in plan.metrics}
 
 
 def _sort_key(key: tuple[str, ...]) -> tuple[bool, tuple[str, ...]]:
@@ -197,23 +204,26 @@ def build_response(plan: _Plan, body: AnalyticsRequest, scope: Scope, rows: list
     groups = sorted({k for b, keyed in by_bucket.items() if b >= plan.first for k in keyed}, key=_sort_key)
     if not columns:
         groups = [()]
+    fields = {key: _group_fields(plan.groups, key, scope) for key in groups}
+    last: dict[tuple[str, ...], dict[str, Any] | None] = dict.fromkeys(groups)
+    if body.return_delta and plan.previous is not None:
+        before_rows = by_bucket.get(plan.previous, {})
+        duration = plan.buckets.next(plan.previous) - plan.previous
+        last = {key: _primary(plan, before_rows.get(key), duration) for key in groups}
     items: list[AnalyticsBucket] = []
-    previous_bucket = plan.previous
     for b in plan.starts:
         keyed = by_bucket.get(b, {})
+        duration = plan.duration(b)
         entries = []
         for key in groups:
             row = keyed.get(key)
             if row is None and not body.fill_time_gaps:
                 continue
-            prev = by_bucket.get(previous_bucket, {}).get(key) if previous_bucket is not None else None
-            prev_duration = plan.buckets.next(previous_bucket) - previous_bucket if previous_bucket is not None else 0
-            entries.append(AnalyticsGroup(**_group_fields(plan.groups, key, scope),
-                                          data=_data(plan, row, prev, plan.duration(b), prev_duration,
-                                                     body.return_delta)))
+            data, primary = _data(plan, row, duration, last[key] if body.return_delta else None)
+            last[key] = primary
+            entries.append(AnalyticsGroup(**fields[key], data=data))
         if entries or body.fill_time_gaps:
             items.append(AnalyticsBucket(time_period=_iso(b), items=entries))
-        previous_bucket = b
     items.reverse()  # newest first, as Bud answers
     summary = None
     if summary_rows is not None:
@@ -223,8 +233,9 @@ def build_response(plan: _Plan, body: AnalyticsRequest, scope: Scope, rows: list
         length = min(plan.end, plan.now_s) - plan.start
         keys = sorted(set(periods.get(1, {})) | set(groups if columns else [()]), key=_sort_key)
         summary = [AnalyticsGroup(**_group_fields(plan.groups, key, scope),
-                                  data=_data(plan, periods.get(1, {}).get(key), periods.get(0, {}).get(key),
-                                             length, plan.end - plan.start, True)) for key in keys]
+                                  data=_data(plan, periods.get(1, {}).get(key), length,
+                                             _primary(plan, periods.get(0, {}).get(key), plan.end - plan.start))[0])
+                   for key in keys]
     return AnalyticsResponse(items=items, summary=summary)
 
 

@@ -12,6 +12,8 @@ from aiohttp import web
 from otelgw import __version__
 from otelgw.api import routes
 from otelgw.api.schemas import (
+    AnalyticsRequest,
+    AnalyticsResponse,
     ErrorResponse,
     ExportRequest,
     FeedbackItem,
@@ -21,6 +23,7 @@ from otelgw.api.schemas import (
     ListRequest,
     ListResponse,
 )
+from otelgw.receiver.bud_records import BulkEnvelope
 
 _REF = "#/components/schemas/{name}"
 
@@ -41,7 +44,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 def build() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [ListRequest, ListResponse, ExportRequest, InferenceDetail, FeedbackRequest, FeedbackItem, FeedbackList,
-         ErrorResponse], ref_template=_REF)
+         ErrorResponse, AnalyticsRequest, AnalyticsResponse, BulkEnvelope], ref_template=_REF)
     inference_id = {"name": "inference_id", "in": "path", "required": True,
                     "schema": {"type": "string", "format": "uuid"}}
     secured = [{"bearer": []}]
@@ -72,6 +75,19 @@ def build() -> dict[str, Any]:
                      "requestBody": {"required": True, **_json(FeedbackRequest)},
                      "responses": {"201": {"description": "stored", **_json(FeedbackItem)},
                                    **_errors(400, 401, 403, 404)}}},
+        routes.PATH_ANALYTICS: {"post": {
+            "summary": "Time series of requests, outcomes, tokens, latency, TTFT, queue time, throughput, "
+                       "concurrency, cache and cost per bucket and group (Bud metrics service compatible)",
+            "requestBody": {"required": True, **_json(AnalyticsRequest)}, "security": secured,
+            "responses": {"200": {"description": "buckets, newest first", **_json(AnalyticsResponse)},
+                          **_errors(400, 401, 403)}}},
+        routes.PATH_OBSERVABILITY_ADD: {"post": {
+            "summary": "Bulk inference records in Bud's CloudEvents envelope (entries[].event.data), made durable "
+                       "like OTLP; authorized with an ingest key when ingest keys exist",
+            "requestBody": {"required": True, **_json(BulkEnvelope)},
+            "responses": {"200": {"description": "summary of inserted, duplicate and invalid records",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}},
+                          **_errors(400, 401, 403, 429, 503)}}},
         routes.PATH_HEALTHZ: {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
         routes.PATH_READY: {"get": {"summary": "Readiness", "responses": {
             "200": {"description": "ready"}, "503": {"description": "not ready"}}}},
