@@ -195,3 +195,30 @@ def test_anonymous_only_on_loopback(chdb_path: Path, tmp_path: Path) -> None:
         start_gateway(chdb_path, "t_public", tmp_path, api_addr="0.0.0.0:0")
     public = start_gateway(chdb_path, "t_public2", tmp_path / "b", api_addr="0.0.0.0:0", allow_anonymous=True)
     assert public.stop()
+
+
+def test_analytics_sees_only_the_keys_projects_and_add_needs_an_ingest_key(secured) -> None:
+    body = {"metrics": ["request_count"], "from_date": "2000-01-01T00:00:00Z", "frequency_unit": "year",
+            "group_by": ["project"], "fill_time_gaps": False, "return_delta": False}
+    status, answer = call(secured, "POST", "/observability/analytics", secured.keys["viewer"], body)
+    assert status == 200
+    assert {i["project_id"] for b in answer["items"] for i in b["items"]} == {"alpha"}
+    status, answer = call(secured, "POST", "/observability/analytics", secured.keys["viewer"],
+                          {**body, "filters": {"project": "beta"}})
+    assert status == 200 and answer["items"] == []
+    status, answer = call(secured, "POST", "/observability/analytics", secured.keys["global-admin"], body)
+    assert {i["project_id"] for b in answer["items"] for i in b["items"]} >= {"alpha", "beta"}
+    assert call(secured, "POST", "/observability/analytics", None, body)[0] == 401
+
+    record = {"inference_id": "550e8400-e29b-41d4-a716-44665544aaaa", "project_id": "beta", "endpoint_id": "e",
+              "model_id": "m", "is_success": True, "request_arrival_time": "2026-03-10T10:30:00Z",
+              "request_forward_time": "2026-03-10T10:30:01Z"}
+    envelope = {"entries": [{"event": {"data": record}}]}
+    assert call(secured, "POST", "/observability/add", None, envelope)[0] == 401
+    assert call(secured, "POST", "/observability/add", secured.keys["viewer"], envelope)[0] == 403  # not ingest
+    status, answer = call(secured, "POST", "/observability/add", secured.keys["ingest"], envelope)
+    assert status == 200 and answer["param"]["summary"]["successfully_inserted"] == 1
+    secured.settle()
+    # The key's project wins over the record's project_id.
+    assert secured.scalar("SELECT project_id FROM inferences WHERE inference_id = {i:UUID}",
+                          i=record["inference_id"]) == "alpha"
