@@ -1,11 +1,11 @@
 # Two commands on a fresh machine: `make run` and `make test`. Everything they need is
-# installed here into .venv from PyPI.
+# installed here into .venv from PyPI, and promtool/prometheus from the Debian package (`make tools`).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench loadtest clean
+.PHONY: run test tools install lint bench loadtest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/otelgw serve
 
-test: $(STAMP)
+# promtool and prometheus (tests/test_deploy_assets.py and tests/test_prometheus_metrics.py check the rules in
+# deploy/prometheus/ with them) from the Debian package, when missing.
+tools:
+	command -v promtool >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus)
+
+test: $(STAMP) tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
