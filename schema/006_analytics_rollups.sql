@@ -1,9 +1,12 @@
 -- Analytics rollups: the inferences table aggregated per minute, hour and day by project, model,
 -- provider and service (the "endpoint"), kept by materialized views, so an analytics query over
 -- 30 days or a year reads a few thousand pre-aggregated rows instead of millions of inferences.
--- Sums are SimpleAggregateFunction (merged by addition); latency, TTFT and queue-time
--- percentiles are t-digest states, which merge across rows, tiers and groups (approximate, like
--- any t-digest, to about a percent).
+-- Sums are SimpleAggregateFunction (merged by addition). Latency, TTFT, queue time and
+-- throughput keep log-bucketed histograms (sparse maps, merged with sumMap): bucket
+-- k = round(ln(value * 1000) / ln(1.05)), so a percentile read back as 1.05^k / 1000 is within
+-- 2.5 % of the true value, and a state has as many entries as distinct buckets, whatever the row
+-- count. (t-digest states hold every value up to ~2000 of them, so merging a month of hourly
+-- states cost as much as reading the rows: 2x slower here, loadtest/bench_analytics.py.)
 -- The hour table is fed from the minute table and the day table from the hour table (cascading
 -- views), so each insert block is aggregated once from raw rows, then from a few rows each.
 -- `minute` is the start of the row's period in every table (one column name, one query shape).
@@ -30,17 +33,17 @@ CREATE TABLE IF NOT EXISTS inference_stats_1m
     cost_usd        SimpleAggregateFunction(sum, Float64),
     latency_ms_sum  SimpleAggregateFunction(sum, Float64),
     latency_ms_max  SimpleAggregateFunction(max, Float64),
-    latency_ms_q    AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float64),
+    latency_ms_h    SimpleAggregateFunction(sumMap, Map(UInt16, UInt64)),
     ttft_count      SimpleAggregateFunction(sum, UInt64),
     ttft_ms_sum     SimpleAggregateFunction(sum, Float64),
-    ttft_ms_q       AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float64),
+    ttft_ms_h       SimpleAggregateFunction(sumMap, Map(UInt16, UInt64)),
     queue_count     SimpleAggregateFunction(sum, UInt64),
     queue_ms_sum    SimpleAggregateFunction(sum, Float64),
-    queue_ms_q      AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float64),
+    queue_ms_h      SimpleAggregateFunction(sumMap, Map(UInt16, UInt64)),
     -- Output tokens per second of generation, one sample per inference that produced tokens.
     tps_count       SimpleAggregateFunction(sum, UInt64),
     tps_sum         SimpleAggregateFunction(sum, Float64),
-    tps_q           AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float64)
+    tps_h           SimpleAggregateFunction(sumMap, Map(UInt16, UInt64))
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(minute)
@@ -73,18 +76,18 @@ SELECT
     sum(cost_usd) AS cost_usd,
     sum(latency_ms) AS latency_ms_sum,
     max(latency_ms) AS latency_ms_max,
-    quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms) AS latency_ms_q,
+    sumMap(map(toUInt16(greatest(0, least(65535, round(log(greatest(latency_ms, 0.000001) * 1000) / log(1.05))))), toUInt64(1))) AS latency_ms_h,
     count(ttft_ms) AS ttft_count,
     sum(ifNull(ttft_ms, 0)) AS ttft_ms_sum,
-    quantilesTDigestStateIf(0.5, 0.95, 0.99)(ifNull(ttft_ms, 0), ttft_ms IS NOT NULL) AS ttft_ms_q,
+    sumMapIf(map(toUInt16(greatest(0, least(65535, round(log(greatest(ifNull(ttft_ms, 0), 0.000001) * 1000) / log(1.05))))), toUInt64(1)), ttft_ms IS NOT NULL) AS ttft_ms_h,
     count(queue_ms) AS queue_count,
     sum(ifNull(queue_ms, 0)) AS queue_ms_sum,
-    quantilesTDigestStateIf(0.5, 0.95, 0.99)(ifNull(queue_ms, 0), queue_ms IS NOT NULL) AS queue_ms_q,
+    sumMapIf(map(toUInt16(greatest(0, least(65535, round(log(greatest(ifNull(queue_ms, 0), 0.000001) * 1000) / log(1.05))))), toUInt64(1)), queue_ms IS NOT NULL) AS queue_ms_h,
     countIf(inferences.output_tokens > 0 AND latency_ms - ifNull(ttft_ms, 0) > 0) AS tps_count,
     sumIf(inferences.output_tokens * 1000 / (latency_ms - ifNull(ttft_ms, 0)),
           inferences.output_tokens > 0 AND latency_ms - ifNull(ttft_ms, 0) > 0) AS tps_sum,
-    quantilesTDigestStateIf(0.5, 0.95, 0.99)(inferences.output_tokens * 1000 / (latency_ms - ifNull(ttft_ms, 0)),
-          inferences.output_tokens > 0 AND latency_ms - ifNull(ttft_ms, 0) > 0) AS tps_q
+    sumMapIf(map(toUInt16(greatest(0, least(65535, round(log(greatest(inferences.output_tokens * 1000 / (latency_ms - ifNull(ttft_ms, 0)), 0.000001) * 1000) / log(1.05))))), toUInt64(1)),
+             inferences.output_tokens > 0 AND latency_ms - ifNull(ttft_ms, 0) > 0) AS tps_h
 FROM inferences
 GROUP BY minute, project_id, model, provider, service_name;
 
@@ -101,16 +104,16 @@ SELECT
     sum(cost_usd) AS cost_usd,
     sum(latency_ms_sum) AS latency_ms_sum,
     max(latency_ms_max) AS latency_ms_max,
-    quantilesTDigestMergeState(0.5, 0.95, 0.99)(latency_ms_q) AS latency_ms_q,
+    sumMap(latency_ms_h) AS latency_ms_h,
     sum(ttft_count) AS ttft_count,
     sum(ttft_ms_sum) AS ttft_ms_sum,
-    quantilesTDigestMergeState(0.5, 0.95, 0.99)(ttft_ms_q) AS ttft_ms_q,
+    sumMap(ttft_ms_h) AS ttft_ms_h,
     sum(queue_count) AS queue_count,
     sum(queue_ms_sum) AS queue_ms_sum,
-    quantilesTDigestMergeState(0.5, 0.95, 0.99)(queue_ms_q) AS queue_ms_q,
+    sumMap(queue_ms_h) AS queue_ms_h,
     sum(tps_count) AS tps_count,
     sum(tps_sum) AS tps_sum,
-    quantilesTDigestMergeState(0.5, 0.95, 0.99)(tps_q) AS tps_q
+    sumMap(tps_h) AS tps_h
 FROM inference_stats_1m
 GROUP BY minute, project_id, model, provider, service_name;
 
@@ -127,16 +130,16 @@ SELECT
     sum(cost_usd) AS cost_usd,
     sum(latency_ms_sum) AS latency_ms_sum,
     max(latency_ms_max) AS latency_ms_max,
-    quantilesTDigestMergeState(0.5, 0.95, 0.99)(latency_ms_q) AS latency_ms_q,
+    sumMap(latency_ms_h) AS latency_ms_h,
     sum(ttft_count) AS ttft_count,
     sum(ttft_ms_sum) AS ttft_ms_sum,
-    quantilesTDigestMergeState(0.5, 0.95, 0.99)(ttft_ms_q) AS ttft_ms_q,
+    sumMap(ttft_ms_h) AS ttft_ms_h,
     sum(queue_count) AS queue_count,
     sum(queue_ms_sum) AS queue_ms_sum,
-    quantilesTDigestMergeState(0.5, 0.95, 0.99)(queue_ms_q) AS queue_ms_q,
+    sumMap(queue_ms_h) AS queue_ms_h,
     sum(tps_count) AS tps_count,
     sum(tps_sum) AS tps_sum,
-    quantilesTDigestMergeState(0.5, 0.95, 0.99)(tps_q) AS tps_q
+    sumMap(tps_h) AS tps_h
 FROM inference_stats_1h
 GROUP BY minute, project_id, model, provider, service_name;
 
@@ -157,17 +160,17 @@ SELECT
     sum(cost_usd) AS cost_usd,
     sum(latency_ms) AS latency_ms_sum,
     max(latency_ms) AS latency_ms_max,
-    quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms) AS latency_ms_q,
+    sumMap(map(toUInt16(greatest(0, least(65535, round(log(greatest(latency_ms, 0.000001) * 1000) / log(1.05))))), toUInt64(1))) AS latency_ms_h,
     count(ttft_ms) AS ttft_count,
     sum(ifNull(ttft_ms, 0)) AS ttft_ms_sum,
-    quantilesTDigestStateIf(0.5, 0.95, 0.99)(ifNull(ttft_ms, 0), ttft_ms IS NOT NULL) AS ttft_ms_q,
+    sumMapIf(map(toUInt16(greatest(0, least(65535, round(log(greatest(ifNull(ttft_ms, 0), 0.000001) * 1000) / log(1.05))))), toUInt64(1)), ttft_ms IS NOT NULL) AS ttft_ms_h,
     count(queue_ms) AS queue_count,
     sum(ifNull(queue_ms, 0)) AS queue_ms_sum,
-    quantilesTDigestStateIf(0.5, 0.95, 0.99)(ifNull(queue_ms, 0), queue_ms IS NOT NULL) AS queue_ms_q,
+    sumMapIf(map(toUInt16(greatest(0, least(65535, round(log(greatest(ifNull(queue_ms, 0), 0.000001) * 1000) / log(1.05))))), toUInt64(1)), queue_ms IS NOT NULL) AS queue_ms_h,
     countIf(inferences.output_tokens > 0 AND latency_ms - ifNull(ttft_ms, 0) > 0) AS tps_count,
     sumIf(inferences.output_tokens * 1000 / (latency_ms - ifNull(ttft_ms, 0)),
           inferences.output_tokens > 0 AND latency_ms - ifNull(ttft_ms, 0) > 0) AS tps_sum,
-    quantilesTDigestStateIf(0.5, 0.95, 0.99)(inferences.output_tokens * 1000 / (latency_ms - ifNull(ttft_ms, 0)),
-          inferences.output_tokens > 0 AND latency_ms - ifNull(ttft_ms, 0) > 0) AS tps_q
+    sumMapIf(map(toUInt16(greatest(0, least(65535, round(log(greatest(inferences.output_tokens * 1000 / (latency_ms - ifNull(ttft_ms, 0)), 0.000001) * 1000) / log(1.05))))), toUInt64(1)),
+             inferences.output_tokens > 0 AND latency_ms - ifNull(ttft_ms, 0) > 0) AS tps_h
 FROM inferences FINAL
 GROUP BY minute, project_id, model, provider, service_name;

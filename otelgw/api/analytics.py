@@ -2,9 +2,10 @@
 queue time, throughput, concurrency, cache and cost, per bucket and group, in the Bud metrics
 service's request and response shapes (docs/api.md has the differences).
 
-Everything is read from the rollup tables (store/queries/analytics.py). Percentiles are merged
-t-digests. `concurrent_requests` is the average number of requests in flight over the bucket
-(total request time / bucket length, Little's law): the rollups keep sums, not timelines.
+Everything is read from the rollup tables (store/queries/analytics.py). Percentiles come from
+merged log-bucketed histograms (2.5 % resolution). `concurrent_requests` is the average number
+of requests in flight over the bucket (total request time / bucket length, Little's law): the
+rollups keep sums, not timelines.
 """
 
 from __future__ import annotations

@@ -29,7 +29,20 @@ _CALENDAR_SQL = {
     "quarter": "toDateTime(toStartOfQuarter(minute), 'UTC')",
     "year": "toDateTime(toStartOfYear(minute), 'UTC')",
 }
-_Q = "quantilesTDigestMerge(0.5, 0.95, 0.99)"
+# The rollups' histograms: bucket k holds values v with round(ln(v * 1000) / ln(BASE)) = k
+# (schema/006); a bucket reads back as BASE^k / 1000, within 2.5 %.
+HIST_BASE = 1.05
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+def _quantiles_sql(hist: str) -> str:
+    """Nearest-rank p50, p95, p99 of a merged histogram map; NaN when it is empty."""
+    total = f"arraySum(mapValues({hist}))"
+    rank = f"arrayFirstIndex(c -> c >= q * {total}, arrayCumSum(mapValues({hist})))"
+    quantiles = ", ".join(map(str, QUANTILES))
+    return (f"if({total} = 0, [nan, nan, nan], "
+            f"arrayMap(q -> pow({HIST_BASE}, mapKeys({hist})[{rank}]) / 1000, [{quantiles}]))")
+
 
 # What each metric needs from the tiers: the source columns and the aggregate expressions.
 METRIC_AGGREGATES: dict[str, dict[str, str]] = {
@@ -41,11 +54,11 @@ METRIC_AGGREGATES: dict[str, dict[str, str]] = {
     "cache": {"a_cache_hits": "sum(cache_hits)", "a_cached": "sum(cached_tokens)"},
     "cost": {"a_cost": "sum(cost_usd)"},
     "latency": {"a_lat_sum": "sum(latency_ms_sum)", "a_lat_max": "max(latency_ms_max)",
-                "a_lat_q": f"{_Q}(latency_ms_q)"},
-    "ttft": {"a_ttft_count": "sum(ttft_count)", "a_ttft_sum": "sum(ttft_ms_sum)", "a_ttft_q": f"{_Q}(ttft_ms_q)"},
+                "h_lat": "sumMap(latency_ms_h)"},
+    "ttft": {"a_ttft_count": "sum(ttft_count)", "a_ttft_sum": "sum(ttft_ms_sum)", "h_ttft": "sumMap(ttft_ms_h)"},
     "queuing_time": {"a_queue_count": "sum(queue_count)", "a_queue_sum": "sum(queue_ms_sum)",
-                     "a_queue_q": f"{_Q}(queue_ms_q)"},
-    "throughput": {"a_tps_count": "sum(tps_count)", "a_tps_sum": "sum(tps_sum)", "a_tps_q": f"{_Q}(tps_q)"},
+                     "h_queue": "sumMap(queue_ms_h)"},
+    "throughput": {"a_tps_count": "sum(tps_count)", "a_tps_sum": "sum(tps_sum)", "h_tps": "sumMap(tps_h)"},
     "concurrent_requests": {"a_lat_sum": "sum(latency_ms_sum)"},
 }
 METRICS = tuple(METRIC_AGGREGATES)
@@ -165,8 +178,8 @@ def _source_columns(metrics: list[str], groups: list[str]) -> list[str]:
 
 
 _ALL_SOURCE = ("successes", "input_tokens", "output_tokens", "cached_tokens", "cache_hits", "cost_usd",
-               "latency_ms_sum", "latency_ms_max", "latency_ms_q", "ttft_count", "ttft_ms_sum", "ttft_ms_q",
-               "queue_count", "queue_ms_sum", "queue_ms_q", "tps_count", "tps_sum", "tps_q")
+               "latency_ms_sum", "latency_ms_max", "latency_ms_h", "ttft_count", "ttft_ms_sum", "ttft_ms_h",
+               "queue_count", "queue_ms_sum", "queue_ms_h", "tps_count", "tps_sum", "tps_h")
 
 
 def series_sql(*, metrics: list[str], groups: list[str], bucket_sql: str, parts: list[tuple[str, int, int]],
@@ -192,4 +205,9 @@ def series_sql(*, metrics: list[str], groups: list[str], bucket_sql: str, parts:
     select = ", ".join([f"{bucket_sql} AS bucket", *select_groups, *(f"{e} AS {a}" for a, e in aggregates.items())])
     group_by = ", ".join(["bucket", *(f"g_{c}" for c in group_cols)])
     sql = f"{prefix}SELECT {select} FROM ({_union(parts, columns, where)}) GROUP BY {group_by}"
+    hists = [a for a in aggregates if a.startswith("h_")]
+    if hists:
+        # Percentiles from the merged histograms; the maps themselves stay in ClickHouse.
+        quantiles = ", ".join(f"{_quantiles_sql(h)} AS a_{h[2:]}_q" for h in hists)
+        sql = f"SELECT * EXCEPT ({', '.join(hists)}), {quantiles} FROM ({sql})"
     return sql, params
