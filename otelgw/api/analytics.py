@@ -52,8 +52,10 @@ def _ratio(part: float, whole: float, scale: float = 1.0, digits: int = 3) -> fl
 
 
 def _quantiles(values: list[float] | None) -> dict[str, float | None]:
-    p50, p95, p99 = (values or [math.nan] * 3)
-    return {"p50": _num(p50), "p95": _num(p95), "p99": _num(p99)}
+    # Rounded by ClickHouse; NaN (no value in the bucket) is the only thing to fix here.
+    p50, p95, p99 = values or (None, None, None)
+    return {"p50": p50 if p50 == p50 else None, "p95": p95 if p95 == p95 else None,
+            "p99": p99 if p99 == p99 else None}
 
 
 def metric_values(metric: str, a: dict[str, Any] | None, duration_s: float) -> dict[str, Any]:
@@ -96,7 +98,7 @@ def _delta(current: Any, previous: Any) -> dict[str, float | None]:
     if current is None or previous is None:
         return {"delta": None, "delta_percent": None}
     delta = current - previous
-    return {"delta": _num(delta, 6), "delta_percent": _num(delta / previous * 100, 2) if previous else None}
+    return {"delta": delta, "delta_percent": round(delta / previous * 100, 2) if previous else None}
 
 
 def _iso(t: int) -> str:

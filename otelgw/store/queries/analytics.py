@@ -41,7 +41,7 @@ def _quantiles_sql(hist: str) -> str:
     rank = f"arrayFirstIndex(c -> c >= q * {total}, arrayCumSum(mapValues({hist})))"
     quantiles = ", ".join(map(str, QUANTILES))
     return (f"if({total} = 0, [nan, nan, nan], "
-            f"arrayMap(q -> pow({HIST_BASE}, mapKeys({hist})[{rank}]) / 1000, [{quantiles}]))")
+            f"arrayMap(q -> round(pow({HIST_BASE}, mapKeys({hist})[{rank}]) / 1000, 3), [{quantiles}]))")
 
 
 # What each metric needs from the tiers: the source columns and the aggregate expressions.
