@@ -91,7 +91,8 @@ def main() -> int:
     env.update({"OTELGW_CLICKHOUSE_DSN": f"chdb://{workdir / 'chdb'}", "OTELGW_DATA_DIR": str(workdir / "data"),
                 "OTELGW_LOG_FORMAT": "text", "OTELGW_LOG_LEVEL": "WARNING",
                 "OTELGW_METRICS_MAX_MODELS": str(max(args.models, 200))})
-    results: dict[str, Any] = {"inferences": args.inferences, "days": args.days}
+    results: dict[str, Any] = {"inferences": args.inferences, "days": args.days} if not args.reuse else \
+        {"reused": str(workdir)}
     if not args.reuse:
         started = time.monotonic()
         subprocess.run([otelgw, "seed", "--inferences", str(args.inferences), "--projects", str(args.projects),
