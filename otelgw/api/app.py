@@ -20,6 +20,7 @@ from otelgw.api import (
     routes,
     search,
     semconv,
+    sessions,
     status,
     traces,
 )
@@ -71,6 +72,9 @@ ROUTES: list[tuple[str, str, Handler, str | None]] = [
     ("POST", routes.PATH_ANALYTICS, analytics.analytics, routes.VIEWER),
     # Authorized as OTLP ingest is (ingest keys), inside the handler.
     ("POST", routes.PATH_OBSERVABILITY_ADD, observability_add.add, None),
+    ("GET", routes.PATH_SESSIONS, sessions.list_sessions, routes.VIEWER),
+    ("GET", routes.PATH_SESSION, sessions.get_session, routes.VIEWER),
+    ("GET", routes.PATH_WHOAMI, keys.whoami, routes.VIEWER),
     ("GET", routes.PATH_KEYS, keys.list_keys, routes.ADMIN),
     ("POST", routes.PATH_KEYS, keys.create_key, routes.ADMIN),
     ("DELETE", routes.PATH_KEY, keys.revoke_key, routes.ADMIN),

@@ -55,3 +55,11 @@ async def revoke_key(request: web.Request) -> web.Response:
     await request.app[READER_KEY].call(lambda client: KeyStore(client).revoke(key_id))
     await request.app[READER_KEY].call(lambda client: request.app[AUTH_KEY].reload())
     return json_response({"key_id": key_id, "revoked": True})
+
+
+async def whoami(request: web.Request) -> web.Response:
+    """The caller's role and projects (null: every project), for the UI's project picker and
+    what it offers (the settings page is for admins)."""
+    caller = principal(request)
+    return json_response({"role": caller.role, "projects": caller.project_list(), "key_id": caller.key_id or None,
+                          "anonymous": not caller.key_id})

@@ -25,7 +25,16 @@ PATH_TEMPO_BUILDINFO = "/api/status/buildinfo"
 # The Bud metrics service's API (budmetrics), so its dashboards and producers can use otelgw.
 PATH_ANALYTICS = "/observability/analytics"
 PATH_OBSERVABILITY_ADD = "/observability/add"
+PATH_SESSIONS = "/api/v1/sessions"
+PATH_SESSION = "/api/v1/sessions/{session_id}"
+PATH_WHOAMI = "/api/v1/whoami"
 PATH_KEYS = "/api/v1/keys"
 PATH_KEY = "/api/v1/keys/{key_id}"
 
 VIEWER, EDITOR, ADMIN = "viewer", "editor", "admin"
+
+# The web UI (otelgw/web/): the app shell for every page path (deep links survive a reload) and
+# the static assets under a content hash.
+UI_PAGES = ("/", "/inferences/{inference_id}", "/traces/{trace_id}", "/sessions", "/sessions/{session_id}",
+            "/dashboard", "/settings")
+PATH_UI_ASSET = "/assets/{version}/{path:.+}"
