@@ -24,6 +24,7 @@ from otelgw.api import (
     status,
     traces,
 )
+from otelgw.api import web as web_ui
 from otelgw.api.common import (
     AUTH_KEY,
     BASELINE_CACHE_KEY,
@@ -129,4 +130,8 @@ def build_api_app(reader: Reader, auth: Authenticator, flush_interval_s: float,
     app[observability_add.PIPELINE_KEY] = pipeline
     for method, path, handler, role in ROUTES:
         app.router.add_route(method, path, _guard(handler, role))
+    app[web_ui.WEB_ASSETS_KEY] = web_ui.WebAssets()
+    for path in routes.UI_PAGES:
+        app.router.add_route("GET", path, web_ui.shell)
+    app.router.add_route("GET", routes.PATH_UI_ASSET, web_ui.asset)
     return app

@@ -22,6 +22,10 @@ from otelgw.api.schemas import (
     InferenceDetail,
     ListRequest,
     ListResponse,
+    SessionDetail,
+    SessionDetailQuery,
+    SessionListQuery,
+    SessionListResponse,
 )
 from otelgw.receiver.bud_records import BulkEnvelope
 
@@ -40,11 +44,27 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): {"description": "error", **_json(ErrorResponse)} for code in codes}
 
 
+def _query_parameters(kind: type) -> list[dict[str, Any]]:
+    """The fields of a query-string struct as OpenAPI `in: query` parameters (a query string
+    has no null: an optional field is simply left out)."""
+    schema = msgspec.json.schema(kind)
+    body = schema["$defs"][kind.__name__]
+    parameters = []
+    for name, field in body["properties"].items():
+        options = [o for o in field.get("anyOf", []) if o != {"type": "null"}]
+        if options:
+            field = {**options[0], **{k: v for k, v in field.items() if k not in ("anyOf", "default")}}
+        parameters.append({"name": name, "in": "query", "required": name in body.get("required", []),
+                           "schema": field})
+    return parameters
+
+
 @cache
 def build() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [ListRequest, ListResponse, ExportRequest, InferenceDetail, FeedbackRequest, FeedbackItem, FeedbackList,
-         ErrorResponse, AnalyticsRequest, AnalyticsResponse, BulkEnvelope], ref_template=_REF)
+         ErrorResponse, AnalyticsRequest, AnalyticsResponse, BulkEnvelope, SessionListResponse, SessionDetail],
+        ref_template=_REF)
     inference_id = {"name": "inference_id", "in": "path", "required": True,
                     "schema": {"type": "string", "format": "uuid"}}
     secured = [{"bearer": []}]
@@ -88,6 +108,18 @@ def build() -> dict[str, Any]:
             "responses": {"200": {"description": "summary of inserted, duplicate and invalid records",
                                   "content": {"application/json": {"schema": {"type": "object"}}}},
                           **_errors(400, 401, 403, 429, 503)}}},
+        routes.PATH_SESSIONS: {"get": {
+            "summary": "Sessions (inferences grouped by project and session id) active in a time range, with their "
+                       "figures, filters, sorting and offset pagination",
+            "parameters": _query_parameters(SessionListQuery), "security": secured,
+            "responses": {"200": {"description": "a page", **_json(SessionListResponse)}, **_errors(400, 401, 403)}}},
+        routes.PATH_SESSION: {"get": {
+            "summary": "One session: its figures and its inferences in time order (at most 1000), with messages",
+            "parameters": [{"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                           *_query_parameters(SessionDetailQuery)],
+            "security": secured,
+            "responses": {"200": {"description": "the session", **_json(SessionDetail)},
+                          **_errors(400, 401, 403, 404)}}},
         routes.PATH_HEALTHZ: {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
         routes.PATH_READY: {"get": {"summary": "Readiness", "responses": {
             "200": {"description": "ready"}, "503": {"description": "not ready"}}}},

@@ -271,3 +271,103 @@ class AnalyticsResponse(msgspec.Struct, kw_only=True):
     items: list[AnalyticsBucket]
     # Whole-range values per group, their delta against the same length of time just before.
     summary: list[AnalyticsGroup] | None = None
+
+
+# -- sessions: inferences grouped by (project_id, session_id) -------------------------------
+
+SessionSortKey = Literal["last_seen", "first_seen", "inferences", "tokens", "cost", "errors"]
+MAX_SESSION_LIMIT = 500
+MAX_SESSION_OFFSET = 10_000_000
+MAX_SESSION_INFERENCES = 1000
+# A query-string value (the UI and curl send these), bounded like the other text inputs.
+QueryText = Annotated[str, msgspec.Meta(max_length=512)]
+
+
+class SessionListQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """GET /api/v1/sessions query parameters; an empty value is the same as none."""
+
+    from_date: DateTime
+    to_date: DateTime | None = None
+    project_id: QueryText | None = None
+    user_id: QueryText | None = None
+    model: QueryText | None = None
+    search: QueryText | None = None
+    has_errors: bool | None = None
+    sort_by: SessionSortKey = "last_seen"
+    sort_order: Literal["asc", "desc"] = "desc"
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_SESSION_LIMIT)] = 50
+    offset: Annotated[int, msgspec.Meta(ge=0, le=MAX_SESSION_OFFSET)] = 0
+
+
+class SessionDetailQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """GET /api/v1/sessions/{session_id} query parameters."""
+
+    project_id: QueryText | None = None
+
+
+class SessionItem(msgspec.Struct, kw_only=True):
+    session_id: str
+    project_id: str
+    user_id: str
+    first_seen: str
+    last_seen: str
+    inference_count: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost_usd: float
+    error_count: int
+    models: list[str]
+
+
+class SessionListResponse(msgspec.Struct, kw_only=True):
+    items: list[SessionItem]
+    total_count: int
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class SessionMessage(msgspec.Struct, kw_only=True):
+    direction: str
+    index: int
+    role: str
+    content: str
+    tool_calls: list[Any]
+    tool_call_id: str
+    name: str
+    finish_reason: str
+
+
+class SessionInference(msgspec.Struct, kw_only=True):
+    inference_id: str
+    timestamp: str
+    model: str
+    provider: str
+    latency_ms: float
+    ttft_ms: float | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    is_success: bool
+    error_type: str
+    trace_id: str
+    messages: list[SessionMessage]
+
+
+class SessionDetail(msgspec.Struct, kw_only=True):
+    session_id: str
+    project_id: str
+    user_id: str
+    first_seen: str
+    last_seen: str
+    inference_count: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost_usd: float
+    error_count: int
+    models: list[str]
+    # More than MAX_SESSION_INFERENCES: the first ones only (the figures above cover them all).
+    truncated: bool
+    inferences: list[SessionInference]
