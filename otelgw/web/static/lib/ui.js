@@ -77,7 +77,8 @@ export function useApi(path, options, deps) {
 
 export function ErrorBox({ error }) {
   if (!error) return null;
-  return html`<div class="error" role="alert">${error.message || String(error)}</div>`;
+  const prefix = { 403: "Not allowed: ", 404: "Not found: " }[error.status] || "";
+  return html`<div class="error" role="alert">${prefix}${error.message || String(error)}</div>`;
 }
 
 export function Copy({ text, label }) {
