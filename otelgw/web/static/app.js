@@ -3,7 +3,7 @@ import { html, render, useState, useEffect, useLocation, Link, api, auth, projec
 import { InferencesPage } from "./pages/inferences.js";
 
 const PAGES = [
-  { match: /^\/$/, load: async () => InferencesPage },
+  { match: /^\/$/, load: async () => InferencesPage, component: InferencesPage },
   { match: /^\/inferences\/([^/]+)$/, load: async () => (await import("./pages/inference.js")).InferencePage },
   { match: /^\/traces\/([^/]+)$/, load: async () => (await import("./pages/trace.js")).TracePage },
   { match: /^\/sessions$/, load: async () => (await import("./pages/sessions.js")).SessionsPage },
@@ -75,7 +75,9 @@ function App() {
 
   if (needLogin) return html`<${Login} onDone=${loadMe} />`;
   if (error) return html`<main><${ErrorBox} error=${error} /></main>`;
-  if (!me || !page) return html`<p class="boot">Loading otelgw…</p>`;
+  // The page loads its data while /whoami is answered (one round trip less on the first view);
+  // a 401 on either shows the login form.
+  if (!page) return html`<p class="boot">Loading otelgw…</p>`;
   const section = path === "/" || path.startsWith("/inferences") || path.startsWith("/traces") ? "/" : "/" + path.split("/")[1];
   return html`
     <header class="top">
@@ -84,12 +86,13 @@ function App() {
         ${NAV.map(([href, label]) => html`<${Link} href=${href} aria-current=${section === href ? "page" : undefined}>${label}<//>`)}
       </nav>
       <div class="spacer"></div>
-      <${ProjectPicker} me=${me} />
-      <span class="who" title=${me.key_id ? `key ${me.key_id}` : "no key needed here"}>${me.role}${me.anonymous ? " (open)" : ""}</span>
-      ${!me.anonymous && html`<button type="button" class="link" onClick=${() => { auth.key = ""; setMe(null); setNeedLogin(true); }}>Sign out</button>`}
+      ${me && html`<${ProjectPicker} me=${me} />
+      <span class="who" title=${me.key_id ? `key ${me.key_id}` : "no key needed here"}>${me.role}${me.anonymous ? " (open)" : ""}</span>`}
+      ${me && !me.anonymous && html`<button type="button" class="link" onClick=${() => { auth.key = ""; setMe(null); setNeedLogin(true); }}>Sign out</button>`}
     </header>
     <main>
-      ${page.Component ? html`<${page.Component} params=${page.params} me=${me} />` : html`<h1>Not found</h1><p>No page at ${path}.</p>`}
+      ${page.Component ? (me || page.Component === PAGES[0].component ? html`<${page.Component} params=${page.params} me=${me} />` : html`<p class="boot">Loading…</p>`)
+        : html`<h1>Not found</h1><p>No page at ${path}.</p>`}
     </main>`;
 }
 
