@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from conftest import wait_until
 from otlp_client import post
 
 from otelgw.jsonlog import JsonFormatter, TextFormatter, request_scope
@@ -83,6 +84,8 @@ def test_grpc_metadata_traceparent_reaches_the_log_context(gateway) -> None:
             with pytest.raises(grpc.RpcError) as info:
                 export(b"\xff\xfe", metadata=(("traceparent", f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"),), timeout=10)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # The server logs after the status went out: wait for the line.
+        wait_until(lambda: seen, timeout=10)
     finally:
         logger.removeHandler(probe)
         logger.setLevel(old)
