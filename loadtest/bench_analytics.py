@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_query import call, free_port, timed  # noqa: E402
+from bench_query import call, finish, free_port, timed, wait_healthy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ["request_count", "latency", "ttft", "output_token", "cost"]
@@ -115,12 +113,7 @@ def main() -> int:
     proc = subprocess.Popen([otelgw, "serve"], env=env, start_new_session=True)
     api = f"http://127.0.0.1:{api_port}"
     try:
-        for _ in range(600):
-            try:
-                call(f"{api}/healthz")
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_healthy(api)
         now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 
         def analytics(days: int, unit: str, groups: list[str], topk: int | None) -> Any:
@@ -158,12 +151,7 @@ def main() -> int:
         results["metrics_bytes"] = len(text)
         print(f"/metrics: {len(lines)} samples, {len(text)} bytes")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(120)
-        if not args.reuse and not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        elif args.keep:
-            print(f"kept {workdir}")
+        finish(proc, workdir, args)
     if args.json:
         print(json.dumps(results))
     return 0

@@ -45,6 +45,26 @@ def call(url: str, body: Any = None, timeout: float = 120) -> tuple[float, Any]:
     return elapsed, json.loads(payload) if payload[:1] in (b"{", b"[") else payload
 
 
+def wait_healthy(base: str) -> None:
+    for _ in range(600):
+        try:
+            if call(f"{base}/healthz", timeout=2)[1]:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{base} did not become healthy")
+
+
+def finish(gateway: subprocess.Popen, workdir: Path, args: argparse.Namespace) -> None:
+    """Stop the gateway and drop the seeded directory unless it was reused or is kept."""
+    gateway.send_signal(signal.SIGTERM)
+    gateway.wait(120)
+    if not args.reuse and not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    elif args.keep:
+        print(f"kept {workdir}")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -91,12 +111,7 @@ def main() -> int:
     gateway = subprocess.Popen([*otelgw, "serve"], env=env)
     base = f"http://127.0.0.1:{api_port}"
     try:
-        for _ in range(600):
-            try:
-                if call(f"{base}/healthz", timeout=2)[1]:
-                    break
-            except OSError:
-                time.sleep(0.1)
+        wait_healthy(base)
         now = time.time()
         day = {"from_date": str(now - 86400), "to_date": str(now + 60)}
         month = {"from_date": str(now - args.days * 86400), "to_date": str(now + 60)}
@@ -136,12 +151,7 @@ def main() -> int:
                                  "mib": round(size / 2**20, 1)}
         print(f"{'CSV export, 24 h window':48s} {rows:,} rows in {elapsed:.2f} s = {rows / elapsed:,.0f} rows/s")
     finally:
-        gateway.send_signal(signal.SIGTERM)
-        gateway.wait(60)
-        if not args.reuse and not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        elif args.keep:
-            print(f"kept {workdir}")
+        finish(gateway, workdir, args)
     if args.json:
         print(json.dumps(results))
     return 0

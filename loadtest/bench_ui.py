@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_query import call, free_port, pct  # noqa: E402
+from bench_query import finish, free_port, pct, wait_healthy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -63,12 +62,7 @@ def main() -> int:
     proc = subprocess.Popen([otelgw, "serve"], env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                call(f"{base}/healthz")
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_healthy(base)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
             cold, warm, thousand = [], [], []
@@ -104,12 +98,7 @@ def main() -> int:
         results["assets_transferred_bytes"] = transferred
         print(f"assets transferred (gzip): {transferred / 1024:.1f} KiB")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(120)
-        if not args.reuse and not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        elif args.keep:
-            print(f"kept {workdir}")
+        finish(proc, workdir, args)
     if args.json:
         print(json.dumps(results))
     return 0
