@@ -22,6 +22,7 @@ from otelgw import __version__
 from otelgw.api.app import build_api_app
 from otelgw.auth import Authenticator
 from otelgw.config import Config, ConfigError, parse_addr, wal_fsync
+from otelgw.governance.audit import Auditor
 from otelgw.pipeline.admission import Admission
 from otelgw.pipeline.mapper import Mapper, MapperOptions
 from otelgw.pipeline.pipeline import Pipeline
@@ -122,6 +123,7 @@ class Gateway:
         self.reader = Reader(self._read_clients)
         self.auth = Authenticator(lambda: KeyStore(self._read_clients.get()).all(),
                                   allow_anonymous=cfg.allow_anonymous or _loopback(cfg.api_addr))
+        self.auditor = Auditor(self._read_clients)
         self._decode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-decode")
         self._runners: list[web.AppRunner] = []
         self._grpc: grpc.aio.Server | None = None
@@ -149,7 +151,8 @@ class Gateway:
             checks = {"writer": lambda: self.writer.stats.healthy, "accepting": lambda: not self._stopping,
                       "replayed": lambda: self.pipeline.replayed}
             api = build_api_app(self.reader, self.auth, cfg.flush_interval_ms / 1000, checks, self.status,
-                                self.telemetry, self.pipeline)
+                                self.telemetry, self.pipeline, self.auditor)
+            await self.auditor.start()
             self._api_runner, self.ports.api = await _start_site(api, cfg.api_addr)
         if cfg.otlp_http_addr:
             app = build_otlp_http_app(self.pipeline, self.auth, cfg.max_request_bytes, self._decode_pool,
@@ -187,6 +190,7 @@ class Gateway:
             await runner.cleanup()
         if self._api_runner is not None:
             await self._api_runner.cleanup()
+        await self.auditor.stop()
         await self.auth.stop()
         self.reader.close()
         self._decode_pool.shutdown(wait=False)

@@ -1,4 +1,4 @@
-"""otelgw serve | migrate | keys | seed | version."""
+"""otelgw serve | migrate | keys | seed | retention | data | audit | version."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from typing import Any
 
 from otelgw import __version__
 from otelgw.config import ConfigError, load_config
+from otelgw.governance import audit_cmd, data_cmd, retention_cmd
+
+# Commands that live in their own module: name -> module with add_command() and run().
+_COMMAND_MODULES = {"retention": retention_cmd, "data": data_cmd, "audit": audit_cmd}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--no-messages", action="store_true")
     seed.add_argument("--traces", type=int, default=0, help="also write this many synthetic traces to spans")
     seed.add_argument("--spans-per-trace", type=int, default=50)
+    for module in _COMMAND_MODULES.values():
+        module.add_command(command)
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -124,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         return _keys(args, cfg)
     if args.command == "seed":
         return _seed(args, cfg)
+    if args.command in _COMMAND_MODULES:
+        return _COMMAND_MODULES[args.command].run(args, cfg)
     from otelgw.app import serve
 
     try:

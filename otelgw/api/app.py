@@ -10,6 +10,8 @@ from aiohttp import web
 
 from otelgw.api import (
     analytics,
+    audit_log,
+    erasure,
     export,
     feedback,
     health,
@@ -17,6 +19,7 @@ from otelgw.api import (
     keys,
     observability_add,
     openapi,
+    retention,
     routes,
     search,
     semconv,
@@ -36,6 +39,7 @@ from otelgw.api.common import (
     error,
 )
 from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
+from otelgw.governance.audit import AUDIT_KEY, Auditor
 from otelgw.jsonlog import log_context
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.store.reader import Reader
@@ -76,6 +80,11 @@ ROUTES: list[tuple[str, str, Handler, str | None]] = [
     ("GET", routes.PATH_SESSIONS, sessions.list_sessions, routes.VIEWER),
     ("GET", routes.PATH_SESSION, sessions.get_session, routes.VIEWER),
     ("GET", routes.PATH_WHOAMI, keys.whoami, routes.VIEWER),
+    ("GET", routes.PATH_RETENTION, retention.get_retention, routes.ADMIN),
+    ("PUT", routes.PATH_RETENTION, retention.set_retention, routes.ADMIN),
+    ("POST", routes.PATH_DATA_DELETE, erasure.create_job, routes.ADMIN),
+    ("GET", routes.PATH_DATA_DELETE_JOB, erasure.get_job, routes.ADMIN),
+    ("GET", routes.PATH_AUDIT, audit_log.list_audit, routes.ADMIN),
     ("GET", routes.PATH_KEYS, keys.list_keys, routes.ADMIN),
     ("POST", routes.PATH_KEYS, keys.create_key, routes.ADMIN),
     ("DELETE", routes.PATH_KEY, keys.revoke_key, routes.ADMIN),
@@ -118,7 +127,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 def build_api_app(reader: Reader, auth: Authenticator, flush_interval_s: float,
                   ready_checks: dict[str, Callable[[], bool]],
                   status_snapshot: Callable[[], dict[str, Any]], telemetry: Telemetry,
-                  pipeline: Pipeline) -> web.Application:
+                  pipeline: Pipeline, auditor: Auditor | None = None) -> web.Application:
     app = web.Application(middlewares=[log_context, errors_as_json], client_max_size=MAX_BODY_BYTES)
     app[READER_KEY] = reader
     app[AUTH_KEY] = auth
@@ -128,6 +137,7 @@ def build_api_app(reader: Reader, auth: Authenticator, flush_interval_s: float,
     app[status.STATUS_KEY] = status_snapshot
     app[status.TELEMETRY_KEY] = telemetry
     app[observability_add.PIPELINE_KEY] = pipeline
+    app[AUDIT_KEY] = auditor or Auditor()
     for method, path, handler, role in ROUTES:
         app.router.add_route(method, path, _guard(handler, role))
     app[web_ui.WEB_ASSETS_KEY] = web_ui.WebAssets()
