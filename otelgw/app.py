@@ -23,6 +23,7 @@ from otelgw.api.app import build_api_app
 from otelgw.auth import Authenticator
 from otelgw.config import Config, ConfigError, parse_addr, wal_fsync
 from otelgw.governance.audit import Auditor
+from otelgw.governance.masking import masker_from_config
 from otelgw.pipeline.admission import Admission
 from otelgw.pipeline.mapper import Mapper, MapperOptions
 from otelgw.pipeline.pipeline import Pipeline
@@ -117,8 +118,13 @@ class Gateway:
         self.telemetry = Telemetry(max_models=cfg.metrics_max_models, max_projects=cfg.metrics_max_projects,
                                    max_providers=cfg.metrics_max_providers)
         self.writer.on_insert = self.telemetry.writer.observe
-        self.pipeline = Pipeline(build_mapper(cfg), self.writer, self.wal, admission, dead_letter_dir, sampler,
-                                 inference_series=self.telemetry.inferences)
+        mapper = build_mapper(cfg)
+        try:
+            masker = masker_from_config(cfg, mapper.conventions.content_attributes())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.pipeline = Pipeline(mapper, self.writer, self.wal, admission, dead_letter_dir, sampler,
+                                 inference_series=self.telemetry.inferences, masker=masker)
         self.telemetry.watch_status(self.status)
         self.reader = Reader(self._read_clients)
         self.auth = Authenticator(lambda: KeyStore(self._read_clients.get()).all(),

@@ -86,6 +86,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     attribute_value_max_chars: int = 16_384
     # Seconds SIGTERM may take to flush before the process exits anyway.
     shutdown_timeout_s: float = 30.0
+    # Masking at ingest (docs/privacy.md): secrets always; PII when on (or per project in the
+    # masking file); HMAC key for the attributes a project hashes.
+    mask_pii: bool = False
+    masking_file: str = ""
+    mask_hmac_key: str = ""
     # Label values /metrics keeps per label of the inference_* series; later ones read `other`.
     metrics_max_models: int = 200
     metrics_max_projects: int = 100
@@ -119,6 +124,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             errors.append(f"log_format: {self.log_format!r} is not json or text")
         if self.pricing_file and not Path(self.pricing_file).is_file():
             errors.append(f"pricing_file: {self.pricing_file!r} does not exist")
+        if self.masking_file and not Path(self.masking_file).is_file():
+            errors.append(f"masking_file: {self.masking_file!r} does not exist")
         if self.sampling_file and not Path(self.sampling_file).is_file():
             errors.append(f"sampling_file: {self.sampling_file!r} does not exist")
         return errors

@@ -286,6 +286,13 @@ class Conventions:
                 return fam
         return None
 
+    def content_attributes(self) -> tuple[list[str], list[str]]:
+        """(keys, prefixes) of the attributes any table reads messages from: what a "no content"
+        capture policy drops."""
+        keys = sorted({a for fam in self.families for spec in fam.messages for a in spec.attributes()})
+        prefixes = sorted({spec.prefix for fam in self.families for spec in fam.messages if spec.prefix})
+        return keys, prefixes
+
     def plan(self, family: Family | None) -> Plan:
         return self._plans[family.name if family else None]
 

@@ -17,7 +17,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -31,6 +31,9 @@ from otelgw.pipeline.sampler import BufferedSpan, TailSampler
 from otelgw.pipeline.wal import WalError, WalFull, WalRecord, WriteAheadLog
 from otelgw.store.writer import BatchWriter
 from otelgw.telemetry.inference import InferenceSeries
+
+if TYPE_CHECKING:
+    from otelgw.governance.masking import Masker
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +70,9 @@ class PipelineStats(msgspec.Struct):
 class Pipeline:
     def __init__(self, mapper: Mapper, writer: BatchWriter, wal: WriteAheadLog, admission: Admission,
                  dead_letter_dir: str | Path, sampler: TailSampler | None = None,
-                 inference_series: InferenceSeries | None = None) -> None:
+                 inference_series: InferenceSeries | None = None, masker: Masker | None = None) -> None:
         self._sampler = sampler
+        self._masker = masker
         self._inference_series = inference_series
         # (seq, received time) of accepted requests not yet committed: the writer's lag.
         self._uncommitted: collections.deque[tuple[int, float]] = collections.deque()
@@ -238,6 +242,9 @@ class Pipeline:
         for record in records:
             try:
                 batch = self.map_record(record)
+                if self._masker is not None:
+                    # Before anything is encoded: masked text never reaches a table.
+                    self._masker.apply(batch)
                 if self._inference_series is not None and batch.inferences:
                     self._inference_series.observe(batch.inferences)
                 if self._sampler is not None:
@@ -346,5 +353,6 @@ class Pipeline:
             "writer_lag_s": round(time.monotonic() - self._uncommitted[0][1], 3) if self._uncommitted else 0.0,
             "replayed": self.replayed,
             "sampler": msgspec.to_builtins(self._sampler.stats) if self._sampler else None,
+            "masking": self._masker.snapshot() if self._masker else {},
             "admission": self.admission.describe(),
         }

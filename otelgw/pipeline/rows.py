@@ -67,6 +67,7 @@ class InferenceRow(msgspec.Struct, kw_only=True):
     user_id: str = ""
     input_preview: str = ""
     output_preview: str = ""
+    masked: bool = False
     attributes: dict[str, str] = {}
     ingested_at: str = ""
 
@@ -80,6 +81,7 @@ class MessageRow(msgspec.Struct, kw_only=True):
     index: int
     role: str
     content: str = ""
+    content_length: int = 0
     tool_calls: str = ""
     tool_call_id: str = ""
     name: str = ""

@@ -89,6 +89,12 @@ class StatusCollector(Collector):
         yield rejected
         yield _counter("otelgw_pipeline_refused_requests", "Requests the pipeline refused before they were durable, "
                        "by reason (rate_limited, wal_full, overloaded, shutting_down).", "reason", pipeline["refused"])
+        masked = CounterMetricFamily("otelgw_masked_items", "Values masked at ingest, by project and detector.",
+                                     labels=["project", "detector"])
+        for project, detectors in sorted(pipeline.get("masking", {}).items()):
+            for detector, value in sorted(detectors.items()):
+                masked.add_metric([project, detector], value)
+        yield masked
         yield _counter("otelgw_pipeline_map_errors", "Records the mapper failed on (dead-lettered).", None,
                        pipeline["map_errors"])
         yield _gauge("otelgw_pipeline_queue_records", "Durable records not yet read by the mapper.",
