@@ -39,7 +39,7 @@ from otelgw.api.common import (
     error,
 )
 from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
-from otelgw.governance.audit import AUDIT_KEY, Auditor
+from otelgw.governance.audit import AUDIT_KEY, Auditor, audit
 from otelgw.jsonlog import log_context
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.store.reader import Reader
@@ -95,9 +95,9 @@ def _guard(handler: Handler, role: str | None) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         if role is not None:
             caller = request.app[AUTH_KEY].principal(bearer_token(request.headers.get("Authorization")))
+            request[PRINCIPAL] = caller  # before the role check: a refusal is audited with the caller
             if not caller.can(role):
                 raise Forbidden(f"this key's role ({caller.role}) may not do this (needs {role})")
-            request[PRINCIPAL] = caller
         return await handler(request)
 
     return guarded
@@ -108,12 +108,16 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         return await handler(request)
     except ApiError as exc:
+        if exc.status == 403:
+            audit(request, "access.denied", target=f"{request.method} {request.path}", result="forbidden")
         return error(exc.status, exc.code, exc.message)
     except Unauthorized as exc:
+        audit(request, "login.failed", target=f"{request.method} {request.path}", result="unauthorized")
         response = error(401, "unauthorized", str(exc))
         response.headers["WWW-Authenticate"] = 'Bearer realm="otelgw"'
         return response
     except Forbidden as exc:
+        audit(request, "access.denied", target=f"{request.method} {request.path}", result="forbidden")
         return error(403, "forbidden", str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -19,6 +19,7 @@ from aiohttp import web
 from otelgw.api.common import READER_KEY, ApiError, decode_body, principal, rfc3339_ns
 from otelgw.api.inferences import FINAL_SETTINGS, build_filter
 from otelgw.api.schemas import ExportRequest
+from otelgw.governance.audit import audit
 from otelgw.store.queries.listing import (
     EXPORT_FIELDS,
     Filter,
@@ -82,6 +83,8 @@ async def export_inferences(request: web.Request) -> web.StreamResponse:
     if body.format == "parquet" and total > PARQUET_MAX_ROWS:
         raise ApiError(400, "too_many_rows", f"{total} rows match; Parquet export is limited to {PARQUET_MAX_ROWS} "
                                              "(use csv or jsonl, which stream, or narrow the filters)")
+    audit(request, "inference.export", project=body.project_id or "",
+          detail=f"format={body.format} include_messages={str(body.include_messages).lower()} rows={total}")
     response = web.StreamResponse(headers={
         "Content-Type": MEDIA[body.format],
         "Content-Disposition": f'attachment; filename="inferences-{int(time.time())}.{body.format}"',

@@ -26,6 +26,7 @@ from otelgw.api.common import (
 )
 from otelgw.api.lookup import load_inference, parse_inference_id
 from otelgw.api.schemas import FeedbackItem, FeedbackList, FeedbackRequest, FeedbackSummary
+from otelgw.governance.audit import audit
 from otelgw.store.reader import Reader
 
 FEEDBACK_COLUMNS = ["feedback_id", "inference_id", "project_id", "timestamp", "kind", "name", "value", "label",
@@ -102,6 +103,8 @@ async def post_feedback(request: web.Request) -> web.Response:
         feedback_id, inference_id, row["project_id"], now, body.type, body.name or body.type, value, label, comment,
         "api", created_by, row["response_id"], row["trace_id"], row["span_id"], now,
     ]], FEEDBACK_COLUMNS)
+    audit(request, "feedback.create", target=inference_id, project=row["project_id"],
+          detail=f"feedback_id={feedback_id} type={body.type}")
     item = FeedbackItem(feedback_id=feedback_id, inference_id=inference_id, kind=body.type,
                         name=body.name or body.type, value=value, label=label, comment=comment, source="api",
                         created_by=created_by, timestamp=rfc3339_ns(int(now.timestamp() * 1e9)))
@@ -111,4 +114,6 @@ async def post_feedback(request: web.Request) -> web.Response:
 async def get_feedback(request: web.Request) -> web.Response:
     inference_id = parse_inference_id(request)
     row = await load_inference(request, inference_id)
-    return json_response(await feedback_list(request.app[READER_KEY], inference_id, row["response_id"]))
+    listed = await feedback_list(request.app[READER_KEY], inference_id, row["response_id"])
+    audit(request, "feedback.read", target=inference_id, project=row["project_id"])
+    return json_response(listed)

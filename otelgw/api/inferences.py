@@ -25,6 +25,7 @@ from otelgw.api.feedback import feedback_list
 from otelgw.api.lookup import load_inference, parse_inference_id
 from otelgw.api.schemas import MAX_LIMIT, InferenceFilter, InferenceItem, ListRequest, ListResponse
 from otelgw.auth import Principal
+from otelgw.governance.audit import audit
 from otelgw.store.queries.listing import (
     Cursor,
     Filter,
@@ -129,6 +130,8 @@ async def list_inferences(request: web.Request) -> web.Response:
                                            feedback_counts(reader, ids))
     by_id = {str(r["inference_id"]): r for r in fetched}
     rows = [by_id[i] for i in ids if i in by_id]
+    if rows:  # previews are content; an empty page (the UI's live poll, mostly) read none
+        audit(request, "inference.list", project=body.project_id or "", detail=f"returned={len(rows)}")
     next_cursor = None
     if has_more and page:
         last = page[-1]
@@ -169,4 +172,5 @@ async def get_inference(request: web.Request) -> web.Response:
         msg["tool_calls"] = _decoder.decode(msg["tool_calls"]) if msg["tool_calls"] else []
         msg.pop("timestamp_ns", None)
     detail = waterfall.detail(row, messages, spans, baseline[0] if baseline else {}, feedback)
+    audit(request, "inference.read", target=inference_id, project=row["project_id"])
     return json_response(detail)

@@ -8,7 +8,8 @@ import msgspec
 from aiohttp import web
 
 from otelgw.api.common import AUTH_KEY, READER_KEY, ApiError, decode_body, json_response, principal
-from otelgw.store.keys import ROLES, KeyStore
+from otelgw.governance.audit import audit
+from otelgw.store.keys import ROLES, ApiKey, KeyStore
 
 
 class CreateKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -16,6 +17,11 @@ class CreateKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     role: str
     ingest: bool = False
     name: str = ""
+
+
+def _audit_key(request: web.Request, action: str, record: ApiKey) -> None:
+    audit(request, action, target=record.key_id, project=record.projects[0] if len(record.projects) == 1 else "",
+          detail=f"role={record.role} ingest={str(record.ingest).lower()} projects={','.join(record.projects) or '*'}")
 
 
 def _public(record: object) -> dict:
@@ -42,6 +48,7 @@ async def create_key(request: web.Request) -> web.Response:
         lambda client: KeyStore(client).create(projects=body.projects, role=body.role, ingest=body.ingest,
                                                name=body.name))
     await request.app[READER_KEY].call(lambda client: request.app[AUTH_KEY].reload())
+    _audit_key(request, "key.create", created.record)
     return json_response({"key": created.key, **_public(created.record)}, status=201)
 
 
@@ -54,6 +61,7 @@ async def revoke_key(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", f"no key {key_id}")
     await request.app[READER_KEY].call(lambda client: KeyStore(client).revoke(key_id))
     await request.app[READER_KEY].call(lambda client: request.app[AUTH_KEY].reload())
+    _audit_key(request, "key.revoke", target)
     return json_response({"key_id": key_id, "revoked": True})
 
 

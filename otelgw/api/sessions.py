@@ -31,6 +31,7 @@ from otelgw.api.schemas import (
     SessionListResponse,
     SessionMessage,
 )
+from otelgw.governance.audit import audit
 from otelgw.store.queries.listing import Filter, where
 
 _decoder = msgspec.json.Decoder()
@@ -233,6 +234,7 @@ async def get_session(request: web.Request) -> web.Response:
             tool_calls=_tool_calls(m["tool_calls"]), tool_call_id=m["tool_call_id"], name=m["name"],
             finish_reason=m["finish_reason"]))
     s = summary_rows[0]
+    audit(request, "session.read", target=session_id, project=key["project_id"], detail=f"inferences={len(rows)}")
     return json_response(SessionDetail(
         session_id=session_id, project_id=key["project_id"], user_id=s["top_user"],
         first_seen=rfc3339_ns(s["first_ns"]), last_seen=rfc3339_ns(s["last_ns"]),

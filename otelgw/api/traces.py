@@ -22,6 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status, TracesData
 from otelgw import __version__
 from otelgw.api.common import READER_KEY, ApiError, json_response, principal
 from otelgw.api.lookup import load_inference, parse_inference_id
+from otelgw.governance.audit import audit
 from otelgw.protowire import len_field
 
 KINDS = {"unspecified": 0, "internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
@@ -127,10 +128,14 @@ async def _load(request: web.Request, trace_id: str) -> tuple[list[dict[str, Any
         # Trace detail sampled out (or never sent): the GenAI spans live on as inference rows.
         inferences = await reader.rows("traces", "inferences_of_trace", trace_id=trace_id, start_ns=start,
                                        end_ns=end)
-        rows = [span_from_inference(r) for r in inferences if caller.sees(r["project_id"])]
+        rows = [{**span_from_inference(r), "project_id": r["project_id"]} for r in inferences
+                if caller.sees(r["project_id"])]
         status = "SAMPLED_OUT" if rows else status
     if not rows:
         raise ApiError(404, "trace_not_found", f"trace {trace_id} not found")
+    projects = sorted({r.get("project_id", "") for r in rows})
+    audit(request, "trace.read", target=trace_id, project=projects[0] if len(projects) == 1 else "",
+          detail=f"spans={len(rows)} status={status} projects={','.join(projects)}")
     return rows, status
 
 
