@@ -3,10 +3,11 @@ stored copy of text: message content, previews, span and log attributes, span ev
 bodies, feedback comments, error messages. Applied to a record's rows after mapping and before
 anything is encoded for ClickHouse, so masked text never reaches any table.
 
-Speed: one combined regular expression per string (named groups, the first alternative that
-matches at a position wins), behind a cheap prefilter that skips strings that cannot hold any
-of them (no digit, no `@`, no key prefix); results are memoised per record, since the same
-values recur across a span's rows (span attributes, inference attributes, previews).
+Speed: a string is scanned once by a fast trigger pattern (runs of digits and separators) and
+tested for the secrets' literal prefixes (`sk-`, `AKIA`, `-----BEGIN`, ...) and `@`; the
+detectors' patterns then run only where a trigger is, the digit-made PII as one combined pattern
+on windows around the runs. Results are memoised per record, since the same values recur across
+a span's rows (span attributes, inference attributes, previews).
 
 Content capture per project: `full` (secrets still masked), `masked` (secrets and PII),
 `metadata` (no message content at all: message rows keep role, index and length only, the
@@ -31,36 +32,47 @@ from otelgw.pipeline.rows import RowBatch
 
 Capture = Literal["full", "masked", "metadata"]
 
-# (name, placeholder, pattern). Secrets first: at one position the first alternative wins.
-SECRETS: list[tuple[str, str, str]] = [
-    ("private_key", "[SECRET]",
+# Secrets: (name, the substrings one of which it needs, pattern). A pattern runs only on strings
+# holding one of its triggers (a plain substring test), and starts with a literal where it can,
+# so the regex engine skips ahead to it.
+SECRETS: list[tuple[str, tuple[str, ...], str]] = [
+    ("private_key", ("-----BEGIN",),
      r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z]+ )*PRIVATE KEY-----"),
-    ("url_password", "[SECRET]", r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,15}://[^\s:/@\"']{1,128}:(?P<pw>[^\s@/\"']{1,256})@"),
-    ("openai_key", "[SECRET]", r"\bsk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
-    ("aws_key", "[SECRET]", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    ("aws_secret", "[SECRET]", r"(?i:aws_secret_access_key)[\"']?\s*[=:]\s*[\"']?[A-Za-z0-9/+=]{40}"),
-    ("gcp_key", "[SECRET]", r"\bAIza[0-9A-Za-z_-]{35}\b"),
-    ("github_token", "[SECRET]", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
-    ("slack_token", "[SECRET]", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
-    ("otelgw_key", "[SECRET]", r"\botgw_[0-9a-f]{12}_[A-Za-z0-9_-]{16,}"),
-    ("bearer", "[SECRET]", r"\b[Bb]earer\s+[A-Za-z0-9._~+/=-]{16,}"),
+    ("url_password", ("://",), r"(?<![\w+.-])[a-zA-Z][a-zA-Z0-9+.-]{1,15}://[^\s:/@\"']{1,128}:(?P<pw>[^\s@/\"']{1,256})@"),
+    ("openai_key", ("sk-",), r"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+    ("aws_key", ("AKIA", "ASIA"), r"(?:AKIA|ASIA)[0-9A-Z]{16}(?![0-9A-Z])"),
+    ("aws_secret", ("ws_secret", "WS_SECRET"), r"(?i:aws_secret_access_key)[\"']?\s*[=:]\s*[\"']?[A-Za-z0-9/+=]{40}"),
+    ("gcp_key", ("AIza",), r"AIza[0-9A-Za-z_-]{35}"),
+    ("github_token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+     r"(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
+    ("slack_token", ("xox",), r"xox[abposr]-[A-Za-z0-9-]{10,}"),
+    ("otelgw_key", ("otgw_",), r"otgw_[0-9a-f]{12}_[A-Za-z0-9_-]{16,}"),
+    ("bearer", ("earer",), r"[Bb]earer\s+[A-Za-z0-9._~+/=-]{16,}"),
 ]
-PII: list[tuple[str, str, str]] = [
-    ("email", "[EMAIL]", r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b"),
-    ("iban", "[IBAN]", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"),
-    ("credit_card", "[CREDIT_CARD]", r"(?<![\d.])[2-6]\d{3}(?:[ -]?\d){9,15}(?![\d.])"),
-    ("ssn", "[SSN]", r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b"),
-    ("phone", "[PHONE]", r"(?<![\w+])\+[1-9](?:[ .-]?\(?\d\)?){7,14}(?!\d)"
-                         r"|(?<![\w.-])\(?[2-9]\d{2}\)?[ .-]\d{3}[ .-]\d{4}(?![\w-])"
-                         r"|(?<![\w.-])0\d{2,4}[ .-]\d{3,4}[ .-]?\d{3,4}(?![\w-])"),
-    ("ipv4", "[IP]", r"(?<![\w.])(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}(?!\w|\.\d)"),
-    ("ipv6", "[IP]", r"(?<![\w:])(?=[0-9A-Fa-f:]*[0-9A-Fa-f][0-9A-Fa-f:]*:[0-9A-Fa-f])(?:[0-9A-Fa-f]{0,4}:){2,7}"
-                     r"[0-9A-Fa-f]{0,4}(?![\w:])"),
+EMAIL = r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b"
+# The PII that is made of digits, in one combined pattern, run only on windows around the places
+# a fast scan found a run of digits and separators (or an IPv6-looking group).
+PII_DIGITS: list[tuple[str, str]] = [
+    ("iban", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"),
+    ("credit_card", r"(?<![\d.])[2-6]\d{3}(?:[ -]?\d){9,15}(?![\d.])"),
+    ("ssn", r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b"),
+    ("phone", r"(?<![\w+])\+[1-9](?:[ .-]?\(?\d\)?){7,14}(?!\d)"
+              r"|(?<![\w.-])\(?[2-9]\d{2}\)?[ .-]\d{3}[ .-]\d{4}(?![\w-])"
+              r"|(?<![\w.-])0\d{2,4}[ .-]\d{3,4}[ .-]?\d{3,4}(?![\w-])"),
+    ("ipv4", r"(?<![\w.])(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}(?!\w|\.\d)"),
+    ("ipv6", r"(?<![\w:])(?=[0-9A-Fa-f:]*[0-9A-Fa-f][0-9A-Fa-f:]*:[0-9A-Fa-f])(?:[0-9A-Fa-f]{0,4}:){2,7}"
+             r"[0-9A-Fa-f]{0,4}(?![\w:])"),
 ]
-DETECTORS = {name: placeholder for name, placeholder, _ in SECRETS + PII}
-# Nothing above can match a string that has none of these.
-_PREFILTER = re.compile(r"[\d@]|BEGIN|[Bb]earer|sk-|AIza|AKIA|ASIA|gh[pousr]_|github_pat_|xox|otgw_")
-# Well-known content-bearing attributes besides those the convention tables read messages from.
+_DIGIT_TRIGGER = re.compile(r"\d[\d .()+:/-]{5,}\d|[0-9A-Fa-f]{0,4}::?[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:")
+_WINDOW = 48
+# Any secret's trigger: one scan decides whether any secret pattern needs to run at all.
+_SECRET_TRIGGER = re.compile("|".join(re.escape(t) for _, triggers, _ in SECRETS for t in triggers))
+_SECRET_PATTERNS = {name: re.compile(pattern) for name, _, pattern in SECRETS}
+_EMAIL = re.compile(EMAIL)
+_PII_PATTERN = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in PII_DIGITS))
+PLACEHOLDERS = {**{name: "[SECRET]" for name, _, _ in SECRETS}, "email": "[EMAIL]", "iban": "[IBAN]",
+                "credit_card": "[CREDIT_CARD]", "ssn": "[SSN]", "phone": "[PHONE]", "ipv4": "[IP]", "ipv6": "[IP]"}
+DETECTORS = PLACEHOLDERS
 CONTENT_KEYS = {"gen_ai.prompt", "gen_ai.completion", "input.value", "output.value", "ai.prompt", "ai.prompt.messages",
                 "ai.response.text", "ai.response.object", "ai.response.toolCalls", "traceloop.entity.input",
                 "traceloop.entity.output", "langfuse.observation.input", "langfuse.observation.output",
@@ -105,6 +117,57 @@ def _ipv6_ok(text: str) -> bool:
 _VALIDATORS: dict[str, Callable[[str], bool]] = {"credit_card": _card_ok, "iban": iban_ok, "ipv6": _ipv6_ok}
 
 
+def _replacer(name: str, counts: dict[str, int]) -> Callable[[re.Match[str]], str]:
+    """The substitution for one detector (or, for the combined PII pattern, the group that
+    matched): validated matches become the placeholder and are counted."""
+    def replace(match: re.Match[str]) -> str:
+        which = name or match.lastgroup or ""
+        whole = match.group(0)
+        if which == "url_password":
+            start, end = match.span("pw")
+            counts[which] = counts.get(which, 0) + 1
+            return whole[:start - match.start()] + "[SECRET]" + whole[end - match.start():]
+        if which in ("openai_key", "aws_key", "gcp_key", "github_token", "slack_token", "otelgw_key", "bearer"):
+            before = match.string[match.start() - 1] if match.start() else " "
+            if before.isalnum() or before == "_":  # inside a longer word: not a key
+                return whole
+        validator = _VALIDATORS.get(which)
+        if validator is not None and not validator(whole):
+            return whole
+        counts[which] = counts.get(which, 0) + 1
+        return PLACEHOLDERS[which]
+
+    return replace
+
+
+def _mask_digit_pii(text: str, counts: dict[str, int]) -> str:
+    """Run the combined digit-PII pattern on windows around candidate runs only, widened to
+    whitespace so no match is cut at a window edge."""
+    windows: list[list[int]] = []
+    for found in _DIGIT_TRIGGER.finditer(text):
+        start = max(found.start() - _WINDOW, 0)
+        end = min(found.end() + _WINDOW, len(text))
+        space = text.rfind(" ", 0, start)
+        start = 0 if space < 0 or start - space > _WINDOW else space
+        space = text.find(" ", end)
+        end = len(text) if space < 0 or space - end > _WINDOW else space
+        if windows and start <= windows[-1][1]:
+            windows[-1][1] = max(windows[-1][1], end)
+        else:
+            windows.append([start, end])
+    if not windows:
+        return text
+    replace = _replacer("", counts)
+    parts: list[str] = []
+    last = 0
+    for start, end in windows:
+        parts.append(text[last:start])
+        parts.append(_PII_PATTERN.sub(replace, text[start:end]))
+        last = end
+    parts.append(text[last:])
+    return "".join(parts)
+
+
 class Rule(msgspec.Struct, forbid_unknown_fields=True):
     pattern: str
     placeholder: str = "[REDACTED]"
@@ -132,13 +195,13 @@ class MaskingStats(msgspec.Struct):
 class _Resolved:
     """One project's policy, compiled."""
 
-    __slots__ = ("capture", "drop", "hash", "pattern", "pii", "rule_names", "rules")
+    __slots__ = ("capture", "drop", "hash", "pii", "rule_names", "rules")
 
     def __init__(self, policy: ProjectPolicy, default_pii: bool) -> None:
         self.pii = default_pii if policy.pii is None else policy.pii
         self.capture: Capture = policy.capture or ("masked" if self.pii else "full")
-        detectors = SECRETS + (PII if self.pii and self.capture != "full" else [])
-        self.pattern = re.compile("|".join(f"(?P<{name}>{pattern})" for name, _, pattern in detectors))
+        # `full` capture keeps PII (secrets are masked whatever the policy).
+        self.pii = self.pii and self.capture != "full"
         self.rules = [(re.compile(rule.pattern), rule.placeholder) for rule in policy.rules]
         self.rule_names = [f"rule:{rule.placeholder}" for rule in policy.rules]
         self.drop = frozenset(policy.drop_attributes)
@@ -193,25 +256,16 @@ class Masker:
     # -- strings ---------------------------------------------------------------------------------
 
     def mask_text(self, text: str, policy: _Resolved, counts: dict[str, int]) -> str:
-        if not text:
-            return text
         out = text
-        if _PREFILTER.search(text):
-            def replace(match: re.Match[str]) -> str:
-                name = match.lastgroup or ""
-                if name == "url_password":
-                    counts[name] = counts.get(name, 0) + 1
-                    start, end = match.span("pw")
-                    whole = match.group(0)
-                    offset = match.start()
-                    return whole[:start - offset] + "[SECRET]" + whole[end - offset:]
-                validator = _VALIDATORS.get(name)
-                if validator is not None and not validator(match.group(0)):
-                    return match.group(0)
-                counts[name] = counts.get(name, 0) + 1
-                return DETECTORS[name]
-
-            out = policy.pattern.sub(replace, text)
+        if len(text) >= 6:
+            if _SECRET_TRIGGER.search(out):
+                for name, triggers, _ in SECRETS:
+                    if any(t in out for t in triggers):
+                        out = _SECRET_PATTERNS[name].sub(_replacer(name, counts), out)
+            if policy.pii:
+                if "@" in out:
+                    out = _EMAIL.sub(_replacer("email", counts), out)
+                out = _mask_digit_pii(out, counts)
         for (pattern, placeholder), name in zip(policy.rules, policy.rule_names, strict=True):
             out, n = pattern.subn(placeholder, out)
             if n:
