@@ -137,7 +137,9 @@ export function InferencesPage() {
     if (!live || cursor || (query.get("sort") || "timestamp") !== "timestamp" || query.get("order") === "asc") return undefined;
     const timer = setInterval(async () => {
       const body = { ...listBody(query), limit: 200 };
-      if (newest.current) body.from_date = newest.current;
+      // Strictly after the newest row shown (+1 ms): an empty poll reads no content (and is not
+      // an audited read).
+      if (newest.current) body.from_date = new Date(new Date(newest.current).getTime() + 1).toISOString();
       try {
         const data = await api("/api/v1/metrics/inferences/list", { method: "POST", body });
         setPage((current) => {
