@@ -19,10 +19,12 @@ import msgspec
 from aiohttp import web
 
 from otelgw import __version__
+from otelgw.api import erasure as erasure_api
 from otelgw.api.app import build_api_app
 from otelgw.auth import Authenticator
 from otelgw.config import Config, ConfigError, parse_addr, wal_fsync
 from otelgw.governance.audit import Auditor
+from otelgw.governance.erasure import ErasureRunner
 from otelgw.governance.masking import masker_from_config
 from otelgw.pipeline.admission import Admission
 from otelgw.pipeline.mapper import Mapper, MapperOptions
@@ -130,6 +132,7 @@ class Gateway:
         self.auth = Authenticator(lambda: KeyStore(self._read_clients.get()).all(),
                                   allow_anonymous=cfg.allow_anonymous or _loopback(cfg.api_addr))
         self.auditor = Auditor(self._read_clients)
+        self.erasure = ErasureRunner(self.dsn)
         self._decode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-decode")
         self._runners: list[web.AppRunner] = []
         self._grpc: grpc.aio.Server | None = None
@@ -158,8 +161,10 @@ class Gateway:
                       "replayed": lambda: self.pipeline.replayed}
             api = build_api_app(self.reader, self.auth, cfg.flush_interval_ms / 1000, checks, self.status,
                                 self.telemetry, self.pipeline, self.auditor)
+            api[erasure_api.RUNNER_KEY] = self.erasure
             await self.auditor.start()
             self._api_runner, self.ports.api = await _start_site(api, cfg.api_addr)
+        await self.erasure.start()  # resumes the erasure jobs a stop interrupted
         if cfg.otlp_http_addr:
             app = build_otlp_http_app(self.pipeline, self.auth, cfg.max_request_bytes, self._decode_pool,
                                       self.telemetry.receiver)
@@ -196,6 +201,7 @@ class Gateway:
             await runner.cleanup()
         if self._api_runner is not None:
             await self._api_runner.cleanup()
+        await self.erasure.stop()
         await self.auditor.stop()
         await self.auth.stop()
         self.reader.close()
