@@ -280,6 +280,24 @@ class Masker:
 
     def _attributes(self, attrs: dict[str, str], policy: _Resolved, memo: dict[str, str],
                     counts: dict[str, int]) -> tuple[dict[str, str], bool]:
+        if not attrs:
+            return attrs, False
+        plain = not (policy.drop or policy.hash or policy.capture == "metadata")
+        if plain and not policy.rules and not policy.pii and not _SECRET_TRIGGER.search("\x00".join(attrs.values())):
+            # One scan of all values together: no secret's trigger, nothing to mask. (With PII on,
+            # digits are too common for this to pay.)
+            return attrs, False
+        if plain:
+            # Only the values that change are looked at twice; most attribute maps keep all.
+            changes: dict[str, str] = {}
+            for key, value in attrs.items():
+                masked = memo.get(value)
+                if masked is None:
+                    masked = memo[value] = self.mask_text(value, policy, counts) if len(value) >= 6 or \
+                        policy.rules else value
+                if masked != value:
+                    changes[key] = masked
+            return ({**attrs, **changes}, True) if changes else (attrs, False)
         changed = False
         out: dict[str, str] = {}
         for key, value in attrs.items():
@@ -293,7 +311,7 @@ class Masker:
             masked = memo.get(value)
             if masked is None:
                 masked = memo[value] = self.mask_text(value, policy, counts)
-            changed |= masked is not value and masked != value
+            changed |= masked != value
             out[key] = masked
         return (out, True) if changed else (attrs, False)
 
@@ -359,11 +377,16 @@ class Masker:
             if did or before != (row.input_preview, row.output_preview, row.error_message) \
                     or row.inference_id in changed_inferences:
                 row.masked = True
+        resources: dict[int, dict[str, str]] = {}  # a resource's map is shared by its spans
         for row in batch.spans:
             policy = self.policy(row.project_id)
             row.attributes, _ = self._attributes(row.attributes, policy, memo, tally(row.project_id))
-            row.resource_attributes, _ = self._attributes(row.resource_attributes, policy, memo,
-                                                          tally(row.project_id))
+            shared = id(row.resource_attributes)
+            masked_resource = resources.get(shared)
+            if masked_resource is None:
+                masked_resource = resources[shared] = self._attributes(row.resource_attributes, policy, memo,
+                                                                       tally(row.project_id))[0]
+            row.resource_attributes = masked_resource
             row.status_message = text(row.status_message, policy, row.project_id)
             row.events = self._events(row.events, policy, memo, tally(row.project_id)) \
                 if policy.capture != "metadata" else _strip_event_attributes(row.events)
