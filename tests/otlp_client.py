@@ -4,6 +4,7 @@ a generic channel call with raw bytes."""
 from __future__ import annotations
 
 import gzip
+import json
 import urllib.error
 import urllib.request
 from typing import Any
@@ -60,3 +61,14 @@ def get_json(url: str, timeout: float = 30) -> tuple[int, Any]:
 
     result = post(url, None, method="GET", timeout=timeout)
     return result.status, json.loads(result.body) if result.body else None
+
+
+def call_api(base_url: str, method: str, path: str, key: str | None = None, body: Any = None) -> tuple[int, Any]:
+    """A JSON API call with an optional bearer key: (status, decoded JSON or raw bytes)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    data = json.dumps(body).encode() if body is not None else None
+    result = post(f"{base_url}{path}", data, "application/json", headers, method=method)
+    try:
+        return result.status, json.loads(result.body)
+    except ValueError:
+        return result.status, result.body

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from conftest import start_gateway
-from otlp_client import post, post_otlp
+from otlp_client import call_api, post_otlp
 
 from otelgw.governance.audit import AuditEvent, Auditor, encode_events
 from otelgw.pipeline.mapper import derived_inference_id
@@ -62,13 +62,7 @@ def gw(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def call(gateway, method: str, path: str, key: str | None, body: Any = None) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    data = json.dumps(body).encode() if body is not None else None
-    result = post(f"{gateway.api_url}{path}", data, "application/json", headers, method=method)
-    try:
-        return result.status, json.loads(result.body)
-    except ValueError:
-        return result.status, result.body
+    return call_api(gateway.api_url, method, path, key, body)
 
 
 def flush(gateway) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest import start_gateway
-from otlp_client import post, post_otlp
+from otlp_client import call_api, post, post_otlp
 
 from otelgw.auth import Authenticator
 from otelgw.pipeline.mapper import derived_inference_id
@@ -52,13 +52,7 @@ def secured(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def call(gateway, method: str, path: str, key: str | None, body: Any = None) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    data = json.dumps(body).encode() if body is not None else None
-    result = post(f"{gateway.api_url}{path}", data, "application/json", headers, method=method)
-    try:
-        return result.status, json.loads(result.body)
-    except ValueError:
-        return result.status, result.body
+    return call_api(gateway.api_url, method, path, key, body)
 
 
 def routes(ids: dict[str, str], project: str) -> list[tuple[str, str, Any, str]]:

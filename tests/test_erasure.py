@@ -23,7 +23,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
-from otlp_client import post
+from otlp_client import call_api
 
 from otelgw.cli import _parser
 from otelgw.config import Config
@@ -165,13 +165,7 @@ def key_for(gateway: RunningGateway, name: str = "admin") -> str:
 def call(gateway: RunningGateway, method: str, path: str, body: Any = None, key: str | None = None,
          ) -> tuple[int, Any]:
     key = key if key is not None else key_for(gateway)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    data = json.dumps(body).encode() if body is not None else None
-    result = post(f"{gateway.api_url}{path}", data, "application/json", headers, method=method)
-    try:
-        return result.status, json.loads(result.body)
-    except ValueError:
-        return result.status, result.body
+    return call_api(gateway.api_url, method, path, key, body)
 
 
 def table_counts(gateway: RunningGateway, project: str, fed: Fed) -> dict[str, int]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import RunningGateway
-from otlp_client import post, post_otlp
+from otlp_client import call_api, post_otlp
 
 from otelgw.governance.retention import BUILTIN_DEFAULTS, TABLES, RetentionPolicy, RetentionStore, ttl_statements
 from otelgw.store.keys import KeyStore
@@ -25,13 +25,7 @@ OTHER = "other"
 
 
 def call(gateway: RunningGateway, method: str, path: str, key: str | None, body: Any = None) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    data = json.dumps(body).encode() if body is not None else None
-    result = post(f"{gateway.api_url}{path}", data, "application/json", headers, method=method)
-    try:
-        return result.status, json.loads(result.body)
-    except ValueError:
-        return result.status, result.body
+    return call_api(gateway.api_url, method, path, key, body)
 
 
 @pytest.fixture(scope="module")

@@ -265,6 +265,9 @@ def test_dashboard_and_settings(tab: Page, fed: dict[str, Any]) -> None:
     tab.shot("dashboard")
     page = tab.goto("/settings")
     page.get_by_text("API keys").first.wait_for()
+    page.locator('[data-testid="retention"]').wait_for()
+    assert "30 d" in page.locator('[data-testid="retention"]').inner_text()  # the default content retention
+    page.locator('[data-testid="masking-status"]').wait_for()
     tab.shot("settings")
 
 

@@ -185,8 +185,27 @@ function Gateway() {
         <div class=${refused ? "bad" : "muted"}>${count(refused)} requests refused (rate limit, full log, overload)</div>
       <//>
     </dl>
-    <p class="note" data-testid="settings-pending">Retention and masking settings will appear here once they exist (issue 10).</p>
+    <${Masking} masking=${pipeline.masking || {}} />
   </div>`;
+}
+
+function Masking({ masking }) {
+  const rows = Object.entries(masking).flatMap(([project, detectors]) => Object.entries(detectors).map(([d, n]) => [project, d, n]));
+  return html`<div data-testid="masking-status"><h2>Masking</h2>
+    <p class="muted">Secrets are always masked at ingest; PII and the content capture policy are set per project (docs/privacy.md).</p>
+    ${rows.length ? html`<table class="grid"><thead><tr><th>Project</th><th>Detector</th><th class="num">Values masked</th></tr></thead>
+      <tbody>${rows.map(([p, d, n]) => html`<tr><td>${p}</td><td>${d}</td><td class="num">${count(n)}</td></tr>`)}</tbody></table>`
+      : html`<p class="empty">Nothing masked since this process started.</p>`}</div>`;
+}
+
+function Retention() {
+  const { data, error } = useApi("/api/v1/retention");
+  if (error) return html`<${ErrorBox} error=${error} />`;
+  if (!data) return html`<p class="boot">Loading…</p>`;
+  const row = (name, p) => html`<tr><td>${name}</td><td class="num">${p.content_days} d</td><td class="num">${p.spans_days} d</td><td class="num">${p.numbers_days} d</td></tr>`;
+  return html`<div data-testid="retention"><p class="muted">Change with <code>otelgw retention set</code> or <code>PUT /api/v1/retention</code>.</p>
+    <table class="grid"><thead><tr><th>Project</th><th class="num">Content</th><th class="num">Span detail</th><th class="num">Numbers</th></tr></thead>
+    <tbody>${row("defaults", data.defaults)}${(data.projects || []).map((p) => row(p.project_id || p.project, p))}</tbody></table></div>`;
 }
 
 export function SettingsPage({ me }) {
@@ -196,6 +215,8 @@ export function SettingsPage({ me }) {
     ${me.role === "admin"
       ? html`<${Keys} me=${me} />`
       : html`<p class="note" data-testid="keys-admin-only">Only admins manage API keys; this key's role is ${me.role}. Ask an admin for a new key.</p>`}
+    <h2>Retention</h2>
+    ${me.role === "admin" ? html`<${Retention} />` : html`<p class="muted">Admins see and change retention.</p>`}
     <h2>Gateway</h2>
     <${Gateway} />
   </section>`;
