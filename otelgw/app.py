@@ -30,7 +30,8 @@ from otelgw.pipeline.admission import Admission
 from otelgw.pipeline.mapper import Mapper, MapperOptions
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.sampler import TailSampler, load_sampling
-from otelgw.pipeline.wal import CutLog, WriteAheadLog
+from otelgw.pipeline.wal import CutLog, WalError, WriteAheadLog
+from otelgw.pipeline.wal_cipher import WalCipher
 from otelgw.pricing import Pricing
 from otelgw.receiver.otlp_grpc import build_otlp_grpc_server
 from otelgw.receiver.otlp_http import build_otlp_http_app
@@ -99,7 +100,8 @@ class Gateway:
         wal_dir = Path(cfg.wal_dir) if cfg.wal_dir else Path(cfg.data_dir) / "wal"
         dead_letter_dir = Path(cfg.data_dir) / "dead-letter"
         self.wal = WriteAheadLog(wal_dir, fsync_ms=wal_fsync(cfg), max_bytes=cfg.wal_max_bytes,
-                                 segment_bytes=cfg.wal_segment_bytes)
+                                 segment_bytes=cfg.wal_segment_bytes,
+                                 cipher=WalCipher(cfg.wal_encryption_key) if cfg.wal_encryption_key else None)
         self.writer = BatchWriter(
             self._write_clients,
             batch_rows=cfg.batch_rows,
@@ -155,7 +157,10 @@ class Gateway:
             log.warning("no API key exists: the query API answers anyone who can reach it",
                         extra={"api_addr": cfg.api_addr})
         self.writer.start()
-        await self.pipeline.start()
+        try:
+            await self.pipeline.start()
+        except WalError as exc:  # e.g. an encrypted log and no (or the wrong) key: refuse, keep it
+            raise ConfigError(str(exc)) from exc
         if cfg.api_addr:
             checks = {"writer": lambda: self.writer.stats.healthy, "accepting": lambda: not self._stopping,
                       "replayed": lambda: self.pipeline.replayed}

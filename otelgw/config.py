@@ -91,6 +91,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mask_pii: bool = False
     masking_file: str = ""
     mask_hmac_key: str = ""
+    # Encrypts the request bytes in write-ahead-log segments at rest (AES-256-GCM); at least 16
+    # characters. A log written with a key needs the same key to replay.
+    wal_encryption_key: str = ""
     # Label values /metrics keeps per label of the inference_* series; later ones read `other`.
     metrics_max_models: int = 200
     metrics_max_projects: int = 100
@@ -124,6 +127,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             errors.append(f"log_format: {self.log_format!r} is not json or text")
         if self.pricing_file and not Path(self.pricing_file).is_file():
             errors.append(f"pricing_file: {self.pricing_file!r} does not exist")
+        if self.wal_encryption_key and len(self.wal_encryption_key) < 16:
+            errors.append("wal_encryption_key: must be at least 16 characters")
         if self.masking_file and not Path(self.masking_file).is_file():
             errors.append(f"masking_file: {self.masking_file!r} does not exist")
         if self.sampling_file and not Path(self.sampling_file).is_file():

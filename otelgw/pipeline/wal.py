@@ -43,6 +43,7 @@ from typing import BinaryIO
 import msgspec
 
 from otelgw.pipeline.request import Signal
+from otelgw.pipeline.wal_cipher import WalCipher, WalDecryptError, is_sealed
 from otelgw.protowire import read_varint, varint
 
 log = logging.getLogger(__name__)
@@ -171,8 +172,9 @@ class WriteAheadLog:
     fsync off (unsafe: a power loss loses what the OS had not written yet)."""
 
     def __init__(self, directory: str | Path, *, fsync_ms: int | None, max_bytes: int,
-                 segment_bytes: int = 64 * 1024 * 1024) -> None:
+                 segment_bytes: int = 64 * 1024 * 1024, cipher: WalCipher | None = None) -> None:
         self.dir = Path(directory)
+        self.cipher = cipher
         self.fsync_ms = fsync_ms
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
@@ -212,6 +214,9 @@ class WriteAheadLog:
             for _, end, record in iter_segment(data):
                 if record is None:
                     break
+                if record.seq > self._checkpoint:
+                    # Records to replay must be readable: refuse to start rather than skip them.
+                    self.unseal(record)
                 good_end, seg_last = end, record.seq
             if good_end < len(data):
                 self.stats.truncated_tails += 1
@@ -265,6 +270,18 @@ class WriteAheadLog:
 
     # -- appending -----------------------------------------------------------------------------
 
+    def unseal(self, record: WalRecord) -> WalRecord:
+        """The record with its request in clear (raises WalError when it cannot be)."""
+        if not is_sealed(record.request):
+            return record
+        if self.cipher is None:
+            raise WalError(f"the write-ahead log in {self.dir} is encrypted: set OTELGW_WAL_ENCRYPTION_KEY to the key "
+                           "it was written with (its records stay on disk until then)")
+        try:
+            return msgspec.structs.replace(record, request=self.cipher.open(record.seq, record.request))
+        except WalDecryptError as exc:
+            raise WalError(str(exc)) from exc
+
     def check_room(self, size: int) -> None:
         if self.size_bytes + size > self.max_bytes:
             self.stats.full_refusals += 1
@@ -273,6 +290,8 @@ class WriteAheadLog:
     def append(self, signal: Signal, project: str, received_ns: int,
                request: bytes) -> tuple[int, asyncio.Future[None]]:
         """Write one record now; the future resolves once it is durable. Raises WalFull."""
+        if self.cipher is not None:
+            request = self.cipher.seal(self._next_seq, request)
         data = encode_record(WalRecord(self._next_seq, signal, project, received_ns, request))
         self.check_room(len(data))
         segment = self._current_segment(len(data))
@@ -447,6 +466,7 @@ class WalCursor:
                 consumed = end
                 if record.seq <= self.position:
                     continue
+                record = self._wal.unseal(record)
                 out.append(record)
                 self.position = record.seq
                 size += len(record.request)
