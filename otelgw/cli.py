@@ -25,7 +25,11 @@ def _parser() -> argparse.ArgumentParser:
         return cmd
 
     command("serve", "run the gateway (OTLP gRPC + HTTP receivers and the query API)")
-    command("migrate", "apply pending ClickHouse migrations and exit")
+    migrate = command("migrate", "apply pending ClickHouse migrations and exit")
+    migrate.add_argument("--cluster", help="the ON CLUSTER form for a ClickHouse cluster of this name "
+                                           "(Replicated local tables + Distributed tables; docs/scaling.md)")
+    migrate.add_argument("--print", action="store_true", dest="print_only",
+                         help="with --cluster: print the statements instead of running them")
     keys = command("keys", "manage API keys (the store must not be in use by a running embedded gateway)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it (shown once)")
@@ -85,6 +89,33 @@ def _keys(args: argparse.Namespace, cfg: Any) -> int:
         clients.close()
 
 
+def _migrate_cluster(args: argparse.Namespace, cfg: Any) -> int:
+    from otelgw.store.client import DSN, ClientFactory
+    from otelgw.store.cluster import apply_cluster_migrations, cluster_migrations
+
+    try:
+        migrations = cluster_migrations(args.cluster)
+    except ValueError as exc:
+        print(f"otelgw: {exc}", file=sys.stderr)
+        return 2
+    if args.print_only:
+        for migration, statements in migrations:
+            print(f"-- {migration.version:03d}_{migration.name}")
+            for statement in statements:
+                print(statement.strip() + ";\n")
+        return 0
+    clients = ClientFactory(DSN(cfg.clickhouse_dsn))
+    try:
+        applied = apply_cluster_migrations(clients.get(), args.cluster)
+    except Exception as exc:  # the server's refusal (no such cluster, no Keeper) is the message
+        print(f"otelgw: cluster migration failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        clients.close()
+    print("applied: " + (", ".join(f"{m.version:03d}_{m.name}" for m in applied) or "nothing (schema is current)"))
+    return 0
+
+
 def _seed(args: argparse.Namespace, cfg: Any) -> int:
     from otelgw.seed import seed, seed_spans
 
@@ -120,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     from otelgw.jsonlog import setup_logging
 
     setup_logging(cfg.log_level, cfg.log_format)
+    if args.command == "migrate" and args.cluster:
+        return _migrate_cluster(args, cfg)
     if args.command == "migrate":
         from otelgw.app import migrate
 
