@@ -17,6 +17,16 @@
 
 ALTER TABLE inferences ADD COLUMN IF NOT EXISTS queue_ms Nullable(Float64) AFTER ttft_source;
 
+-- When a migration step happened (the first time, whichever gateway ran it): backfills read only
+-- rows stored before their view existed.
+CREATE TABLE IF NOT EXISTS migration_marks
+(
+    name String,
+    at   DateTime64(3, 'UTC')
+)
+ENGINE = MergeTree
+ORDER BY name;
+
 CREATE TABLE IF NOT EXISTS inference_stats_1m
 (
     minute          DateTime('UTC'),
@@ -91,6 +101,8 @@ SELECT
 FROM inferences
 GROUP BY minute, project_id, model, provider, service_name;
 
+INSERT INTO migration_marks VALUES ('inference_stats_1m_mv', now64(3));
+
 CREATE MATERIALIZED VIEW IF NOT EXISTS inference_stats_1h_mv TO inference_stats_1h AS
 SELECT
     toStartOfHour(minute) AS minute,
@@ -144,7 +156,16 @@ FROM inference_stats_1h
 GROUP BY minute, project_id, model, provider, service_name;
 
 -- Rows written before the views existed (the hour and day tables follow through their views).
+-- Safe when several gateways start together and each applies this migration: the backfill has
+-- a fixed deduplication token (a second copy is dropped, and so are its views' inserts), and
+-- it reads only rows stored before the minute view was created (later ones are the view's).
+ALTER TABLE inference_stats_1m MODIFY SETTING non_replicated_deduplication_window = 1000;
+ALTER TABLE inference_stats_1h MODIFY SETTING non_replicated_deduplication_window = 1000;
+ALTER TABLE inference_stats_1d MODIFY SETTING non_replicated_deduplication_window = 1000;
+
 INSERT INTO inference_stats_1m
+SETTINGS insert_deduplication_token = 'otelgw-migration-006-backfill', insert_deduplicate = 1,
+         deduplicate_blocks_in_dependent_materialized_views = 1
 SELECT
     toStartOfMinute(timestamp) AS minute,
     project_id,
@@ -173,4 +194,5 @@ SELECT
     sumMapIf(map(toUInt16(greatest(0, least(65535, round(log(greatest(inferences.output_tokens * 1000 / (latency_ms - ifNull(ttft_ms, 0)), 0.000001) * 1000) / log(1.05))))), toUInt64(1)),
              inferences.output_tokens > 0 AND latency_ms - ifNull(ttft_ms, 0) > 0) AS tps_h
 FROM inferences FINAL
+WHERE ingested_at < (SELECT min(at) FROM migration_marks WHERE name = 'inference_stats_1m_mv')
 GROUP BY minute, project_id, model, provider, service_name;

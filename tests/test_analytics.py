@@ -274,3 +274,32 @@ def test_ingested_spans_reach_the_rollups(gateway) -> None:
     after = totals()
     assert (after[0] - before[0], after[1] - before[1], after[2] - before[2]) == \
         (1, expected["input_tokens"], expected["output_tokens"])
+
+
+def test_two_gateways_applying_the_rollup_migration_count_old_rows_once(chdb_path) -> None:
+    """Migration 006 backfills the rollups from existing rows; two gateways starting together
+    both run it. The backfill's fixed deduplication token (for the views' inserts too) and its
+    time bound keep every old inference counted once."""
+    import time as clock
+    import uuid as uuidlib
+
+    from otelgw.store.client import DSN, ClientFactory
+    from otelgw.store.migrate import discover
+    database = f"t_backfill_{uuidlib.uuid4().hex[:8]}"
+    ClientFactory(DSN(f"chdb://{chdb_path}")).get().command(f"CREATE DATABASE {database}")
+    client = ClientFactory(DSN(f"chdb://{chdb_path}?database={database}")).get()
+    migrations = discover()
+    for migration in migrations:
+        if migration.version < 6:
+            for statement in migration.statements():
+                client.command(statement)
+    client.command("INSERT INTO inferences (inference_id, project_id, timestamp, end_timestamp, request_model, "
+                   "latency_ms, ingested_at) SELECT generateUUIDv4(number), 'p', now64(9), now64(9), 'm', 10, "
+                   "now64(3) - 5 FROM numbers(100)")
+    clock.sleep(0.01)
+    (rollups,) = [m for m in migrations if m.version == 6]
+    for _ in range(2):
+        for statement in rollups.statements():
+            client.command(statement)
+    for table in ("inference_stats_1m", "inference_stats_1h", "inference_stats_1d"):
+        assert client.query(f"SELECT sum(requests) FROM {table}").result_rows[0][0] == 100, table

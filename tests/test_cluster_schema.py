@@ -11,17 +11,30 @@ import uuid
 from pathlib import Path
 
 import pytest
-from chdb import session as chdb_session
 
+from otelgw.store.client import DSN, ClientFactory
 from otelgw.store.cluster import GLOBAL_TABLES, SHARD_KEYS, cluster_migrations, cluster_statements
 from otelgw.store.migrate import discover
 
 CLUSTER = "otelgw_cluster"
 
 
+class _Db:
+    """SQL on one database of the test session's chDB directory (one directory per process)."""
+
+    def __init__(self, path: Path, database: str) -> None:
+        self.factory = ClientFactory(DSN(f"chdb://{path}?database={database}"))
+
+    def run(self, sql: str) -> None:
+        self.factory.get().command(sql)
+
+    def rows(self, sql: str) -> list[tuple]:
+        return self.factory.get().query(sql).result_rows
+
+
 @pytest.fixture(scope="module")
-def chdb(tmp_path_factory: pytest.TempPathFactory):
-    return chdb_session.Session(str(tmp_path_factory.mktemp("cluster-schema")))
+def chdb(chdb_path: Path) -> _Db:
+    return _Db(chdb_path, "default")
 
 
 def _statements() -> list[str]:
@@ -33,7 +46,7 @@ def test_every_statement_parses(chdb) -> None:
     assert len(statements) > 60
     for statement in statements:
         literal = statement.replace("\\", "\\\\").replace("'", "\\'")
-        formatted = chdb.query(f"SELECT formatQuery('{literal}')", "TSVRaw").bytes().decode()
+        formatted = chdb.rows(f"SELECT formatQuery('{literal}')")[0][0]
         assert "ON CLUSTER" in formatted, statement[:80]
 
 
@@ -63,26 +76,23 @@ def _single_node(statement: str) -> str:
 
 
 def _columns(chdb, database: str) -> dict[str, list[tuple[str, str]]]:
-    rows = chdb.query(f"SELECT table, name, type FROM system.columns WHERE database = '{database}' "
-                      "ORDER BY table, position", "TSVRaw").bytes().decode().splitlines()
     out: dict[str, list[tuple[str, str]]] = {}
-    for row in rows:
-        table, name, kind = row.split("\t")
+    for table, name, kind in chdb.rows(f"SELECT table, name, type FROM system.columns WHERE database = '{database}' "
+                                       "ORDER BY table, position"):
         out.setdefault(table, []).append((name, kind))
     return out
 
 
-def test_cluster_schema_has_the_single_node_columns(chdb) -> None:
+def test_cluster_schema_has_the_single_node_columns(chdb, chdb_path: Path) -> None:
     single, cluster = f"single_{uuid.uuid4().hex[:8]}", f"cluster_{uuid.uuid4().hex[:8]}"
     for database in (single, cluster):
-        chdb.query(f"CREATE DATABASE {database}")
+        chdb.run(f"CREATE DATABASE {database}")
+    one_db, many_db = _Db(chdb_path, single), _Db(chdb_path, cluster)
     for migration in discover():
         for statement in migration.statements():
-            chdb.query(f"USE {single}")
-            chdb.query(statement)
-    chdb.query(f"USE {cluster}")
+            one_db.run(statement)
     for statement in _statements():
-        chdb.query(_single_node(statement))
+        many_db.run(_single_node(statement))
     one, many = _columns(chdb, single), _columns(chdb, cluster)
     tables = {t for t in one if not t.endswith("_mv")}
     assert tables
@@ -90,10 +100,10 @@ def test_cluster_schema_has_the_single_node_columns(chdb) -> None:
         assert many.get(table) == one[table], table  # the Distributed (or global) table
         if table in SHARD_KEYS:
             assert many.get(f"{table}_local") == one[table], f"{table}_local"
-    views = chdb.query(f"SELECT name FROM system.tables WHERE database = '{cluster}' AND engine = "
-                       "'MaterializedView'", "TSVRaw").bytes().decode().split()
-    single_views = chdb.query(f"SELECT name FROM system.tables WHERE database = '{single}' AND engine = "
-                              "'MaterializedView'", "TSVRaw").bytes().decode().split()
+    views = [r[0] for r in chdb.rows(f"SELECT name FROM system.tables WHERE database = '{cluster}' "
+                                     "AND engine = 'MaterializedView'")]
+    single_views = [r[0] for r in chdb.rows(f"SELECT name FROM system.tables WHERE database = '{single}' "
+                                            "AND engine = 'MaterializedView'")]
     assert sorted(views) == sorted(single_views) and len(views) == 5
 
 
