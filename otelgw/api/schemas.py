@@ -355,19 +355,7 @@ class SessionInference(msgspec.Struct, kw_only=True):
     messages: list[SessionMessage]
 
 
-class SessionDetail(msgspec.Struct, kw_only=True):
-    session_id: str
-    project_id: str
-    user_id: str
-    first_seen: str
-    last_seen: str
-    inference_count: int
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
-    cost_usd: float
-    error_count: int
-    models: list[str]
+class SessionDetail(SessionItem, kw_only=True):
     # More than MAX_SESSION_INFERENCES: the first ones only (the figures above cover them all).
     truncated: bool
     inferences: list[SessionInference]
