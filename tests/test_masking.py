@@ -222,3 +222,18 @@ def test_masked_counters_on_metrics(masked: RunningGateway) -> None:
     lines = [line for line in text.splitlines() if line.startswith("otelgw_masked_items_total{")]
     assert any('project="open"' in line and 'detector="openai_key"' in line for line in lines)
     assert not any('project="open"' in line and 'detector="email"' in line for line in lines)
+
+
+def test_one_record_with_two_projects_masks_each_by_its_own_policy() -> None:
+    from otelgw.pipeline.rows import MessageRow, RowBatch
+    m = Masker(MaskingFile(projects={"strict": ProjectPolicy(pii=True), "open": ProjectPolicy(pii=False)}))
+    rows = [MessageRow(inference_id="i", project_id=p, timestamp="1", direction="input", index=0, role="user",
+                       content=f"mail {EMAIL}") for p in ("open", "strict")]
+    m.apply(RowBatch(messages=rows))
+    assert rows[0].content == f"mail {EMAIL}" and rows[1].content == "mail [EMAIL]"
+
+
+def test_hex_ids_and_uuids_are_not_cards() -> None:
+    m, policy, counts = masker(pii=True)
+    for value in ("3aac2464-4044-4221-8f46-123456789abc", "4539148803436467ab", "trace 4539148803436467f0"):
+        assert m.mask_text(value, policy, counts) == value

@@ -83,7 +83,8 @@ async def export_inferences(request: web.Request) -> web.StreamResponse:
     if body.format == "parquet" and total > PARQUET_MAX_ROWS:
         raise ApiError(400, "too_many_rows", f"{total} rows match; Parquet export is limited to {PARQUET_MAX_ROWS} "
                                              "(use csv or jsonl, which stream, or narrow the filters)")
-    audit(request, "inference.export", project=body.project_id or "",
+    audit(request, "inference.export",
+          project=body.project_id if body.project_id and principal(request).sees(body.project_id) else "",
           detail=f"format={body.format} include_messages={str(body.include_messages).lower()} rows={total}")
     response = web.StreamResponse(headers={
         "Content-Type": MEDIA[body.format],

@@ -54,7 +54,7 @@ EMAIL = r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A
 # a fast scan found a run of digits and separators (or an IPv6-looking group).
 PII_DIGITS: list[tuple[str, str]] = [
     ("iban", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"),
-    ("credit_card", r"(?<![\d.])[2-6]\d{3}(?:[ -]?\d){9,15}(?![\d.])"),
+    ("credit_card", r"(?<![\w.])[2-6]\d{3}(?:[ -]?\d){9,15}(?![\w.])"),
     ("ssn", r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b"),
     ("phone", r"(?<![\w+])\+[1-9](?:[ .-]?\(?\d\)?){7,14}(?!\d)"
               r"|(?<![\w.-])\(?[2-9]\d{2}\)?[ .-]\d{3}[ .-]\d{4}(?![\w-])"
@@ -73,6 +73,8 @@ _PII_PATTERN = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in
 PLACEHOLDERS = {**{name: "[SECRET]" for name, _, _ in SECRETS}, "email": "[EMAIL]", "iban": "[IBAN]",
                 "credit_card": "[CREDIT_CARD]", "ssn": "[SSN]", "phone": "[PHONE]", "ipv4": "[IP]", "ipv6": "[IP]"}
 DETECTORS = PLACEHOLDERS
+# Projects with their own masking counters on /metrics; the rest are counted as `other`.
+MAX_COUNTED_PROJECTS = 100
 CONTENT_KEYS = {"gen_ai.prompt", "gen_ai.completion", "input.value", "output.value", "ai.prompt", "ai.prompt.messages",
                 "ai.response.text", "ai.response.object", "ai.response.toolCalls", "traceloop.entity.input",
                 "traceloop.entity.output", "langfuse.observation.input", "langfuse.observation.output",
@@ -242,6 +244,8 @@ class Masker:
     def policy(self, project: str) -> _Resolved:
         resolved = self._resolved.get(project)
         if resolved is None:
+            if len(self._resolved) >= 10_000:  # project names come from requests: bound the cache
+                self._resolved.clear()
             chosen = self._policies.projects.get(project, self._policies.defaults)
             if chosen is not self._policies.defaults:
                 base = self._policies.defaults
@@ -338,14 +342,20 @@ class Masker:
 
     def apply(self, batch: RowBatch) -> None:
         """Mask every text field of a record's rows in place; flags the inferences it changed."""
-        memo: dict[str, str] = {}
+        # Masked values memoised per policy: one record may hold rows of several projects.
+        memos: dict[int, dict[str, str]] = {}
         counts: dict[str, dict[str, int]] = {}
+
+        def memo_for(policy: _Resolved) -> dict[str, str]:
+            return memos.setdefault(id(policy), {})
+
         changed_inferences: set[str] = set()
 
         def tally(project: str) -> dict[str, int]:
             return counts.setdefault(project, {})
 
         def text(value: str, policy: _Resolved, project: str) -> str:
+            memo = memo_for(policy)
             masked = memo.get(value)
             if masked is None:
                 masked = memo[value] = self.mask_text(value, policy, tally(project))
@@ -373,33 +383,33 @@ class Masker:
                 row.input_preview = text(row.input_preview, policy, row.project_id)
                 row.output_preview = text(row.output_preview, policy, row.project_id)
             row.error_message = text(row.error_message, policy, row.project_id)
-            row.attributes, did = self._attributes(row.attributes, policy, memo, tally(row.project_id))
+            row.attributes, did = self._attributes(row.attributes, policy, memo_for(policy), tally(row.project_id))
             if did or before != (row.input_preview, row.output_preview, row.error_message) \
                     or row.inference_id in changed_inferences:
                 row.masked = True
         resources: dict[int, dict[str, str]] = {}  # a resource's map is shared by its spans
         for row in batch.spans:
             policy = self.policy(row.project_id)
-            row.attributes, _ = self._attributes(row.attributes, policy, memo, tally(row.project_id))
+            row.attributes, _ = self._attributes(row.attributes, policy, memo_for(policy), tally(row.project_id))
             shared = id(row.resource_attributes)
             masked_resource = resources.get(shared)
             if masked_resource is None:
-                masked_resource = resources[shared] = self._attributes(row.resource_attributes, policy, memo,
-                                                                       tally(row.project_id))[0]
+                masked_resource = resources[shared] = self._attributes(
+                    row.resource_attributes, policy, memo_for(policy), tally(row.project_id))[0]
             row.resource_attributes = masked_resource
             row.status_message = text(row.status_message, policy, row.project_id)
-            row.events = self._events(row.events, policy, memo, tally(row.project_id)) \
+            row.events = self._events(row.events, policy, memo_for(policy), tally(row.project_id)) \
                 if policy.capture != "metadata" else _strip_event_attributes(row.events)
         for row in batch.logs:
             policy = self.policy(row.project_id)
             row.body = "" if policy.capture == "metadata" else text(row.body, policy, row.project_id)
-            row.attributes, _ = self._attributes(row.attributes, policy, memo, tally(row.project_id))
-            row.resource_attributes, _ = self._attributes(row.resource_attributes, policy, memo,
+            row.attributes, _ = self._attributes(row.attributes, policy, memo_for(policy), tally(row.project_id))
+            row.resource_attributes, _ = self._attributes(row.resource_attributes, policy, memo_for(policy),
                                                           tally(row.project_id))
         for row in batch.metric_points:
             policy = self.policy(row.project_id)
-            row.attributes, _ = self._attributes(row.attributes, policy, memo, tally(row.project_id))
-            row.resource_attributes, _ = self._attributes(row.resource_attributes, policy, memo,
+            row.attributes, _ = self._attributes(row.attributes, policy, memo_for(policy), tally(row.project_id))
+            row.resource_attributes, _ = self._attributes(row.resource_attributes, policy, memo_for(policy),
                                                           tally(row.project_id))
         for row in batch.feedback:
             policy = self.policy(row.project_id)
@@ -411,6 +421,8 @@ class Masker:
         if counts or changed_inferences:
             with self._lock:
                 for project, by_detector in counts.items():
+                    if project not in self.stats.masked and len(self.stats.masked) >= MAX_COUNTED_PROJECTS:
+                        project = "other"  # project names come from requests: bound the series
                     totals = self.stats.masked.setdefault(project, {})
                     for name, n in by_detector.items():
                         totals[name] = totals.get(name, 0) + n

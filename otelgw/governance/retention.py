@@ -36,7 +36,9 @@ from clickhouse_connect.driver.client import Client
 
 DEFAULTS_PROJECT = "*"
 KINDS = ("content_days", "numbers_days", "spans_days")
-MAX_DAYS = 36_500  # a hundred years; the column is UInt16
+# TTLs are DateTime arithmetic, which ends in 2106: a longer period would wrap to a past date and
+# expire everything at once. Ten thousand days (27 years) stays clear of that until ~2079.
+MAX_DAYS = 10_000
 MAX_PROJECT_LEN = 128  # as the receivers accept (x-otelgw-project)
 
 

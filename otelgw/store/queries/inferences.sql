@@ -41,7 +41,7 @@ SELECT span_id, parent_span_id, name, kind, toUnixTimestamp64Nano(start_time) AS
        toUnixTimestamp64Nano(end_time) AS end_ns, status_code, status_message, attributes, resource_attributes,
        scope_name, scope_version, events, links, service_name, inference_id
 FROM spans FINAL
-WHERE trace_id = {trace_id:String}
+WHERE trace_id = {trace_id:String} AND project_id = {project_id:String}
 ORDER BY start_time
 LIMIT 2000;
 
