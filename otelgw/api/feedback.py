@@ -34,8 +34,10 @@ FEEDBACK_COLUMNS = ["feedback_id", "inference_id", "project_id", "timestamp", "k
 MAX_TEXT = 100_000
 
 
-async def feedback_list(reader: Reader, inference_id: str, response_id: str) -> FeedbackList:
-    rows = await reader.rows("inferences", "feedback_by_inference", inference_id=inference_id, response_id=response_id)
+async def feedback_list(reader: Reader, inference_id: str, response_id: str, project_id: str) -> FeedbackList:
+    # Within the inference's project: ids come from clients, and another project may reuse them.
+    rows = await reader.rows("inferences", "feedback_by_inference", inference_id=inference_id, response_id=response_id,
+                             project_id=project_id)
     # The response-id half reads without FINAL: fold re-sent copies here.
     rows = list({str(r["feedback_id"]): r for r in rows}.values())
     items = [FeedbackItem(feedback_id=str(r["feedback_id"]), inference_id=inference_id, kind=r["kind"], name=r["name"],
@@ -114,6 +116,6 @@ async def post_feedback(request: web.Request) -> web.Response:
 async def get_feedback(request: web.Request) -> web.Response:
     inference_id = parse_inference_id(request)
     row = await load_inference(request, inference_id)
-    listed = await feedback_list(request.app[READER_KEY], inference_id, row["response_id"])
+    listed = await feedback_list(request.app[READER_KEY], inference_id, row["response_id"], row["project_id"])
     audit(request, "feedback.read", target=inference_id, project=row["project_id"])
     return json_response(listed)

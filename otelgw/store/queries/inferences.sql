@@ -22,19 +22,19 @@ LIMIT 1;
 SELECT direction, `index`, role, content, tool_calls, tool_call_id, name, finish_reason, source,
        toUnixTimestamp64Nano(timestamp) AS timestamp_ns
 FROM messages FINAL
-WHERE inference_id = {inference_id:UUID}
+WHERE inference_id = {inference_id:UUID} AND project_id = {project_id:String}
 ORDER BY direction = 'output', `index`;
 
 -- name: feedback_by_inference
 SELECT feedback_id, kind, name, value, label, comment, source, created_by, response_id,
        toUnixTimestamp64Nano(timestamp) AS timestamp_ns
 FROM feedback FINAL
-WHERE inference_id = {inference_id:UUID}
+WHERE inference_id = {inference_id:UUID} AND project_id = {project_id:String}
 UNION DISTINCT
 SELECT feedback_id, kind, name, value, label, comment, source, created_by, response_id,
        toUnixTimestamp64Nano(timestamp) AS timestamp_ns
 FROM feedback
-WHERE {response_id:String} != '' AND response_id = {response_id:String};
+WHERE {response_id:String} != '' AND response_id = {response_id:String} AND project_id = {project_id:String};
 
 -- name: spans_of_trace
 SELECT span_id, parent_span_id, name, kind, toUnixTimestamp64Nano(start_time) AS start_ns,
