@@ -47,10 +47,12 @@ def _records(envelope: BulkEnvelope) -> tuple[list[BudRecord], list[dict[str, An
     return records, errors
 
 
-async def _existing(request: web.Request, ids: list[str]) -> set[str]:
+async def _existing(request: web.Request, ids: list[str], projects: list[str]) -> set[str]:
+    # Within the projects the records go to: whether an id exists elsewhere is not the sender's to know.
     rows = await request.app[READER_KEY].sql(
-        "SELECT DISTINCT toString(inference_id) AS id FROM inference_lookup WHERE inference_id IN {ids:Array(UUID)}",
-        {"ids": ids})
+        "SELECT DISTINCT toString(inference_id) AS id FROM inference_lookup "
+        "WHERE inference_id IN {ids:Array(UUID)} AND project_id IN {projects:Array(String)}",
+        {"ids": ids, "projects": projects})
     return {r["id"] for r in rows}
 
 
@@ -82,7 +84,8 @@ async def add(request: web.Request) -> web.Response:
             repeated.append(key)
         else:
             unique[key] = record
-    existing = await _existing(request, list(unique)) if unique else set()
+    projects = sorted({project or r.project_id for r in unique.values()})
+    existing = await _existing(request, list(unique), projects) if unique else set()
     fresh = [r for key, r in unique.items() if key not in existing]
     duplicates = sorted(existing) + repeated
     if fresh:

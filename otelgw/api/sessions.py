@@ -180,7 +180,7 @@ ORDER BY timestamp, inference_id LIMIT {{limit:UInt32}}"""
 
 _MESSAGES_SQL = """SELECT inference_id, direction, `index`, role, content, tool_calls, tool_call_id, name,
     finish_reason
-FROM messages FINAL WHERE inference_id IN {ids:Array(UUID)}
+FROM messages FINAL WHERE inference_id IN {ids:Array(UUID)} AND project_id = {project_id:String}
 ORDER BY inference_id, multiIf(direction = 'system', 0, direction = 'input', 1, 2), `index`"""
 
 
@@ -228,7 +228,7 @@ async def get_session(request: web.Request) -> web.Response:
     rows = rows[:MAX_SESSION_INFERENCES]
     ids = [str(r["inference_id"]) for r in rows]
     messages: dict[str, list[SessionMessage]] = {}
-    for m in await reader.sql(_MESSAGES_SQL, {"ids": ids}, FINAL_SETTINGS):
+    for m in await reader.sql(_MESSAGES_SQL, {"ids": ids, "project_id": key["project_id"]}, FINAL_SETTINGS):
         messages.setdefault(str(m["inference_id"]), []).append(SessionMessage(
             direction=m["direction"], index=m["index"], role=m["role"], content=m["content"],
             tool_calls=_tool_calls(m["tool_calls"]), tool_call_id=m["tool_call_id"], name=m["name"],

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from otelgw.api.common import json_response
+from otelgw.api.common import json_response, principal
 from otelgw.telemetry.registry import CONTENT_TYPE, Telemetry
 
 # The app registers a callable returning {"pipeline": {...}, "writer": {...}}.
@@ -18,6 +18,10 @@ TELEMETRY_KEY: web.AppKey[Telemetry] = web.AppKey("telemetry", Telemetry)
 
 async def status(request: web.Request) -> web.Response:
     snapshot = request.app[STATUS_KEY]()
+    caller = principal(request)
+    masking = snapshot["pipeline"].get("masking") or {}
+    # Per-project figures only for the caller's projects.
+    snapshot["pipeline"]["masking"] = {p: c for p, c in masking.items() if caller.sees(p)}
     snapshot["inference_series"] = request.app[TELEMETRY_KEY].inferences.stats()
     return json_response(snapshot)
 
