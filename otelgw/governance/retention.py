@@ -28,6 +28,7 @@ clock column), and the background merges then drop the expired rows.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,10 @@ KINDS = ("content_days", "numbers_days", "spans_days")
 # TTLs are DateTime arithmetic, which ends in 2106: a longer period would wrap to a past date and
 # expire everything at once. Ten thousand days (27 years) stays clear of that until ~2079.
 MAX_DAYS = 10_000
+# Serialises changes within a process (the API runs them on a thread pool): the TTLs written are
+# always computed from every stored policy, after the write. Across gateways, the last change wins
+# and holds them all; `otelgw retention apply` repairs a store by hand.
+_CHANGES = threading.Lock()
 MAX_PROJECT_LEN = 128  # as the receivers accept (x-otelgw-project)
 
 
@@ -199,22 +204,23 @@ class RetentionStore:
         return self.get_all().effective(project)
 
     def set(self, policy: RetentionPolicy, *, by: str = "") -> RetentionPolicy:
-        """Store `policy` (project `*`: the defaults) and re-write the TTLs it changes."""
+        """Store `policy` (project `*`: the defaults) and re-write every table's TTL from all
+        stored policies: a change that failed half-way, or raced another, is repaired by the next."""
         validate(policy)
-        before = self.get_all()
-        self._write(policy, deleted=False, by=by)
-        self._apply(before)
+        with _CHANGES:
+            self._write(policy, deleted=False, by=by)
+            self.apply()
         return policy
 
     def unset(self, project: str, *, by: str = "") -> bool:
         """Drop `project`'s own policy (it follows the defaults again); `*` resets the defaults to
         the built-in ones. False when there was nothing to drop."""
-        before = self.get_all()
-        if project != DEFAULTS_PROJECT and not before.has_own(project):
-            return False
-        current = before.effective(project)
-        self._write(current, deleted=True, by=by)
-        self._apply(before)
+        with _CHANGES:
+            before = self.get_all()
+            if project != DEFAULTS_PROJECT and not before.has_own(project):
+                return False
+            self._write(before.effective(project), deleted=True, by=by)
+            self.apply()
         return True
 
     def apply(self) -> list[str]:
@@ -225,15 +231,6 @@ class RetentionStore:
         for statement in statements.values():
             self._client.command(statement, settings=self._settings)
         return list(statements)
-
-    def _apply(self, before: RetentionSettings) -> list[str]:
-        after = self.get_all()
-        old = ttl_statements(before.defaults, before.projects, self._cluster)
-        new = ttl_statements(after.defaults, after.projects, self._cluster)
-        changed = [table for table in TABLES if old[table] != new[table]]
-        for table in changed:
-            self._client.command(new[table], settings=self._settings)
-        return changed
 
     def _write(self, policy: RetentionPolicy, *, deleted: bool, by: str) -> None:
         latest = self._client.query(
