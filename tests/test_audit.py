@@ -269,3 +269,19 @@ def test_auditor_keeps_events_while_the_store_is_down_bounded() -> None:
     assert [r["target"] for r in written] == ["3", "4", "5", "6", "7"]
     assert written[0]["time"] == "1764150000.000000003"
     assert encode_events([event(0)]).endswith(b"\n")
+
+
+def test_a_flood_of_bad_keys_is_folded() -> None:
+    from otelgw.governance.audit import FAILURE_BURST, AuditEvent, Auditor
+    auditor = Auditor()
+
+    def failed() -> AuditEvent:
+        return AuditEvent(time_ns=time.time_ns(), key_id="", role="", project="", action="login.failed",
+                          target="GET /api/v1/keys", client="198.51.100.7", result="unauthorized")
+
+    for _ in range(FAILURE_BURST + 500):
+        auditor.record(failed())
+    assert len(auditor.pending) == FAILURE_BURST and auditor.stats.throttled == 500
+    auditor.record(AuditEvent(time_ns=time.time_ns(), key_id="k", role="admin", project="p", action="inference.read",
+                              target="i", client="198.51.100.7", result="ok"))
+    assert len(auditor.pending) == FAILURE_BURST + 1  # real events are never folded

@@ -67,7 +67,14 @@ class AuditStats(msgspec.Struct):
     dropped: int = 0
     insert_errors: int = 0
     last_error: str = ""
+    throttled: int = 0  # failure events folded into the next one from the same client
 
+
+# Unauthenticated requests write `login.failed` rows: at most FAILURE_BURST per client address in
+# FAILURE_WINDOW_S seconds; the rest are folded into the first row of the next window.
+FAILURE_WINDOW_S = 10.0
+FAILURE_BURST = 20
+_FAILURES = frozenset({"login.failed"})
 
 _encoder = msgspec.json.Encoder()
 
@@ -95,14 +102,37 @@ class Auditor:
         self._task: asyncio.Task[None] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._failing = False
+        # (client, action) -> (window start, events admitted in it, events folded)
+        self._last_failure: dict[tuple[str, str], tuple[float, int, int]] = {}
 
     def record(self, event: AuditEvent) -> None:
+        if event.action in _FAILURES and not self._admit_failure(event):
+            return
         if len(self.pending) >= self._max_pending:
             self.pending.popleft()
             self._dropped(1)
         self.pending.append(event)
         if self._wake is not None and len(self.pending) >= self._batch:
             self._wake.set()
+
+    def _admit_failure(self, event: AuditEvent) -> bool:
+        """Throttle failures per client, so a flood of bad keys cannot push real events out."""
+        key = (event.client, event.action)
+        now = time.monotonic()
+        start, seen, folded = self._last_failure.get(key, (0.0, 0, 0))
+        if start and now - start < FAILURE_WINDOW_S:
+            if seen >= FAILURE_BURST:
+                self._last_failure[key] = (start, seen, folded + 1)
+                self.stats.throttled += 1
+                return False
+            self._last_failure[key] = (start, seen + 1, folded)
+            return True
+        if len(self._last_failure) > 10_000:
+            self._last_failure.clear()
+        self._last_failure[key] = (now, 1, 0)
+        if folded:
+            event.detail = f"{event.detail} folded={folded}".strip()
+        return True
 
     def _dropped(self, n: int) -> None:
         self.stats.dropped += n

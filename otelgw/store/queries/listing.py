@@ -179,7 +179,8 @@ def export_batch_query(f: Filter, order: str, include_messages: bool, after: tup
     if not include_messages:
         return f"SELECT {EXPORT_COLUMNS} FROM ({inner}) AS i", params
     messages = ("SELECT inference_id, toJSONString(groupArray(tuple(direction, `index`, role, content, tool_calls))) "
-                f"AS messages FROM messages FINAL WHERE inference_id IN (SELECT inference_id FROM ({inner})) "
+                f"AS messages FROM messages FINAL WHERE (inference_id, project_id) IN "
+                f"(SELECT inference_id, project_id FROM ({inner})) "
                 "GROUP BY inference_id")
     return (f"SELECT {EXPORT_COLUMNS}, ifNull(m.messages, '[]') AS messages FROM ({inner}) AS i "
             f"LEFT JOIN ({messages}) AS m ON m.inference_id = i.inference_id "
