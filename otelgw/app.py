@@ -37,6 +37,7 @@ from otelgw.receiver.otlp_grpc import build_otlp_grpc_server
 from otelgw.receiver.otlp_http import build_otlp_http_app
 from otelgw.semconv import load_conventions
 from otelgw.store.client import DSN, ClientFactory
+from otelgw.store.gateways import HEARTBEAT_S, DuplicateWalId, GatewayRegistry
 from otelgw.store.keys import KeyStore
 from otelgw.store.migrate import apply_migrations
 from otelgw.store.reader import Reader
@@ -140,6 +141,7 @@ class Gateway:
         self._grpc: grpc.aio.Server | None = None
         self._api_runner: web.AppRunner | None = None
         self._stopping = False
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -156,11 +158,20 @@ class Gateway:
                                   "`otelgw keys create`, or set OTELGW_ALLOW_ANONYMOUS=true")
             log.warning("no API key exists: the query API answers anyone who can reach it",
                         extra={"api_addr": cfg.api_addr})
+        id_file = self.wal.dir / "id"
+        if id_file.exists():  # a new log gets a new id: only an existing one can be a copy
+            registry = GatewayRegistry(id_file.read_text().strip(), str(self.wal.dir))
+            try:
+                await loop.run_in_executor(None, lambda: registry.check(self._write_clients.get()))
+            except DuplicateWalId as exc:
+                raise ConfigError(str(exc)) from exc
         self.writer.start()
         try:
             await self.pipeline.start()
         except WalError as exc:  # e.g. an encrypted log and no (or the wrong) key: refuse, keep it
             raise ConfigError(str(exc)) from exc
+        self._registry = GatewayRegistry(self.wal.id, str(self.wal.dir))
+        self._heartbeat = asyncio.create_task(self._beat(), name="otelgw-heartbeat")
         if cfg.api_addr:
             checks = {"writer": lambda: self.writer.stats.healthy, "accepting": lambda: not self._stopping,
                       "replayed": lambda: self.pipeline.replayed}
@@ -182,6 +193,16 @@ class Gateway:
             await self._grpc.start()
         log.info("otelgw serving", extra={"version": __version__, **msgspec.to_builtins(self.ports)})
 
+    async def _beat(self) -> None:
+        """Keep this gateway's log id registered as live (see store/gateways.py)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(None, lambda: self._registry.heartbeat(self._read_clients.get()))
+            except Exception as exc:  # the store being down must not stop the gateway
+                log.debug("gateway heartbeat failed", extra={"error": str(exc)[:200]})
+            await asyncio.sleep(HEARTBEAT_S)
+
     def busiest_models(self) -> list[str]:
         """The models with the most requests over the last 7 days, busiest first, so the bounded
         `model` label of /metrics goes to them rather than to whichever models come first."""
@@ -199,6 +220,8 @@ class Gateway:
         timeout = self.cfg.shutdown_timeout_s
         # The listeners stay open while the pipeline drains, answering 503 / UNAVAILABLE, so
         # exporters get a retryable answer rather than a refused connection; then they close.
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         flushed = await self.pipeline.stop(timeout)
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)

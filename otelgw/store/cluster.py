@@ -40,7 +40,7 @@ SHARD_KEYS: dict[str, str] = {
 }
 # Replicated to every node (one Keeper path for the whole cluster), read locally.
 GLOBAL_TABLES = frozenset({"api_keys", "project_retention", "erasure_jobs", "erasure_targets", "audit_log",
-                           "schema_migrations", "migration_marks"})
+                           "schema_migrations", "migration_marks", "gateways"})
 _CREATE_HEAD = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\s*(\(.*\)|AS (\w+))\s*$", re.S)
 _ENGINE = re.compile(r"^(\w+)(\([^)]*\))?(.*)$", re.S)
 _VIEW = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)\s+TO\s+(\w+)\s+AS\s+(.*)$", re.S)
