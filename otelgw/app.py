@@ -142,6 +142,7 @@ class Gateway:
         self._api_runner: web.AppRunner | None = None
         self._stopping = False
         self._heartbeat: asyncio.Task[None] | None = None
+        self._serving = False
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -173,8 +174,9 @@ class Gateway:
         self._registry = GatewayRegistry(self.wal.id, str(self.wal.dir))
         self._heartbeat = asyncio.create_task(self._beat(), name="otelgw-heartbeat")
         if cfg.api_addr:
+            # Serving: every listener bound (the API comes up first; ready means OTLP is taken too).
             checks = {"writer": lambda: self.writer.stats.healthy, "accepting": lambda: not self._stopping,
-                      "replayed": lambda: self.pipeline.replayed}
+                      "replayed": lambda: self.pipeline.replayed, "serving": lambda: self._serving}
             api = build_api_app(self.reader, self.auth, cfg.flush_interval_ms / 1000, checks, self.status,
                                 self.telemetry, self.pipeline, self.auditor)
             api[erasure_api.RUNNER_KEY] = self.erasure
@@ -191,6 +193,7 @@ class Gateway:
                 self.pipeline, self.auth, cfg.otlp_grpc_addr, cfg.max_request_bytes, self._decode_pool,
                 self.telemetry.receiver)
             await self._grpc.start()
+        self._serving = True
         log.info("otelgw serving", extra={"version": __version__, **msgspec.to_builtins(self.ports)})
 
     async def _beat(self) -> None:

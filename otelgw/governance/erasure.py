@@ -342,11 +342,24 @@ class ErasureRunner:
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
     async def start(self) -> None:
-        unfinished = await self._call(lambda client: JobStore(client).unfinished())
+        # In the background: a gateway must not wait for its store to start serving (the WAL
+        # takes what arrives meanwhile).
+        self._task = asyncio.create_task(self._resume_then_loop(), name="otelgw-erasure")
+
+    async def _resume_then_loop(self) -> None:
+        while True:
+            try:
+                unfinished = await self._call(lambda client: JobStore(client).unfinished())
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("cannot read unfinished erasure jobs yet; retrying", exc_info=True)
+                await asyncio.sleep(REQUEUE_S)
         for job in unfinished:
             log.info("resuming erasure job", extra={"job_id": job.job_id, "steps_done": job.steps_done})
             self._queue.put_nowait(job.job_id)
-        self._task = asyncio.create_task(self._loop(), name="otelgw-erasure")
+        await self._loop()
 
     def submit(self, job_id: str) -> None:
         """Queue a job already saved (`JobStore.save`): saved first, it survives a restart."""
