@@ -79,3 +79,10 @@ def test_gateway_replays_an_encrypted_log_only_with_its_key(tmp_path: Path) -> N
     gw.start()
     assert gw.terminate() == 0
     assert chdb_query(tmp_path / "chdb", "SELECT count() AS n FROM inferences")[0]["n"] >= 1
+
+
+def test_config_names_a_short_key_and_a_missing_masking_file(tmp_path: Path) -> None:
+    from otelgw.config import Config
+    errors = Config(wal_encryption_key="short", masking_file=str(tmp_path / "nope.toml")).validate()
+    assert any(e.startswith("wal_encryption_key: must be at least 16 characters") for e in errors)
+    assert any(e.startswith("masking_file:") and "does not exist" in e for e in errors)

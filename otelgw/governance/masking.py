@@ -323,6 +323,8 @@ class Masker:
         """Span events are JSON: mask their attribute values only (never timestamps)."""
         if not events or events == "[]":
             return events
+        if not (policy.pii or policy.rules or policy.drop or policy.hash) and not _SECRET_TRIGGER.search(events):
+            return events  # no secret's trigger anywhere: nothing to decode for
         try:
             parsed = msgspec.json.decode(events)
         except msgspec.DecodeError:
