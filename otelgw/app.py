@@ -27,15 +27,13 @@ from otelgw.governance.audit import Auditor
 from otelgw.governance.erasure import ErasureRunner
 from otelgw.governance.masking import masker_from_config
 from otelgw.pipeline.admission import Admission
-from otelgw.pipeline.mapper import Mapper, MapperOptions
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.sampler import TailSampler, load_sampling
 from otelgw.pipeline.wal import CutLog, WalError, WriteAheadLog
 from otelgw.pipeline.wal_cipher import WalCipher
-from otelgw.pricing import Pricing
+from otelgw.pipeline.workers import MappingPool, RecordMapper, build_mapper, mapping_workers
 from otelgw.receiver.otlp_grpc import build_otlp_grpc_server
 from otelgw.receiver.otlp_http import build_otlp_http_app
-from otelgw.semconv import load_conventions
 from otelgw.store.client import DSN, ClientFactory
 from otelgw.store.gateways import HEARTBEAT_S, DuplicateWalId, GatewayRegistry
 from otelgw.store.keys import KeyStore
@@ -61,16 +59,6 @@ class Ports(msgspec.Struct):
     otlp_grpc: int = 0
     otlp_http: int = 0
     api: int = 0
-
-
-def build_mapper(cfg: Config) -> Mapper:
-    return Mapper(
-        load_conventions(),
-        Pricing.load(cfg.pricing_file or None),
-        MapperOptions(preview_chars=cfg.preview_chars, attribute_value_max_chars=cfg.attribute_value_max_chars,
-                      max_attributes=cfg.max_attributes_per_span, max_attribute_chars=cfg.max_attribute_chars,
-                      max_message_chars=cfg.max_message_chars),
-    )
 
 
 def migrate(cfg: Config) -> list[str]:
@@ -128,8 +116,10 @@ class Gateway:
             masker = masker_from_config(cfg, mapper.conventions.content_attributes())
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+        pool = MappingPool(RecordMapper(mapper, masker, sampler.keys if sampler else None),
+                           mapping_workers(cfg), cfg)
         self.pipeline = Pipeline(mapper, self.writer, self.wal, admission, dead_letter_dir, sampler,
-                                 inference_series=self.telemetry.inferences, masker=masker)
+                                 inference_series=self.telemetry.inferences, masker=masker, pool=pool)
         self.telemetry.watch_status(self.status)
         self.reader = Reader(self._read_clients)
         self.auth = Authenticator(lambda: KeyStore(self._read_clients.get()).all(),

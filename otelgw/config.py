@@ -98,6 +98,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     metrics_max_models: int = 200
     metrics_max_projects: int = 100
     metrics_max_providers: int = 50
+    # Processes that map logged requests to rows (decode again, map, mask, encode): 0 = one per
+    # core; 1 maps on a thread of the gateway process. Receiving, the log, sampling and writing
+    # stay in the gateway process (docs/scaling.md).
+    workers: int = 0
 
     def validate(self) -> list[str]:
         errors: list[str] = []
@@ -114,6 +118,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                      "metrics_max_providers"):
             if getattr(self, name) <= 0:
                 errors.append(f"{name}: must be greater than 0")
+        if not 0 <= self.workers <= 256:
+            errors.append("workers: must be 0 (one per core) to 256")
         if self.project_rate_limit < 0:
             errors.append("project_rate_limit: must be 0 (off) or more")
         fsync = str(self.wal_fsync_ms).strip().lower()

@@ -88,6 +88,9 @@ def start_gateway(chdb_path: Path, database: str, data_dir: Path, **overrides: A
         # Trace detail is tail-sampled in production; tests that read spans want every one
         # (test_sampling.py covers the sampler).
         "tail_sampling": False,
+        # One mapping thread: a worker pool per test gateway costs seconds of process start-up;
+        # test_workers.py runs the pool.
+        "workers": 1,
     }
     settings.update(overrides)
     return RunningGateway(Config(**settings))

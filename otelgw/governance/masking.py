@@ -421,14 +421,24 @@ class Masker:
             row.example = "" if policy.capture == "metadata" or row.key in policy.drop or row.key in policy.hash \
                 else text(row.example, policy, row.project_id)
         if counts or changed_inferences:
-            with self._lock:
-                for project, by_detector in counts.items():
-                    if project not in self.stats.masked and len(self.stats.masked) >= MAX_COUNTED_PROJECTS:
-                        project = "other"  # project names come from requests: bound the series
-                    totals = self.stats.masked.setdefault(project, {})
-                    for name, n in by_detector.items():
-                        totals[name] = totals.get(name, 0) + n
-                self.stats.rows_changed += sum(1 for r in batch.inferences if r.masked)
+            self.merge(MaskingStats(masked=counts, rows_changed=sum(1 for r in batch.inferences if r.masked)))
+
+    def merge(self, stats: MaskingStats) -> None:
+        """Add counts made elsewhere (by this masker, or a mapping worker's copy of it)."""
+        with self._lock:
+            for project, by_detector in stats.masked.items():
+                if project not in self.stats.masked and len(self.stats.masked) >= MAX_COUNTED_PROJECTS:
+                    project = "other"  # project names come from requests: bound the series
+                totals = self.stats.masked.setdefault(project, {})
+                for name, n in by_detector.items():
+                    totals[name] = totals.get(name, 0) + n
+            self.stats.rows_changed += stats.rows_changed
+
+    def take_stats(self) -> MaskingStats:
+        """The counts so far, reset: a mapping worker ships them to the gateway after each batch."""
+        with self._lock:
+            taken, self.stats = self.stats, MaskingStats()
+            return taken
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         with self._lock:

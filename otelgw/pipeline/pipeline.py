@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from otelgw.pipeline.admission import Admission, Exhausted, Overloaded, RateLimited, ShuttingDown
-from otelgw.pipeline.map_logs import map_logs
-from otelgw.pipeline.map_metrics import map_metrics
 from otelgw.pipeline.mapper import Mapper
-from otelgw.pipeline.request import REQUEST_TYPES, Decoded, Signal
-from otelgw.pipeline.rows import EncodedBatch, RowBatch, encode_batch, ts
+from otelgw.pipeline.request import Decoded, Signal
+from otelgw.pipeline.rows import EncodedBatch, RowBatch
 from otelgw.pipeline.sampler import BufferedSpan, TailSampler
 from otelgw.pipeline.wal import WalError, WalFull, WalRecord, WriteAheadLog
+from otelgw.pipeline.workers import MappedChunk, MappingPool, RecordMapper
 from otelgw.store.writer import BatchWriter
 from otelgw.telemetry.inference import InferenceSeries
 
@@ -39,9 +38,11 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Overloaded", "Pipeline", "RateLimited", "ShuttingDown"]
 
-# Records read back from the log per consumer step: enough to keep the mapper busy, small
-# enough to bound memory.
-_READ_BYTES = 8 * 1024 * 1024
+# Records read back from the log per mapping task: enough to amortise a hand-over to a worker
+# process, small enough that several workers each get a share of a burst. At most
+# `_TASKS_PER_WORKER` tasks per worker are in flight, which bounds the memory mapping holds.
+_READ_BYTES = 2 * 1024 * 1024
+_TASKS_PER_WORKER = 2
 
 
 def refusal_reason(exc: Overloaded) -> str:
@@ -70,23 +71,25 @@ class PipelineStats(msgspec.Struct):
 class Pipeline:
     def __init__(self, mapper: Mapper, writer: BatchWriter, wal: WriteAheadLog, admission: Admission,
                  dead_letter_dir: str | Path, sampler: TailSampler | None = None,
-                 inference_series: InferenceSeries | None = None, masker: Masker | None = None) -> None:
+                 inference_series: InferenceSeries | None = None, masker: Masker | None = None,
+                 pool: MappingPool | None = None) -> None:
         self._sampler = sampler
         self._masker = masker
         self._inference_series = inference_series
         # (seq, received time) of accepted requests not yet committed: the writer's lag.
         self._uncommitted: collections.deque[tuple[int, float]] = collections.deque()
-        self._mapper = mapper
         self._writer = writer
         self.wal = wal
         self.admission = admission
         self._dead_letter_dir = Path(dead_letter_dir)
-        # One mapping thread: mapping is CPU-bound Python, a second thread would only contend
-        # for the GIL.
-        self._map_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-map")
+        # Mapping runs in the pool (a thread, or worker processes); its results are applied in
+        # log order on one thread: sampler, metrics, writer.
+        self.mapping = pool or MappingPool(RecordMapper(mapper, masker, sampler.keys if sampler else None,
+                                                        digest_inferences=inference_series is not None))
+        self._map_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-apply")
+        self._applied_seq = 0
         self._consumer: asyncio.Task[None] | None = None
         self._closing = False
-        self._encoder = msgspec.json.Encoder()
         self._pending_cuts: collections.deque[tuple[int, int]] = collections.deque()
         self._inflight_appends = 0
         signals = [s.value for s in Signal]
@@ -205,24 +208,8 @@ class Pipeline:
     # -- consuming -----------------------------------------------------------------------------
 
     def map_record(self, record: WalRecord) -> RowBatch:
-        message = REQUEST_TYPES[record.signal].FromString(record.request)
-        if record.signal is Signal.TRACES:
-            return self._mapper.map_traces(message, record.project, record.received_ns)
-        if record.signal is Signal.LOGS:
-            return map_logs(self._mapper, message, record.project, record.received_ns)
-        return map_metrics(message, record.project, record.received_ns, self._mapper.options)
-
-    def _sample(self, batch: RowBatch, seq: int) -> None:
-        """Span rows go to the tail sampler instead of the writer; evaluations it may keep a
-        trace for are noted."""
-        assert self._sampler is not None
-        for feedback in batch.feedback:
-            if feedback.trace_id:
-                self._sampler.note_evaluation(feedback.trace_id, feedback.value, feedback.label)
-        late = self._sampler.add(batch.spans, seq)
-        batch.spans = []
-        if late:
-            self._release(late)
+        """One record's rows, mapped here (tests, tools)."""
+        return self.mapping.local.rows(record)
 
     def _release(self, spans: list[BufferedSpan]) -> None:
         """Write the spans of kept traces. Their log records stay un-checkpointed (the writer's
@@ -238,26 +225,31 @@ class Pipeline:
             if kept:
                 self._release(kept)
 
-    def _process(self, records: list[WalRecord]) -> None:
-        for record in records:
-            try:
-                batch = self.map_record(record)
-                if self._masker is not None:
-                    # Before anything is encoded: masked text never reaches a table.
-                    self._masker.apply(batch)
-                if self._inference_series is not None and batch.inferences:
-                    self._inference_series.observe(batch.inferences)
-                if self._sampler is not None:
-                    self._sample(batch, record.seq)
-                encoded = encode_batch(batch, ts(time.time_ns()), self._encoder)
-            except Exception:
-                # A mapper bug must not stop ingest: the record goes to the dead-letter
-                # directory as it was received, with a log line and a counter.
+    def _apply(self, records: list[WalRecord], chunk: MappedChunk) -> None:
+        """Hand one mapped chunk to the sampler, the metrics and the writer, in log order."""
+        if self._masker is not None:
+            for counts in chunk.masking:
+                self._masker.merge(counts)
+        for record, mapped in zip(records, chunk.records, strict=True):
+            encoded = EncodedBatch(blocks=mapped.blocks, rows=mapped.rows)
+            if mapped.error:
+                # The record goes to the dead-letter directory as it was received, with a log
+                # line and a counter.
                 self.stats.map_errors += 1
-                log.exception("mapping failed; record written to dead-letter",
-                              extra={"seq": record.seq, "signal": record.signal})
+                log.error("mapping failed; record written to dead-letter",
+                          extra={"seq": record.seq, "signal": record.signal, "error": mapped.error})
                 self._dead_letter(record)
-                encoded = EncodedBatch(blocks={}, rows={})
+            else:
+                if self._inference_series is not None and mapped.inferences:
+                    self._inference_series.observe(mapped.inferences)
+                if self._sampler is not None:
+                    # Span rows go to the tail sampler instead of the writer; evaluations it may
+                    # keep a trace for are noted first.
+                    for ev in mapped.evaluations:
+                        self._sampler.note_evaluation(ev.trace_id, ev.value, ev.label)
+                    late = self._sampler.add_digests(mapped.spans, record.seq)
+                    if late:
+                        self._release(late)
             self.stats.records_mapped += 1
             hold, cut_end = False, 0
             if self._pending_cuts:
@@ -276,19 +268,37 @@ class Pipeline:
         path.write_bytes(record.request)
 
     async def _consume(self) -> None:
+        """Read the log in order into mapping tasks (several in flight, so every worker is
+        busy) and apply their results in the same order."""
         loop = asyncio.get_running_loop()
         assert self.wal.durable_changed is not None
-        while True:
-            self.wal.durable_changed.clear()
-            records = self._cursor.read(self.wal.durable_seq, _READ_BYTES)
-            if not records:
+        inflight: collections.deque[tuple[list[WalRecord], int, asyncio.Future[MappedChunk]]] = collections.deque()
+        limit = _TASKS_PER_WORKER * self.mapping.workers
+        try:
+            while True:
+                self.wal.durable_changed.clear()
+                if len(inflight) < limit:
+                    records = self._cursor.read(self.wal.durable_seq, _READ_BYTES)
+                    if records:
+                        task = asyncio.ensure_future(self.mapping.map(records))
+                        inflight.append((records, self._cursor.position, task))
+                        continue
+                if inflight:
+                    records, through, task = inflight[0]
+                    chunk = await task
+                    inflight.popleft()
+                    await loop.run_in_executor(self._map_pool, self._apply, records, chunk)
+                    self._applied_seq = through
+                    continue
+                self._applied_seq = self._cursor.position
                 try:
                     # Idle: still decide waiting traces every second.
                     await asyncio.wait_for(self.wal.durable_changed.wait(), 1.0)
                 except TimeoutError:
                     await loop.run_in_executor(self._map_pool, self.tick)
-                continue
-            await loop.run_in_executor(self._map_pool, self._process, records)
+        finally:
+            for _, _, task in inflight:
+                task.cancel()
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
@@ -297,7 +307,7 @@ class Pipeline:
 
     async def drain(self) -> None:
         """Wait until every durable record has been mapped and handed to the writer."""
-        while self._cursor.position < self.wal.durable_seq or self._inflight_appends:
+        while self._applied_seq < self.wal.durable_seq or self._inflight_appends:
             await asyncio.sleep(0.01)
         # The mapping thread may still be adding the last batch.
         await asyncio.get_running_loop().run_in_executor(self._map_pool, lambda: None)
@@ -333,6 +343,7 @@ class Pipeline:
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         self._map_pool.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(None, self.mapping.shutdown)
         self._cursor.close()
         await self.wal.close()
         return drained and flushed and self.wal.checkpoint_seq >= self.wal.durable_seq
@@ -355,4 +366,5 @@ class Pipeline:
             "sampler": msgspec.to_builtins(self._sampler.stats) if self._sampler else None,
             "masking": self._masker.snapshot() if self._masker else {},
             "admission": self.admission.describe(),
+            "mapping": msgspec.to_builtins(self.mapping.stats),
         }

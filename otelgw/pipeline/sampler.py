@@ -86,6 +86,31 @@ class BufferedSpan:
         self.line = line
 
 
+class SpanDigest(msgspec.Struct, array_like=True):
+    """What the sampler needs of one span row, made where the row is mapped (a worker process
+    may do it): the encoded line and the attributes policies read."""
+
+    trace_id: str
+    span_id: str
+    project_id: str
+    status_code: str
+    attributes: dict[str, str]
+    start_ns: int
+    end_ns: int
+    line: bytes
+
+
+def digest_spans(rows: list[SpanRow], keys: frozenset[str], encoder: msgspec.json.Encoder) -> list[SpanDigest]:
+    stamp = ts(time.time_ns())
+    out: list[SpanDigest] = []
+    for row in rows:
+        row.ingested_at = stamp
+        out.append(SpanDigest(row.trace_id, row.span_id, row.project_id, row.status_code,
+                              {k: v for k, v in row.attributes.items() if k in keys} if keys else {},
+                              _ns(row.start_time), _ns(row.end_time), encoder.encode(row) + b"\n"))
+    return out
+
+
 class Trace:
     """A trace waiting for its decision."""
 
@@ -311,9 +336,7 @@ class TailSampler:
         self._last_sweep = 0.0
         self.stats = SamplerStats()
         self._encoder = msgspec.json.Encoder()
-        # Attribute keys some policy reads: the only attributes a waiting span keeps in memory.
-        self._keys = frozenset(_policy_keys(config.policies) | {k for specs in config.projects.values()
-                                                                 for k in _policy_keys(specs)})
+        self.keys = policy_keys(config)
         # Plain ints, read from the event loop while the mapping thread works: the oldest log
         # record with a waiting span, and the oldest one whose spans the last tick released.
         self.floor_seq = 0
@@ -321,15 +344,14 @@ class TailSampler:
 
     def add(self, rows: list[SpanRow], seq: int, now: float | None = None) -> list[BufferedSpan]:
         """Buffer spans; returns the late ones whose trace was already kept (write them now)."""
+        return self.add_digests(digest_spans(rows, self.keys, self._encoder), seq, now)
+
+    def add_digests(self, digests: list[SpanDigest], seq: int, now: float | None = None) -> list[BufferedSpan]:
+        """`add` for spans already digested (in a mapping worker, see digest_spans)."""
         now = time.monotonic() if now is None else now
         late: list[BufferedSpan] = []
-        stamp = ts(time.time_ns())
-        keys = self._keys
-        for row in rows:
-            row.ingested_at = stamp
-            line = self._encoder.encode(row) + b"\n"
-            span = BufferedSpan(row.trace_id, row.span_id, row.status_code,
-                                {k: v for k, v in row.attributes.items() if k in keys} if keys else {}, line)
+        for digest in digests:
+            span = BufferedSpan(digest.trace_id, digest.span_id, digest.status_code, digest.attributes, digest.line)
             decision = self._decided.get(span.trace_id)
             if decision is not None:
                 if decision:
@@ -341,20 +363,19 @@ class TailSampler:
                 continue
             trace = self._pending.get(span.trace_id)
             if trace is None:
-                trace = self._pending[span.trace_id] = Trace(span.trace_id, row.project_id, now)
+                trace = self._pending[span.trace_id] = Trace(span.trace_id, digest.project_id, now)
                 trace.min_seq = seq
                 self._seq_refs[seq] += 1
             else:
                 self._pending.move_to_end(span.trace_id)
             trace.last_seen = now
             trace.spans.append(span)
-            size = 120 + len(line)
+            size = 120 + len(digest.line)
             trace.size += size
             self._size += size
             self._span_count += 1
-            start, end = _ns(row.start_time), _ns(row.end_time)
-            trace.start_ns = min(trace.start_ns, start)
-            trace.end_ns = max(trace.end_ns, end)
+            trace.start_ns = min(trace.start_ns, digest.start_ns)
+            trace.end_ns = max(trace.end_ns, digest.end_ns)
         self._update_stats()
         return late
 
@@ -426,6 +447,12 @@ class TailSampler:
         self.stats.buffered_traces = len(self._pending)
         self.stats.buffered_spans = self._span_count
         self.stats.buffered_bytes = self._size
+
+
+def policy_keys(config: SamplingConfig) -> frozenset[str]:
+    """Attribute keys some policy reads: the only attributes a waiting span keeps in memory."""
+    return frozenset(_policy_keys(config.policies) | {k for specs in config.projects.values()
+                                                      for k in _policy_keys(specs)})
 
 
 def _policy_keys(specs: list[PolicySpec]) -> set[str]:

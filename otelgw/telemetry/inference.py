@@ -14,9 +14,12 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otelgw.pipeline.rows import InferenceRow
+
+if TYPE_CHECKING:
+    from otelgw.pipeline.workers import InferenceDigest
 
 OTHER = "other"
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
@@ -92,8 +95,9 @@ class InferenceSeries:
         with self._lock:
             self.models.preadmit(models)
 
-    def observe(self, rows: Iterable[InferenceRow]) -> None:
-        """Called by the mapping thread for every batch of inference rows."""
+    def observe(self, rows: Iterable[InferenceRow] | Iterable[InferenceDigest]) -> None:
+        """Called in log order for every record's inference rows (or their digests, from a mapping
+        worker)."""
         with self._lock:
             for row in rows:
                 key = (self.projects.admit(row.project_id),

@@ -1,0 +1,263 @@
+"""Mapping, in this process or spread over worker processes (`workers`).
+
+The gateway process keeps everything that needs one place: the receivers, the write-ahead log
+(one ordered log is what makes replay exactly-once), the tail sampler (a trace's spans must meet
+in one sampler), the writer (one owner of an embedded chDB directory) and /metrics. What costs
+CPU per span, decoding a logged request again and mapping it to rows, masking and encoding them,
+runs in `RecordMapper`, which a worker process can run as well as a thread: it takes log records
+and gives back ready-to-insert JSONEachRow blocks plus the little the gateway still needs (span
+digests for the sampler, inference digests for /metrics, evaluation scores, masking counts).
+Results are applied in log order whatever order workers finish in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from otelgw.governance.masking import MaskingStats, masker_from_config
+from otelgw.pipeline.map_logs import map_logs
+from otelgw.pipeline.map_metrics import map_metrics
+from otelgw.pipeline.mapper import Mapper, MapperOptions
+from otelgw.pipeline.request import REQUEST_TYPES, Signal
+from otelgw.pipeline.rows import RowBatch, encode_batch, ts
+from otelgw.pipeline.sampler import SpanDigest, digest_spans, load_sampling, policy_keys
+from otelgw.pipeline.wal import WalRecord
+from otelgw.pricing import Pricing
+from otelgw.semconv import load_conventions
+
+if TYPE_CHECKING:
+    from otelgw.config import Config
+    from otelgw.governance.masking import Masker
+
+log = logging.getLogger(__name__)
+
+# A record that kills its worker this many times (each time alone in a fresh pool) is
+# dead-lettered instead of retried again.
+CRASH_ATTEMPTS = 3
+
+
+class InferenceDigest(msgspec.Struct, array_like=True):
+    """The fields of an inference row the /metrics series count (InferenceSeries.observe)."""
+
+    project_id: str
+    request_model: str
+    response_model: str
+    provider: str
+    is_success: bool
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cost_usd: float
+    latency_ms: float
+    ttft_ms: float | None
+
+
+class Evaluation(msgspec.Struct, array_like=True):
+    trace_id: str
+    value: float | None
+    label: str
+
+
+class MappedRecord(msgspec.Struct, array_like=True):
+    seq: int
+    blocks: dict[str, bytes] = {}
+    rows: dict[str, int] = {}
+    # Span rows wait in the sampler when it is on, so they travel as digests, not in `blocks`.
+    spans: list[SpanDigest] = []
+    inferences: list[InferenceDigest] = []
+    evaluations: list[Evaluation] = []
+    # Set when mapping raised: the gateway dead-letters the record and logs this.
+    error: str = ""
+
+
+class MappedChunk(msgspec.Struct, array_like=True):
+    records: list[MappedRecord]
+    masking: list[MaskingStats] = []
+    worker_pid: int = 0
+    cpu_s: float = 0.0
+
+
+class RecordMapper:
+    """Log records -> MappedChunk. Pure apart from the masker's counts, which it hands over."""
+
+    def __init__(self, mapper: Mapper, masker: Masker | None, sampler_keys: frozenset[str] | None,
+                 digest_inferences: bool = True) -> None:
+        self.mapper = mapper
+        self.masker = masker
+        # None: no sampler, span rows are encoded with the rest.
+        self.sampler_keys = sampler_keys
+        self.digest_inferences = digest_inferences
+        self._encoder = msgspec.json.Encoder()
+
+    def rows(self, record: WalRecord) -> RowBatch:
+        message = REQUEST_TYPES[record.signal].FromString(record.request)
+        if record.signal is Signal.TRACES:
+            return self.mapper.map_traces(message, record.project, record.received_ns)
+        if record.signal is Signal.LOGS:
+            return map_logs(self.mapper, message, record.project, record.received_ns)
+        return map_metrics(message, record.project, record.received_ns, self.mapper.options)
+
+    def map_record(self, record: WalRecord) -> MappedRecord:
+        try:
+            batch = self.rows(record)
+            if self.masker is not None:
+                # Before anything is encoded: masked text never reaches a table.
+                self.masker.apply(batch)
+            out = MappedRecord(seq=record.seq)
+            if self.digest_inferences and batch.inferences:
+                out.inferences = [InferenceDigest(r.project_id, r.request_model, r.response_model, r.provider,
+                                                  r.is_success, r.input_tokens, r.output_tokens,
+                                                  r.cached_input_tokens, r.cost_usd, r.latency_ms, r.ttft_ms)
+                                  for r in batch.inferences]
+            if self.sampler_keys is not None:
+                out.evaluations = [Evaluation(f.trace_id, f.value, f.label) for f in batch.feedback if f.trace_id]
+                out.spans = digest_spans(batch.spans, self.sampler_keys, self._encoder)
+                batch.spans = []
+            encoded = encode_batch(batch, ts(time.time_ns()), self._encoder)
+            out.blocks, out.rows = encoded.blocks, encoded.rows
+            return out
+        except Exception:
+            # A mapper bug must not stop ingest: the gateway dead-letters the record as received.
+            return MappedRecord(seq=record.seq, error=traceback.format_exc(limit=8))
+
+    def map_chunk(self, records: list[WalRecord]) -> MappedChunk:
+        started = time.process_time()
+        mapped = [self.map_record(r) for r in records]
+        masking = [self.masker.take_stats()] if self.masker is not None else []
+        return MappedChunk(mapped, masking, os.getpid(), time.process_time() - started)
+
+
+# -- worker processes -----------------------------------------------------------------------------
+
+# Per-process state of a pool worker, set once by its initializer: a ProcessPoolExecutor task can
+# only reach it through a module global. The gateway process never sets it.
+_WORKER: dict[str, RecordMapper] = {}
+
+
+def build_mapper(cfg: Config) -> Mapper:
+    return Mapper(
+        load_conventions(),
+        Pricing.load(cfg.pricing_file or None),
+        MapperOptions(preview_chars=cfg.preview_chars, attribute_value_max_chars=cfg.attribute_value_max_chars,
+                      max_attributes=cfg.max_attributes_per_span, max_attribute_chars=cfg.max_attribute_chars,
+                      max_message_chars=cfg.max_message_chars),
+    )
+
+
+def build_record_mapper(cfg: Config) -> RecordMapper:
+    """What a mapping worker process runs: the same mapper, masker and sampler keys as the gateway."""
+    mapper = build_mapper(cfg)
+    sampling = load_sampling(cfg.sampling_file or None, cfg.tail_sampling)
+    return RecordMapper(mapper, masker_from_config(cfg, mapper.conventions.content_attributes()),
+                        policy_keys(sampling) if sampling.enabled else None)
+
+
+def mapping_workers(cfg: Config) -> int:
+    return cfg.workers or os.cpu_count() or 1
+
+
+def _init_worker(cfg: Config) -> None:
+    _WORKER["mapper"] = build_record_mapper(cfg)
+
+
+def _map_in_worker(records: list[WalRecord]) -> bytes:
+    return msgspec.msgpack.encode(_WORKER["mapper"].map_chunk(records))
+
+
+def _warm() -> int:
+    return os.getpid()
+
+
+class MappingStats(msgspec.Struct):
+    workers: int = 1
+    chunks: int = 0
+    records: int = 0
+    worker_restarts: int = 0
+    crashed_records: int = 0
+    # CPU seconds spent mapping, by worker process id.
+    cpu_s: dict[str, float] = {}
+
+
+class MappingPool:
+    """Runs RecordMapper.map_chunk on a thread (workers=1) or on worker processes."""
+
+    def __init__(self, local: RecordMapper, workers: int = 1, cfg: Config | None = None) -> None:
+        self.workers = max(workers, 1)
+        self.local = local
+        self._cfg = cfg
+        self._decoder = msgspec.msgpack.Decoder(MappedChunk)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-map")
+        self._procs: ProcessPoolExecutor | None = None
+        self.stats = MappingStats(workers=self.workers)
+        if self.workers > 1:
+            if cfg is None:
+                raise ValueError("worker processes need the configuration to build their mappers")
+            self._procs = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn, not fork: the gateway holds threads (chDB, gRPC, the writer) a fork would copy
+        # in whatever state they were in.
+        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(self._cfg,))
+        for _ in range(self.workers):  # start them now, not on the first request
+            pool.submit(_warm)
+        return pool
+
+    def worker_pids(self) -> list[int]:
+        procs = self._procs
+        return [p.pid for p in getattr(procs, "_processes", {}).values() if p.pid] if procs else []
+
+    async def map(self, records: list[WalRecord]) -> MappedChunk:
+        loop = asyncio.get_running_loop()
+        if self._procs is None:
+            chunk = await loop.run_in_executor(self._thread, self.local.map_chunk, records)
+        else:
+            chunk = await self._map_remote(records, 0)
+        self.stats.chunks += 1
+        self.stats.records += len(records)
+        key = str(chunk.worker_pid)
+        self.stats.cpu_s[key] = self.stats.cpu_s.get(key, 0.0) + chunk.cpu_s
+        return chunk
+
+    async def _map_remote(self, records: list[WalRecord], crashes: int) -> MappedChunk:
+        pool = self._procs
+        assert pool is not None
+        try:
+            blob = await asyncio.wrap_future(pool.submit(_map_in_worker, records))
+        except BrokenProcessPool:
+            self._replace(pool)
+            if len(records) > 1:
+                # Some record killed a worker (or the OS did): find it by mapping them one by one.
+                parts = [await self._map_remote([r], 0) for r in records]
+                return MappedChunk([p.records[0] for p in parts], [m for p in parts for m in p.masking], 0,
+                                   sum(p.cpu_s for p in parts))
+            if crashes + 1 >= CRASH_ATTEMPTS:
+                self.stats.crashed_records += 1
+                error = f"a mapping worker died {CRASH_ATTEMPTS} times on this record"
+                return MappedChunk([MappedRecord(seq=records[0].seq, error=error)])
+            return await self._map_remote(records, crashes + 1)
+        return self._decoder.decode(blob)
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        if self._procs is not broken or self._procs is None:
+            return  # another task already replaced it
+        self.stats.worker_restarts += 1
+        log.error("a mapping worker process died; starting a new pool", extra={"workers": self.workers})
+        broken.shutdown(wait=False, cancel_futures=True)
+        self._procs = self._new_pool()
+
+    def shutdown(self) -> None:
+        self._thread.shutdown(wait=True)
+        if self._procs is not None:
+            self._procs.shutdown(wait=True, cancel_futures=True)
+            self._procs = None
