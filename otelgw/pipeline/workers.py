@@ -16,6 +16,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -168,6 +169,16 @@ def mapping_workers(cfg: Config) -> int:
 
 def _init_worker(cfg: Config) -> None:
     _WORKER["mapper"] = build_record_mapper(cfg)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="otelgw-parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A worker holds both ends of its task queue's pipe, so a gateway killed with SIGKILL never
+    # shows it an end of file: it would wait for work for ever. PR_SET_PDEATHSIG is no help
+    # either, it fires when the spawning *thread* exits.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _map_in_worker(records: list[WalRecord]) -> bytes:

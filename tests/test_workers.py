@@ -1,0 +1,205 @@
+"""Mapping in worker processes (OTELGW_WORKERS=2): what the earlier issues built keeps working
+when requests are mapped in other processes than the one that receives, samples and writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import RunningGateway, start_gateway, wait_until
+from gateway_process import GatewayProcess, chdb_query
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from otlp_client import post, post_otlp
+
+BASE = 1_764_150_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def pooled(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    policies = tmp_path_factory.mktemp("sampling") / "sampling.toml"
+    policies.write_text(
+        'decision_wait_s = 0.5\n'
+        '[[policies]]\nname = "negative-evaluation"\ntype = "evaluation"\nbelow = 0.5\n'
+        '[[policies]]\nname = "baseline"\ntype = "probabilistic"\nsampling_percentage = 50\n')
+    running = start_gateway(chdb_path, "t_workers", tmp_path_factory.mktemp("gw"), workers=2, tail_sampling=True,
+                            sampling_file=str(policies), mask_pii=True)
+    try:
+        yield running
+    finally:
+        assert running.stop(), "gateway did not flush everything on stop"
+
+
+def _settled(gw: RunningGateway) -> None:
+    gw.settle()
+    wait_until(lambda: gw.gateway.pipeline.describe()["sampler"]["buffered_traces"] == 0, timeout=30)
+    gw.settle()
+
+
+def _metrics(gw: RunningGateway) -> str:
+    return post(f"{gw.api_url}/metrics", None, method="GET").body.decode()
+
+
+def test_sdk_spans_are_mapped_in_worker_processes(pooled: RunningGateway) -> None:
+    provider = TracerProvider(resource=Resource.create({"service.name": "pool-svc", "project.id": "pool"}))
+    # Small export batches: a trace's spans arrive in different requests, so in different
+    # mapping tasks and (often) different workers; the sampler must still see them together.
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{pooled.http_url}/v1/traces"),
+                                                   max_export_batch_size=7, schedule_delay_millis=20))
+    tracer = provider.get_tracer("pool-test")
+    traces = 60
+    for t in range(traces):
+        with tracer.start_as_current_span("POST /ask"):
+            for n in range(2):
+                with tracer.start_as_current_span(f"chat m-{t % 3}") as span:
+                    span.set_attribute("gen_ai.operation.name", "chat")
+                    span.set_attribute("gen_ai.request.model", f"m-{t % 3}")
+                    span.set_attribute("gen_ai.usage.input_tokens", 10 + n)
+                    span.set_attribute("gen_ai.usage.output_tokens", 5)
+                    span.set_attribute("gen_ai.input.messages", json.dumps(
+                        [{"role": "user", "parts": [{"type": "text", "content": f"mail me at user{t}@example.com"}]}]))
+    assert provider.force_flush(30_000)
+    provider.shutdown()
+    _settled(pooled)
+
+    rows = pooled.query("SELECT count() AS n, uniqExact(inference_id) AS u, sum(input_tokens) AS tokens "
+                        "FROM inferences FINAL WHERE project_id = 'pool'")[0]
+    assert rows["n"] == rows["u"] == traces * 2
+    assert rows["tokens"] == traces * (10 + 11)
+    # One decision per trace: all three spans of a trace, or none.
+    per_trace = pooled.query("SELECT trace_id, count() AS n FROM spans FINAL WHERE project_id = 'pool' "
+                             "GROUP BY trace_id")
+    assert per_trace and all(r["n"] == 3 for r in per_trace)
+    assert 0 < len(per_trace) < traces  # probabilistic 50 %: some kept, some not
+    # Masked in the workers, counted in the gateway's /metrics.
+    contents = [r["content"] for r in pooled.query("SELECT content FROM messages FINAL WHERE project_id = 'pool'")]
+    assert len(contents) == traces * 2 and not any("@example.com" in c for c in contents)
+    metrics = _metrics(pooled)
+    masked = [line for line in metrics.splitlines()
+              if line.startswith("otelgw_masked_items_total") and 'project="pool"' in line and "email" in line]
+    # Each distinct address at least once (a repeat within one request is masked from a memo).
+    assert masked and float(masked[0].rsplit(" ", 1)[1]) >= traces
+    total = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                if line.startswith("inference_requests_total{") and 'project="pool"' in line)
+    assert total == traces * 2
+    mapping = pooled.gateway.pipeline.describe()["mapping"]
+    assert mapping["workers"] == 2 and mapping["records"] > 0
+    # The mapping CPU was spent in the worker processes, not in the gateway's.
+    assert str(os.getpid()) not in mapping["cpu_s"]
+    assert set(mapping["cpu_s"]) <= {str(p) for p in pooled.gateway.pipeline.mapping.worker_pids()}
+
+
+def _span_request(trace: bytes, span: bytes, name: str = "chat m") -> bytes:
+    request = ExportTraceServiceRequest()
+    resource = request.resource_spans.add()
+    resource.resource.attributes.append(KeyValue(key="project.id", value=AnyValue(string_value="evals")))
+    s = resource.scope_spans.add().spans.add(trace_id=trace, span_id=span, name=name, start_time_unix_nano=BASE,
+                                             end_time_unix_nano=BASE + 10_000_000)
+    s.attributes.extend([KeyValue(key="gen_ai.operation.name", value=AnyValue(string_value="chat")),
+                         KeyValue(key="gen_ai.request.model", value=AnyValue(string_value="m"))])
+    return request.SerializeToString()
+
+
+def test_an_evaluation_in_a_later_request_keeps_its_trace(pooled: RunningGateway) -> None:
+    # Trace ids the 50 % baseline would drop, so only the evaluation can keep them.
+    from otelgw.pipeline.sampler import trace_hash_percent
+
+    candidates = (bytes([0xE0, n]) + bytes(14) for n in range(256))
+    traces = [t for t in candidates if trace_hash_percent(t.hex()) >= 50][:2]
+    for trace in traces:
+        assert post_otlp(pooled.http_url, "traces", _span_request(trace, b"\x01" * 8)).status == 200
+    logs = ExportLogsServiceRequest()
+    resource = logs.resource_logs.add()
+    resource.resource.attributes.append(KeyValue(key="project.id", value=AnyValue(string_value="evals")))
+    record = resource.scope_logs.add().log_records.add(time_unix_nano=BASE + 20_000_000, trace_id=traces[0],
+                                                       span_id=b"\x01" * 8, event_name="gen_ai.evaluation.result")
+    record.attributes.extend([KeyValue(key="gen_ai.evaluation.name", value=AnyValue(string_value="relevance")),
+                              KeyValue(key="gen_ai.evaluation.score.value", value=AnyValue(double_value=0.1))])
+    assert post_otlp(pooled.http_url, "logs", logs.SerializeToString()).status == 200
+    _settled(pooled)
+    kept = {r["trace_id"] for r in pooled.query("SELECT DISTINCT trace_id FROM spans FINAL WHERE project_id = 'evals'")}
+    assert kept == {traces[0].hex()}
+    feedback = pooled.query("SELECT name, value FROM feedback FINAL WHERE project_id = 'evals'")
+    assert feedback == [{"name": "relevance", "value": pytest.approx(0.1)}]
+
+
+def _burst(url: str, requests: int, per_request: int, first: int) -> int:
+    for r in range(requests):
+        request = ExportTraceServiceRequest()
+        scope = request.resource_spans.add().scope_spans.add()
+        for i in range(per_request):
+            n = first + r * per_request + i + 1  # span id 0 is invalid
+            span = scope.spans.add(trace_id=(0xB0B << 100 | n).to_bytes(16, "big"), span_id=n.to_bytes(8, "big"),
+                                   name="chat m", start_time_unix_nano=BASE + n, end_time_unix_nano=BASE + n + 5_000)
+            span.attributes.extend([KeyValue(key="gen_ai.operation.name", value=AnyValue(string_value="chat")),
+                                    KeyValue(key="gen_ai.request.model", value=AnyValue(string_value="burst"))])
+        assert post_otlp(url, "traces", request.SerializeToString()).status == 200
+    return requests * per_request
+
+
+def test_a_killed_worker_is_replaced_and_nothing_is_lost(pooled: RunningGateway) -> None:
+    pool = pooled.gateway.pipeline.mapping
+    wait_until(lambda: len(pool.worker_pids()) == 2)
+    victim = pool.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    sent = _burst(pooled.http_url, 30, 200, 0)
+    _settled(pooled)
+    assert pooled.scalar("SELECT count() FROM inferences FINAL WHERE request_model = 'burst'") == sent
+    assert pooled.scalar("SELECT uniqExact(inference_id) FROM inferences WHERE request_model = 'burst'") == sent
+    assert pool.stats.worker_restarts >= 1 and pool.stats.crashed_records == 0
+    assert victim not in pool.worker_pids() and len(pool.worker_pids()) == 2
+    assert pooled.gateway.pipeline.stats.map_errors == 0
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out.update(int(p) for p in text)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_sigterm_drains_every_worker_and_sigkill_leaves_no_orphans(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path, workers="2", flush_interval_ms="200")
+    gateway.start()
+    assert gateway.proc is not None
+    gateway.wait(lambda: len(_children(gateway.proc.pid)) >= 2, 30, "running its workers")
+    workers = _children(gateway.proc.pid)
+    sent = _burst(gateway.http_url, 20, 250, 0)
+    assert gateway.terminate() == 0
+    assert not [p for p in workers if _alive(p)], "worker processes outlived the gateway"
+    rows = chdb_query(tmp_path / "chdb", "SELECT count() AS n, uniqExact(inference_id) AS u FROM inferences")
+    assert int(rows[0]["n"]) == int(rows[0]["u"]) == sent
+
+    gateway.start()
+    gateway.wait(lambda: len(_children(gateway.proc.pid)) >= 2, 30, "running its workers")
+    workers = _children(gateway.proc.pid)
+    more = _burst(gateway.http_url, 10, 250, sent)
+    gateway.kill()
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)], "worker processes outlived a killed gateway"
+    gateway.start()  # replays what the kill left in the log
+    gateway.wait(lambda: gateway.status()["pipeline"]["wal"]["pending_records"] == 0, 60, "replayed")
+    assert gateway.terminate() == 0
+    rows = chdb_query(tmp_path / "chdb", "SELECT count() AS n, uniqExact(inference_id) AS u FROM inferences FINAL")
+    assert int(rows[0]["n"]) == int(rows[0]["u"]) == sent + more
