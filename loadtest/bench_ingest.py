@@ -297,6 +297,22 @@ def proc_cpu_s(pid: int) -> float | None:
         return None
 
 
+def child_pids(pid: int) -> list[int]:
+    """The gateway's child processes: its mapping workers (OTELGW_WORKERS) and multiprocessing's
+    resource tracker."""
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out.extend(int(p) for p in (task / "children").read_text().split())
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        pass
+    return out
+
+
+def children_cpu_s(pid: int) -> dict[int, float]:
+    return {child: cpu for child in child_pids(pid) if (cpu := proc_cpu_s(child)) is not None}
+
+
 def proc_thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
     """tid -> (thread name, CPU seconds) for every thread, Python's and native (chDB, gRPC)."""
     out: dict[int, tuple[str, float]] = {}
@@ -343,6 +359,8 @@ class RssSampler(threading.Thread):
         self.interval = interval
         self.peak_kib = 0
         self.hwm_kib = 0
+        # The gateway plus its mapping worker processes, summed at each sample.
+        self.total_peak_kib = 0
         self.samples: list[tuple[float, int]] = []
         self._halt = threading.Event()
 
@@ -355,6 +373,8 @@ class RssSampler(threading.Thread):
             rss = st.get("VmRSS", 0)
             self.peak_kib = max(self.peak_kib, rss)
             self.hwm_kib = max(self.hwm_kib, st.get("VmHWM", 0))
+            workers = sum(proc_status(child).get("VmRSS", 0) for child in child_pids(self.pid))
+            self.total_peak_kib = max(self.total_peak_kib, rss + workers)
             self.samples.append((time.monotonic() - t0, rss))
             self._halt.wait(self.interval)
 
@@ -911,10 +931,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             profiler = start_profiler(args, pid)
         cpu0 = proc_cpu_s(pid) or 0.0
+        workers0 = children_cpu_s(pid)
         threads0 = proc_thread_cpu(pid)
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         stats, landing, send_s, _ = asyncio.run(run_load(args, gw, requests, counts))
         cpu1 = proc_cpu_s(pid) or cpu0
+        workers1 = children_cpu_s(pid)
+        workers_cpu = sum(cpu - workers0.get(child, 0.0) for child, cpu in workers1.items())
         threads_cpu = thread_cpu_delta(threads0, proc_thread_cpu(pid))
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         client_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -962,6 +985,10 @@ def main(argv: list[str] | None = None) -> int:
             "rss_end_mib": round(rss_end_kib / 1024, 1),
             "rss_timeline_mib": sampler.timeline_mib(),
             "gateway_cpu_s": round(cpu1 - cpu0, 1),
+            "workers_cpu_s": round(workers_cpu, 1),
+            "rss_total_peak_mib": round(sampler.total_peak_kib / 1024, 1),
+            "spans_per_cpu_s": round(sent_spans / (cpu1 - cpu0 + workers_cpu)) if cpu1 - cpu0 + workers_cpu else None,
+            "mapping": pipeline.get("mapping"),
             "client_cpu_s": round(client_cpu, 1),
             "gateway_thread_cpu_s": threads_cpu,
             "rows_written": writer.get("rows_written", {}),
@@ -1040,7 +1067,9 @@ def print_block(r: dict[str, Any], problem_lines: list[str], out: Any) -> None:
         f"gateway RSS      peak {r['rss_peak_mib']} MiB (VmHWM {r['rss_hwm_mib']}), idle {r['rss_idle_mib']}, "
         f"after landing {r['rss_end_mib']}",
         f"RSS over time    {r['rss_timeline_mib']} MiB (peak per 1/8 of the run, startup to exit)",
-        f"CPU seconds      gateway {r['gateway_cpu_s']}, benchmark client {r['client_cpu_s']}",
+        f"CPU seconds      gateway {r['gateway_cpu_s']}, mapping workers {r['workers_cpu_s']}, benchmark client "
+        f"{r['client_cpu_s']} ({r['spans_per_cpu_s']:,} spans per gateway+workers CPU-second)",
+        f"RSS with workers peak {r['rss_total_peak_mib']} MiB (gateway + worker processes, summed per sample)",
         "gateway threads  CPU s by name: " + ", ".join(f"{n} {c}" for n, c in r["gateway_thread_cpu_s"]["by_name"]),
         "                 busiest: " + ", ".join(f"{n} {c}" for n, c in r["gateway_thread_cpu_s"]["busiest"]),
         "rows written     " + ", ".join(f"{k} {v:,}" for k, v in r["rows_written"].items()),
