@@ -20,6 +20,7 @@ from aiohttp import web
 
 from otelgw import __version__
 from otelgw.api import erasure as erasure_api
+from otelgw.api import retention as retention_api
 from otelgw.api.app import build_api_app
 from otelgw.auth import Authenticator
 from otelgw.config import Config, ConfigError, parse_addr, wal_fsync
@@ -35,9 +36,9 @@ from otelgw.pipeline.workers import MappingPool, RecordMapper, build_mapper, map
 from otelgw.receiver.otlp_grpc import build_otlp_grpc_server
 from otelgw.receiver.otlp_http import build_otlp_http_app
 from otelgw.store.client import DSN, ClientFactory
+from otelgw.store.cluster import migrate_store
 from otelgw.store.gateways import HEARTBEAT_S, DuplicateWalId, GatewayRegistry
 from otelgw.store.keys import KeyStore
-from otelgw.store.migrate import apply_migrations
 from otelgw.store.reader import Reader
 from otelgw.store.writer import BatchWriter
 from otelgw.telemetry.registry import Telemetry
@@ -64,7 +65,7 @@ class Ports(msgspec.Struct):
 def migrate(cfg: Config) -> list[str]:
     clients = ClientFactory(DSN(cfg.clickhouse_dsn))
     try:
-        return [f"{m.version:03d}_{m.name}" for m in apply_migrations(clients.get())]
+        return [f"{m.version:03d}_{m.name}" for m in migrate_store(clients.get(), cfg.clickhouse_cluster or None)]
     finally:
         clients.close()
 
@@ -125,7 +126,7 @@ class Gateway:
         self.auth = Authenticator(lambda: KeyStore(self._read_clients.get()).all(),
                                   allow_anonymous=cfg.allow_anonymous or _loopback(cfg.api_addr))
         self.auditor = Auditor(self._read_clients)
-        self.erasure = ErasureRunner(self.dsn)
+        self.erasure = ErasureRunner(self.dsn, cluster=cfg.clickhouse_cluster or None)
         self._decode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-decode")
         self._runners: list[web.AppRunner] = []
         self._grpc: grpc.aio.Server | None = None
@@ -136,7 +137,8 @@ class Gateway:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        applied = await loop.run_in_executor(None, lambda: apply_migrations(self._write_clients.get()))
+        applied = await loop.run_in_executor(
+            None, lambda: migrate_store(self._write_clients.get(), self.cfg.clickhouse_cluster or None))
         log.info("store ready", extra={"dsn": self.dsn.redacted(), "database": self.dsn.database,
                                        "migrations_applied": [m.name for m in applied]})
         top = await loop.run_in_executor(None, self.busiest_models)
@@ -170,6 +172,7 @@ class Gateway:
             api = build_api_app(self.reader, self.auth, cfg.flush_interval_ms / 1000, checks, self.status,
                                 self.telemetry, self.pipeline, self.auditor)
             api[erasure_api.RUNNER_KEY] = self.erasure
+            api[retention_api.CLUSTER_KEY] = cfg.clickhouse_cluster or None
             await self.auditor.start()
             self._api_runner, self.ports.api = await _start_site(api, cfg.api_addr)
         await self.erasure.start()  # resumes the erasure jobs a stop interrupted

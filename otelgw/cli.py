@@ -57,10 +57,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _store(cfg: Any) -> Any:
     from otelgw.store.client import DSN, ClientFactory
-    from otelgw.store.migrate import apply_migrations
+    from otelgw.store.cluster import migrate_store
 
     clients = ClientFactory(DSN(cfg.clickhouse_dsn))
-    apply_migrations(clients.get())
+    migrate_store(clients.get(), cfg.clickhouse_cluster or None)
     return clients
 
 
@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     from otelgw.jsonlog import setup_logging
 
     setup_logging(cfg.log_level, cfg.log_format)
+    if args.command == "migrate" and not args.cluster and cfg.clickhouse_cluster:
+        args.cluster = cfg.clickhouse_cluster
     if args.command == "migrate" and args.cluster:
         return _migrate_cluster(args, cfg)
     if args.command == "migrate":

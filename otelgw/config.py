@@ -8,6 +8,7 @@ a deployment fails at start instead of being ignored.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,6 +103,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # core; 1 maps on a thread of the gateway process. Receiving, the log, sampling and writing
     # stay in the gateway process (docs/scaling.md).
     workers: int = 0
+    # The ClickHouse cluster (remote_servers name) the store runs on, for a clustered store:
+    # migrations, retention TTLs and erasure deletes then go ON CLUSTER to the local tables
+    # (docs/scaling.md). Empty: one server, or embedded chDB.
+    clickhouse_cluster: str = ""
 
     def validate(self) -> list[str]:
         errors: list[str] = []
@@ -118,6 +123,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                      "metrics_max_providers"):
             if getattr(self, name) <= 0:
                 errors.append(f"{name}: must be greater than 0")
+        if self.clickhouse_cluster and not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", self.clickhouse_cluster):
+            errors.append(f"clickhouse_cluster: {self.clickhouse_cluster!r} must be a cluster name "
+                          "(letters, digits, _ . -)")
+        if self.clickhouse_cluster and self.clickhouse_dsn.startswith("chdb:"):
+            errors.append("clickhouse_cluster: needs a ClickHouse server DSN (http:// or https://), not chdb://")
         if not 0 <= self.workers <= 256:
             errors.append("workers: must be 0 (one per core) to 256")
         if self.project_rate_limit < 0:

@@ -8,6 +8,7 @@ gets its own database in it.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import threading
 import time
@@ -89,8 +90,8 @@ def start_gateway(chdb_path: Path, database: str, data_dir: Path, **overrides: A
         # (test_sampling.py covers the sampler).
         "tail_sampling": False,
         # One mapping thread: a worker pool per test gateway costs seconds of process start-up;
-        # test_workers.py runs the pool.
-        "workers": 1,
+        # test_workers.py runs the pool (OTELGW_TEST_WORKERS=2 runs every gateway with one).
+        "workers": int(os.environ.get("OTELGW_TEST_WORKERS", "1")),
     }
     settings.update(overrides)
     return RunningGateway(Config(**settings))

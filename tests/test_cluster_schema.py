@@ -83,7 +83,10 @@ def _columns(chdb, database: str) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def test_cluster_schema_has_the_single_node_columns(chdb, chdb_path: Path) -> None:
+@pytest.fixture(scope="module")
+def schemas(chdb, chdb_path: Path) -> tuple[str, str, _Db]:
+    """A database with the single-node schema, and one with the cluster schema taken back to one
+    node (local tables, Memory in place of Distributed)."""
     single, cluster = f"single_{uuid.uuid4().hex[:8]}", f"cluster_{uuid.uuid4().hex[:8]}"
     for database in (single, cluster):
         chdb.run(f"CREATE DATABASE {database}")
@@ -93,6 +96,11 @@ def test_cluster_schema_has_the_single_node_columns(chdb, chdb_path: Path) -> No
             one_db.run(statement)
     for statement in _statements():
         many_db.run(_single_node(statement))
+    return single, cluster, many_db
+
+
+def test_cluster_schema_has_the_single_node_columns(chdb, schemas: tuple[str, str, _Db]) -> None:
+    single, cluster, _ = schemas
     one, many = _columns(chdb, single), _columns(chdb, cluster)
     tables = {t for t in one if not t.endswith("_mv")}
     assert tables
@@ -126,3 +134,53 @@ def test_cli_prints_the_cluster_schema(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=120, cwd=tmp_path,
                             env={"PATH": "/usr/bin:/bin", "OTELGW_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'c'}"})
     assert failed.returncode == 1 and "cluster migration failed" in failed.stderr  # no cluster in chDB
+
+
+def _parses(chdb, statement: str) -> str:
+    literal = statement.replace("\\", "\\\\").replace("'", "\\'")
+    return chdb.rows(f"SELECT formatQuery('{literal}')")[0][0]
+
+
+def test_retention_and_erasure_go_to_the_local_tables_on_the_cluster(chdb, schemas: tuple[str, str, _Db]) -> None:
+    from otelgw.governance.erasure import PREDICATES, TABLES, delete_statements
+    from otelgw.governance.retention import BUILTIN_DEFAULTS, RetentionPolicy, ttl_statements
+
+    _, _, local = schemas
+    own = RetentionPolicy(project="short", content_days=3, numbers_days=30, spans_days=2)
+    statements = ttl_statements(BUILTIN_DEFAULTS, [own], CLUSTER)
+    assert set(statements) >= {"inferences", "messages", "spans", "inference_stats_1m", "inference_lookup"}
+    for table, statement in statements.items():
+        assert statement.startswith(f"ALTER TABLE {table}_local ON CLUSTER '{CLUSTER}' "), statement[:80]
+        assert "ON CLUSTER" in _parses(chdb, statement)
+        # The TTLs name columns the local tables have: they apply on one node.
+        local.run(_single_node(statement))
+    ttl = local.rows("SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
+                     "AND name = 'messages_local'")[0][0]
+    assert "'short'" in ttl and "toIntervalDay" in ttl
+
+    # ingested_at now: a row older than its TTL would be dropped as it is written.
+    local.run("INSERT INTO messages_local (inference_id, project_id, timestamp, direction, index, role, content, "
+              "ingested_at) VALUES ('11111111-1111-1111-1111-111111111111', 'p', now(), 'input', 0, 'user', "
+              "'erase me', now64()), ('22222222-2222-2222-2222-222222222222', 'p', now(), 'input', 0, 'user', "
+              "'keep me', now64())")
+    assert len(local.rows("SELECT content FROM messages_local")) == 2
+    local.run("INSERT INTO erasure_targets (job_id, kind, inference_id) "
+              "VALUES ('job1', 'inference', '11111111-1111-1111-1111-111111111111')")
+    for table in TABLES:
+        lightweight, mutation = delete_statements(table, PREDICATES[table], CLUSTER)
+        assert lightweight.startswith(f"DELETE FROM {table}_local ON CLUSTER '{CLUSTER}' WHERE ")
+        assert mutation.startswith(f"ALTER TABLE {table}_local ON CLUSTER '{CLUSTER}' DELETE WHERE ")
+    lightweight, _ = delete_statements("messages", PREDICATES["messages"], CLUSTER)
+    local.factory.get().command(_single_node(lightweight), parameters={"job": "job1", "project": "p"})
+    assert [r[0] for r in local.rows("SELECT content FROM messages_local")] == ["keep me"]
+    # One server: the table itself.
+    assert delete_statements("messages", "1", None)[0] == "DELETE FROM messages WHERE 1"
+
+
+def test_cluster_setting_is_validated() -> None:
+    from otelgw.config import Config
+
+    assert any("cluster name" in e for e in Config(clickhouse_cluster="a b",
+                                                   clickhouse_dsn="http://ch:8123").validate())
+    assert any("needs a ClickHouse server" in e for e in Config(clickhouse_cluster="c1").validate())
+    assert Config(clickhouse_cluster="c1", clickhouse_dsn="http://ch:8123").validate() == []

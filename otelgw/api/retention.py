@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import msgspec
 from aiohttp import web
+from clickhouse_connect.driver.client import Client
 
 from otelgw.api.common import READER_KEY, ApiError, decode_body, json_response, principal
 from otelgw.governance.audit import audit
@@ -23,6 +24,13 @@ from otelgw.governance.retention import (
     validate,
     with_changes,
 )
+
+# The store's ClickHouse cluster (config clickhouse_cluster), None on one server: TTLs go ON CLUSTER.
+CLUSTER_KEY: web.AppKey[str | None] = web.AppKey("clickhouse_cluster", str)
+
+
+def _store(request: web.Request, client: Client) -> RetentionStore:
+    return RetentionStore(client, cluster=request.app.get(CLUSTER_KEY))
 
 
 class SetRetention(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -41,7 +49,7 @@ def _policy(policy: RetentionPolicy, source: str | None = None) -> dict:
 
 async def get_retention(request: web.Request) -> web.Response:
     caller = principal(request)
-    settings: RetentionSettings = await request.app[READER_KEY].call(lambda client: RetentionStore(client).get_all())
+    settings: RetentionSettings = await request.app[READER_KEY].call(lambda client: _store(request, client).get_all())
     if caller.projects is None:
         projects = [_policy(p, "project") for p in settings.projects]
     else:
@@ -60,14 +68,14 @@ async def set_retention(request: web.Request) -> web.Response:
         raise ApiError(403, "forbidden", f"this key may not set the retention of project {project!r}")
 
     reader = request.app[READER_KEY]
-    settings: RetentionSettings = await reader.call(lambda client: RetentionStore(client).get_all())
+    settings: RetentionSettings = await reader.call(lambda client: _store(request, client).get_all())
     policy = with_changes(settings.effective(project), content_days=body.content_days,
                           numbers_days=body.numbers_days, spans_days=body.spans_days)
     try:
         validate(policy)
     except InvalidPolicy as exc:
         raise ApiError(400, "invalid_request", str(exc)) from exc
-    stored = await reader.call(lambda client: RetentionStore(client).set(policy, by=caller.key_id or "anonymous"))
+    stored = await reader.call(lambda client: _store(request, client).set(policy, by=caller.key_id or "anonymous"))
     audit(request, "retention.set", target=project, project=project,
           detail=f"content_days={stored.content_days} numbers_days={stored.numbers_days} "
                  f"spans_days={stored.spans_days}")

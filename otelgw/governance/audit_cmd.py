@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, cfg: Any) -> int:
     from otelgw.api.common import rfc3339_ns
     from otelgw.governance.audit import AuditQuery, query_sql
     from otelgw.store.client import DSN, ClientFactory
-    from otelgw.store.migrate import apply_migrations
+    from otelgw.store.cluster import migrate_store
 
     try:
         query = AuditQuery(from_ns=_time_ns(args.from_date, "--from"), to_ns=_time_ns(args.to_date, "--to"),
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, cfg: Any) -> int:
     clients = ClientFactory(DSN(cfg.clickhouse_dsn))
     try:
         client = clients.get()
-        apply_migrations(client)
+        migrate_store(client, cfg.clickhouse_cluster or None)
         sql, _, params = query_sql(query)
         rows = list(client.query(sql, parameters=params).named_results())
     finally:

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, cfg: Any) -> int:
 
     clients = _store(cfg)
     try:
-        eraser = Eraser(clients.get())
+        eraser = Eraser(clients.get(), cfg.clickhouse_cluster or None)
         if args.data_command == "delete":
             return _execute(eraser, new_job(args.project, selector, dry_run=args.dry_run, created_by="cli"))
         job = eraser.jobs.get(args.job_id)

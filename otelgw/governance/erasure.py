@@ -42,6 +42,7 @@ import msgspec
 from clickhouse_connect.driver.client import Client
 
 from otelgw.store.client import DSN, ClientFactory
+from otelgw.store.cluster import ddl_target
 
 log = logging.getLogger(__name__)
 
@@ -242,23 +243,32 @@ class JobStore:
                 {"job": job.job_id, "version": job.version})
 
 
-def _delete(client: Client, table: str, predicate: str, params: dict[str, Any]) -> str:
+def _delete(client: Client, table: str, predicate: str, params: dict[str, Any], cluster: str | None = None) -> str:
     """A synchronous delete: lightweight where the table takes it, else a mutation. Returns
-    which was used."""
+    which was used. On a cluster, a sharded table's rows are deleted from its local table on
+    every node."""
+    lightweight, mutation = delete_statements(table, predicate, cluster)
     try:
-        client.command(f"DELETE FROM {table} WHERE {predicate}", parameters=params, settings=LIGHTWEIGHT_SETTINGS)
+        client.command(lightweight, parameters=params, settings=LIGHTWEIGHT_SETTINGS)
         return "lightweight"
     except Exception as exc:  # e.g. a table with projections; a store outage fails the mutation too
         log.info("lightweight delete refused, using a mutation", extra={"table": table, "error": str(exc)[:300]})
-    client.command(f"ALTER TABLE {table} DELETE WHERE {predicate}", parameters=params, settings=MUTATION_SETTINGS)
+    client.command(mutation, parameters=params, settings=MUTATION_SETTINGS)
     return "mutation"
+
+
+def delete_statements(table: str, predicate: str, cluster: str | None = None) -> tuple[str, str]:
+    """The lightweight delete and the mutation that remove `predicate`'s rows from `table`."""
+    target = ddl_target(table, cluster)
+    return f"DELETE FROM {target} WHERE {predicate}", f"ALTER TABLE {target} DELETE WHERE {predicate}"
 
 
 class Eraser:
     """The steps of a job against one client. Blocking: call from a worker thread."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, cluster: str | None = None) -> None:
         self.client = client
+        self.cluster = cluster
         self.jobs = JobStore(client)
 
     def _params(self, job: Job) -> dict[str, Any]:
@@ -272,7 +282,7 @@ class Eraser:
         elif step == "count":
             job.counts = {table: self._count(table, params) for table in TABLES}
         elif step in TABLES:
-            _delete(self.client, step, PREDICATES[step], params)
+            _delete(self.client, step, PREDICATES[step], params, self.cluster)
         elif step == "cleanup":
             _delete(self.client, "erasure_targets", "job_id = {job:String}", {"job": job.job_id})
         else:
@@ -322,8 +332,9 @@ class ErasureRunner:
     """Runs erasure jobs one at a time on the gateway's event loop, each step on its own worker
     thread with its own client; at start it resumes every pending or running job in the store."""
 
-    def __init__(self, dsn: DSN, *, retry_base_s: float = 1.0) -> None:
+    def __init__(self, dsn: DSN, *, retry_base_s: float = 1.0, cluster: str | None = None) -> None:
         self._clients = ClientFactory(dsn)
+        self._cluster = cluster
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-erasure")
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -390,7 +401,7 @@ class ErasureRunner:
                 continue
             while True:
                 try:
-                    await self._call(lambda client, s=step: Eraser(client).run_step(job, s))
+                    await self._call(lambda client, s=step: Eraser(client, self._cluster).run_step(job, s))
                     break
                 except Exception as exc:
                     job.attempts += 1

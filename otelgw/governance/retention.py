@@ -35,6 +35,8 @@ from typing import Any
 import msgspec
 from clickhouse_connect.driver.client import Client
 
+from otelgw.store.cluster import ddl_target
+
 DEFAULTS_PROJECT = "*"
 KINDS = ("content_days", "numbers_days", "spans_days")
 # TTLs are DateTime arithmetic, which ends in 2106: a longer period would wrap to a past date and
@@ -139,7 +141,6 @@ def ttl_statements(defaults: RetentionPolicy, projects: list[RetentionPolicy],
                    cluster: str | None = None) -> dict[str, str]:
     """table -> the ALTER that sets its TTLs (column TTLs first: a table TTL is a list, so
     nothing may follow it in the same ALTER)."""
-    on_cluster = f" ON CLUSTER {quote(cluster)}" if cluster else ""
     commands: dict[str, list[str]] = {table: [] for table in TABLES}
     table_ttl: dict[str, str] = {}
     for rule in RULES:
@@ -148,7 +149,7 @@ def ttl_statements(defaults: RetentionPolicy, projects: list[RetentionPolicy],
             commands[rule.table].extend(f"MODIFY COLUMN {column} TTL {expression}" for column in rule.columns)
         else:
             table_ttl[rule.table] = f"MODIFY TTL {expression}"
-    return {table: f"ALTER TABLE {table}{on_cluster} " + ", ".join([*commands[table], table_ttl[table]])
+    return {table: f"ALTER TABLE {ddl_target(table, cluster)} " + ", ".join([*commands[table], table_ttl[table]])
             for table in TABLES}
 
 

@@ -46,13 +46,13 @@ def _line(name: str, policy: Any) -> str:
 def run(args: argparse.Namespace, cfg: Any) -> int:
     from otelgw.governance.retention import InvalidPolicy, RetentionStore, with_changes
     from otelgw.store.client import DSN, ClientFactory
-    from otelgw.store.migrate import apply_migrations
+    from otelgw.store.cluster import migrate_store
 
     clients = ClientFactory(DSN(cfg.clickhouse_dsn))
     try:
         client = clients.get()
-        apply_migrations(client)
-        store = RetentionStore(client)
+        migrate_store(client, cfg.clickhouse_cluster or None)
+        store = RetentionStore(client, cluster=cfg.clickhouse_cluster or None)
         command = args.retention_command
         if command == "show":
             settings = store.get_all()

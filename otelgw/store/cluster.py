@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from otelgw.store.migrate import Migration, discover
+from otelgw.store.migrate import Migration, apply_migrations, discover
 
 # Sharding keys of the Distributed tables. A trace's spans, inferences and log events share one
 # shard; messages, feedback and the lookup follow the inference id (they have no trace id).
@@ -110,6 +110,21 @@ def cluster_migrations(cluster: str) -> list[tuple[Migration, list[str]]]:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", cluster):
         raise ValueError(f"cluster name {cluster!r}: letters, digits, '_', '.', '-' only")
     return [(m, [out for stmt in m.statements() for out in cluster_statements(stmt, cluster)]) for m in discover()]
+
+
+def ddl_target(table: str, cluster: str | None) -> str:
+    """Where an ALTER or a DELETE for `table` goes. On one node, the table. On a cluster, a
+    sharded table's local table on every node (`ON CLUSTER`: a Distributed table takes neither);
+    a table replicated everywhere replicates the statement itself."""
+    if cluster and table in SHARD_KEYS:
+        return f"{table}_local ON CLUSTER '{cluster}'"
+    return table
+
+
+def migrate_store(client: Any, cluster: str | None) -> list[Migration]:
+    """Bring the store's schema up to date: the single-node migrations, or their cluster form
+    when the gateway is configured for a cluster (`clickhouse_cluster`)."""
+    return apply_cluster_migrations(client, cluster) if cluster else apply_migrations(client)
 
 
 def apply_cluster_migrations(client: Any, cluster: str) -> list[Migration]:
