@@ -89,9 +89,9 @@ def start_gateway(chdb_path: Path, database: str, data_dir: Path, **overrides: A
         # Trace detail is tail-sampled in production; tests that read spans want every one
         # (test_sampling.py covers the sampler).
         "tail_sampling": False,
-        # One mapping thread: a worker pool per test gateway costs seconds of process start-up;
-        # test_workers.py runs the pool (OTELGW_TEST_WORKERS=2 runs every gateway with one).
-        "workers": int(os.environ.get("OTELGW_TEST_WORKERS", "1")),
+        # Two mapping worker processes, as production runs on this 2-core machine by default;
+        # OTELGW_TEST_WORKERS=1 runs the suite with mapping on a thread of the gateway instead.
+        "workers": int(os.environ.get("OTELGW_TEST_WORKERS", "2")),
     }
     settings.update(overrides)
     return RunningGateway(Config(**settings))
