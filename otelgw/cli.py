@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from typing import Any
 
 from otelgw import __version__
@@ -30,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
                                            "(Replicated local tables + Distributed tables; docs/scaling.md)")
     migrate.add_argument("--print", action="store_true", dest="print_only",
                          help="with --cluster: print the statements instead of running them")
+    migrate.add_argument("--check", action="store_true",
+                         help="apply nothing; exit 0 if the schema is current, 3 if migrations are pending")
+    migrate.add_argument("--wait", type=float, metavar="SECONDS",
+                         help="apply nothing; wait until the schema is current (another process migrates), "
+                              "exit 3 if it is not within SECONDS (an init container's job)")
+    migrate.add_argument("--require-api-key", action="store_true",
+                         help="with --check/--wait: an active API key must exist too")
     keys = command("keys", "manage API keys (the store must not be in use by a running embedded gateway)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it (shown once)")
@@ -87,6 +95,33 @@ def _keys(args: argparse.Namespace, cfg: Any) -> int:
         return 0
     finally:
         clients.close()
+
+
+def _migrate_check(args: argparse.Namespace, cfg: Any) -> int:
+    from otelgw.store.client import DSN, ClientFactory
+    from otelgw.store.keys import KeyStore
+    from otelgw.store.migrate import pending_migrations
+
+    deadline = time.monotonic() + (args.wait or 0.0)
+    while True:
+        clients = ClientFactory(DSN(cfg.clickhouse_dsn))
+        try:
+            client = clients.get()
+            missing = [f"{m.version:03d}_{m.name}" for m in pending_migrations(client)]
+            if not missing and args.require_api_key and not any(not k.revoked for k in KeyStore(client).all()):
+                missing = ["an active API key (otelgw keys create)"]
+        except Exception as exc:  # the store is not up yet: the same as not ready
+            missing = [f"store unavailable: {str(exc)[:300]}"]
+        finally:
+            clients.close()
+        if not missing:
+            print("schema is current")
+            return 0
+        if args.wait is None or time.monotonic() >= deadline:
+            print("pending: " + ", ".join(missing), file=sys.stderr)
+            return 3
+        print("waiting for: " + ", ".join(missing), file=sys.stderr, flush=True)
+        time.sleep(min(5.0, max(deadline - time.monotonic(), 0.1)))
 
 
 def _migrate_cluster(args: argparse.Namespace, cfg: Any) -> int:
@@ -151,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     from otelgw.jsonlog import setup_logging
 
     setup_logging(cfg.log_level, cfg.log_format)
+    if args.command == "migrate" and (args.check or args.wait is not None):
+        return _migrate_check(args, cfg)
     if args.command == "migrate" and not args.cluster and cfg.clickhouse_cluster:
         args.cluster = cfg.clickhouse_cluster
     if args.command == "migrate" and args.cluster:

@@ -77,11 +77,30 @@ def test_cli_version_and_bad_config(tmp_path: Path) -> None:
 
 def test_migrate_is_idempotent(tmp_path: Path) -> None:
     env = _env(tmp_path)
+
+    def migrate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*OTELGW, "migrate", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                              env=env)
+
+    # An init container's check before anything migrated: pending, nothing applied.
+    check = migrate("--check")
+    assert check.returncode == 3 and "pending: 001_core_tables" in check.stderr, check.stderr
+    started = time.monotonic()
+    waited = migrate("--wait", "1")
+    assert waited.returncode == 3 and "waiting for: 001_core_tables" in waited.stderr
+    assert time.monotonic() - started >= 1
     first = subprocess.run([*OTELGW, "migrate"], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert first.returncode == 0 and "001_core_tables" in first.stdout, first.stderr
     second = subprocess.run([*OTELGW, "migrate"], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert second.returncode == 0 and "schema is current" in second.stdout
     assert (tmp_path / "store").is_dir()
+    assert migrate("--wait", "30").returncode == 0
+    keyless = migrate("--check", "--require-api-key")
+    assert keyless.returncode == 3 and "an active API key" in keyless.stderr
+    created = subprocess.run([*OTELGW, "keys", "create", "--role", "admin"], capture_output=True, text=True,
+                             timeout=120, cwd=tmp_path, env=env)
+    assert created.returncode == 0, created.stderr
+    assert migrate("--check", "--require-api-key").returncode == 0
 
 
 def _wait_ready(api: str, proc: subprocess.Popen, timeout: float = 60) -> None:

@@ -502,12 +502,12 @@ def test_clickhouse_installation_matches_the_gateways_and_the_migration() -> Non
         assert doc["spec"]["defaults"]["templates"]["dataVolumeClaimTemplate"] == claim["name"]
 
 
-def wait_script(doc: dict[str, Any], need_key: bool) -> str:
+def wait_args(doc: dict[str, Any], need_key: bool) -> list[str]:
     (init,) = pod_spec(doc)["initContainers"]
-    assert init["name"] == "wait-for-schema" and init["command"] == ["python", "-c"]
-    assert {var["name"]: var.get("value") for var in init["env"]}["WAIT_FOR_API_KEY"] == str(need_key).lower()
-    (script,) = init["args"]
-    return script
+    assert init["name"] == "wait-for-schema" and init["command"] == ["otelgw"]
+    args = init["args"]
+    assert args[:3] == ["migrate", "--wait", "3600"] and ("--require-api-key" in args) == need_key
+    return args
 
 
 def admin_key_script() -> str:
@@ -517,28 +517,13 @@ def admin_key_script() -> str:
     return script
 
 
-WAIT_DRIVER = """
-import sys, time
-script = compile(sys.stdin.read(), "wait-for-schema", "exec")
-class Waited(Exception):
-    pass
-def no_sleep(seconds):
-    raise Waited
-time.sleep = no_sleep
-try:
-    exec(script, {})
-    print("returned")
-except Waited:
-    print("waited")
-"""
-
-
 def test_schema_and_key_bootstrap_scripts_against_chdb(tmp_path: Path) -> None:
     """The init containers' wait and the admin-key Job's script, run against chDB with the real CLI: the wait
     holds while a migration is missing (and, for the gateways, while no key exists); the Job's script creates
     one admin key, then finds it and does nothing."""
-    gateway_wait = wait_script(manifests()["StatefulSet", "otelgw"], need_key=True)
-    assert wait_script(manifests()["Job", "otelgw-admin-key"], need_key=False) == gateway_wait
+    gateway_wait = wait_args(manifests()["StatefulSet", "otelgw"], need_key=True)
+    assert wait_args(gateway_workloads()[1], need_key=True) == gateway_wait
+    job_wait = wait_args(manifests()["Job", "otelgw-admin-key"], need_key=False)
     env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path),
            "OTELGW_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'chdb'}", "OTELGW_DATA_DIR": str(tmp_path / "data")}
 
@@ -549,8 +534,12 @@ def test_schema_and_key_bootstrap_scripts_against_chdb(tmp_path: Path) -> None:
         return result.stdout
 
     def wait(need_key: bool) -> str:
-        out = run([sys.executable, "-c", WAIT_DRIVER], gateway_wait, WAIT_FOR_API_KEY=str(need_key).lower())
-        return out.splitlines()[-1]
+        # The init container's command with no time to wait: one look, then "waited" (exit 3) or
+        # "returned" (exit 0, the pod goes on).
+        args = [a if a != "3600" else "0" for a in (gateway_wait if need_key else job_wait)]
+        result = subprocess.run(["otelgw", *args], capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode in (0, 3), result.stderr
+        return "returned" if result.returncode == 0 else "waited"
 
     assert wait(need_key=False) == "waited"  # an empty database: no schema_migrations
     run(["otelgw", "migrate"])

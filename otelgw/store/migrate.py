@@ -52,6 +52,17 @@ def discover(folder: Path | None = None) -> list[Migration]:
     return found
 
 
+def pending_migrations(client: Client, folder: Path | None = None) -> list[Migration]:
+    """The migrations the store has not recorded (all of them when it has no schema yet)."""
+    try:
+        done = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
+    except Exception as exc:  # no table yet reads as nothing applied; a store that is away is raised
+        if "UNKNOWN_TABLE" not in str(exc) and "doesn't exist" not in str(exc) and "does not exist" not in str(exc):
+            raise
+        done = set()
+    return [m for m in discover(folder) if m.version not in done]
+
+
 def apply_migrations(client: Client, folder: Path | None = None) -> list[Migration]:
     """Apply every migration not yet recorded; returns the ones applied now."""
     client.command(_TRACKING)
