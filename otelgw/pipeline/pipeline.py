@@ -219,7 +219,7 @@ class Pipeline:
         self._writer.add(encoded, 0, floor=self._sampler.released_floor, tokened=False)
 
     def tick(self, flush_all: bool = False) -> None:
-        """Decide the traces whose wait is over (the mapping thread calls this)."""
+        """Decide the traces whose wait is over (the apply thread calls this)."""
         if self._sampler is not None:
             kept = self._sampler.tick(flush_all=flush_all)
             if kept:
@@ -309,7 +309,7 @@ class Pipeline:
         """Wait until every durable record has been mapped and handed to the writer."""
         while self._applied_seq < self.wal.durable_seq or self._inflight_appends:
             await asyncio.sleep(0.01)
-        # The mapping thread may still be adding the last batch.
+        # The apply thread may still be adding the last batch.
         await asyncio.get_running_loop().run_in_executor(self._map_pool, lambda: None)
 
     async def decide_all(self) -> None:

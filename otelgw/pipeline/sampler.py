@@ -320,7 +320,7 @@ class SamplerStats(msgspec.Struct):
 
 
 class TailSampler:
-    """Single-threaded: the mapping thread adds spans and asks for decisions."""
+    """Single-threaded: the apply thread (results in log order) adds spans and asks for decisions."""
 
     def __init__(self, config: SamplingConfig) -> None:
         self.config = config
@@ -337,7 +337,7 @@ class TailSampler:
         self.stats = SamplerStats()
         self._encoder = msgspec.json.Encoder()
         self.keys = policy_keys(config)
-        # Plain ints, read from the event loop while the mapping thread works: the oldest log
+        # Plain ints, read from the event loop while the apply thread works: the oldest log
         # record with a waiting span, and the oldest one whose spans the last tick released.
         self.floor_seq = 0
         self.released_floor = 0
