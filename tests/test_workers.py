@@ -167,6 +167,26 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(pooled: RunningGateway)
     assert pooled.gateway.pipeline.stats.map_errors == 0
 
 
+def test_workers_that_cannot_restart_fall_back_to_a_thread(chdb_path: Path, tmp_path: Path) -> None:
+    masking = tmp_path / "masking.toml"
+    masking.write_text("[defaults]\npii = true\n")
+    gw = start_gateway(chdb_path, "t_workers_fallback", tmp_path / "gw", workers=2, masking_file=str(masking))
+    try:
+        pool = gw.gateway.pipeline.mapping
+        wait_until(lambda: len(pool.worker_pids()) == 2)
+        # A new worker reads the masking file as it starts: gone, no worker can start again.
+        masking.unlink()
+        os.kill(pool.worker_pids()[0], signal.SIGKILL)
+        sent = _burst(gw.http_url, 10, 200, 0)
+        gw.settle()
+        assert gw.scalar("SELECT count() FROM inferences FINAL WHERE request_model = 'burst'") == sent
+        assert pool.stats.fell_back_to_thread and pool.stats.crashed_records == 0
+        assert gw.gateway.pipeline.stats.map_errors == 0 and pool.worker_pids() == []
+        assert str(os.getpid()) in pool.stats.cpu_s  # mapped here from then on
+    finally:
+        assert gw.stop()
+
+
 def _children(pid: int) -> set[int]:
     out: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -189,8 +209,13 @@ def test_sigterm_drains_every_worker_and_sigkill_leaves_no_orphans(tmp_path: Pat
     assert gateway.proc is not None
     gateway.wait(lambda: len(_children(gateway.proc.pid)) >= 2, 30, "running its workers")
     workers = _children(gateway.proc.pid)
+    # A worker killed first: its pool is broken, replaced, and the broken one's processes reaped
+    # (a worker that ignored SIGTERM once kept the gateway from exiting).
+    os.kill(next(p for p in workers if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()), signal.SIGKILL)
     sent = _burst(gateway.http_url, 20, 250, 0)
-    assert gateway.terminate() == 0
+    gateway.wait(lambda: gateway.status()["pipeline"]["mapping"]["worker_restarts"] >= 1, 30, "replacing the pool")
+    workers |= _children(gateway.proc.pid)
+    assert gateway.terminate(timeout=60) == 0
     assert not [p for p in workers if _alive(p)], "worker processes outlived the gateway"
     rows = chdb_query(tmp_path / "chdb", "SELECT count() AS n, uniqExact(inference_id) AS u FROM inferences")
     assert int(rows[0]["n"]) == int(rows[0]["u"]) == sent

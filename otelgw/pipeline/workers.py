@@ -16,6 +16,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import traceback
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from otelgw.governance.masking import MaskingStats, masker_from_config
+from otelgw.jsonlog import setup_logging
 from otelgw.pipeline.map_logs import map_logs
 from otelgw.pipeline.map_metrics import map_metrics
 from otelgw.pipeline.mapper import Mapper, MapperOptions
@@ -142,7 +144,7 @@ class RecordMapper:
 
 # Per-process state of a pool worker, set once by its initializer: a ProcessPoolExecutor task can
 # only reach it through a module global. The gateway process never sets it.
-_WORKER: dict[str, RecordMapper] = {}
+_WORKER: dict[str, RecordMapper | str] = {}
 
 
 def build_mapper(cfg: Config) -> Mapper:
@@ -167,9 +169,25 @@ def mapping_workers(cfg: Config) -> int:
     return cfg.workers or os.cpu_count() or 1
 
 
+class WorkerInitError(RuntimeError):
+    """A worker process could not build its mapper (a masking or pricing file gone since the
+    gateway started, a broken install): raised by its tasks, so the pool stays usable and the
+    gateway can map on its own thread instead."""
+
+
 def _init_worker(cfg: Config) -> None:
-    _WORKER["mapper"] = build_record_mapper(cfg)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="otelgw-parent-watch", daemon=True).start()
+    # The gateway decides when workers stop (its pool's shutdown after a drain): a Ctrl-C sent to
+    # the terminal's process group must not kill them in the middle of a drain. SIGTERM keeps
+    # its default: the pool terminates the workers of a broken pool with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    setup_logging(cfg.log_level, cfg.log_format)
+    # An initializer that raises leaves a worker the pool can neither use nor always reap: keep
+    # the process, and let its tasks raise instead.
+    try:
+        _WORKER["mapper"] = build_record_mapper(cfg)
+    except Exception as exc:
+        _WORKER["error"] = f"{type(exc).__name__}: {exc}"
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -181,11 +199,19 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
+def _mapper() -> RecordMapper:
+    mapper = _WORKER.get("mapper")
+    if not isinstance(mapper, RecordMapper):
+        raise WorkerInitError(str(_WORKER.get("error", "worker not initialised")))
+    return mapper
+
+
 def _map_in_worker(records: list[WalRecord]) -> bytes:
-    return msgspec.msgpack.encode(_WORKER["mapper"].map_chunk(records))
+    return msgspec.msgpack.encode(_mapper().map_chunk(records))
 
 
 def _warm() -> int:
+    _mapper()
     return os.getpid()
 
 
@@ -195,6 +221,9 @@ class MappingStats(msgspec.Struct):
     records: int = 0
     worker_restarts: int = 0
     crashed_records: int = 0
+    # True once worker processes could not start again (after a crash): mapping went back to a
+    # thread of the gateway process, which keeps ingest going at one core's pace.
+    fell_back_to_thread: bool = False
     # CPU seconds spent mapping, by worker process id.
     cpu_s: dict[str, float] = {}
 
@@ -209,6 +238,7 @@ class MappingPool:
         self._decoder = msgspec.msgpack.Decoder(MappedChunk)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-map")
         self._procs: ProcessPoolExecutor | None = None
+        self._replacing = asyncio.Lock()
         self.stats = MappingStats(workers=self.workers)
         if self.workers > 1:
             if cfg is None:
@@ -229,11 +259,7 @@ class MappingPool:
         return [p.pid for p in getattr(procs, "_processes", {}).values() if p.pid] if procs else []
 
     async def map(self, records: list[WalRecord]) -> MappedChunk:
-        loop = asyncio.get_running_loop()
-        if self._procs is None:
-            chunk = await loop.run_in_executor(self._thread, self.local.map_chunk, records)
-        else:
-            chunk = await self._map_remote(records, 0)
+        chunk = await self._map_remote(records, 0)
         self.stats.chunks += 1
         self.stats.records += len(records)
         key = str(chunk.worker_pid)
@@ -242,16 +268,20 @@ class MappingPool:
 
     async def _map_remote(self, records: list[WalRecord], crashes: int) -> MappedChunk:
         pool = self._procs
-        assert pool is not None
+        if pool is None:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self.local.map_chunk, records)
         try:
             blob = await asyncio.wrap_future(pool.submit(_map_in_worker, records))
+        except WorkerInitError as exc:
+            await self._fall_back(pool, str(exc))
+            return await self._map_remote(records, crashes)
         except BrokenProcessPool:
-            self._replace(pool)
+            await self._replace(pool)
             if len(records) > 1:
                 # Some record killed a worker (or the OS did): find it by mapping them one by one.
                 parts = [await self._map_remote([r], 0) for r in records]
-                return MappedChunk([p.records[0] for p in parts], [m for p in parts for m in p.masking], 0,
-                                   sum(p.cpu_s for p in parts))
+                return MappedChunk([p.records[0] for p in parts], [m for p in parts for m in p.masking],
+                                   parts[0].worker_pid, sum(p.cpu_s for p in parts))
             if crashes + 1 >= CRASH_ATTEMPTS:
                 self.stats.crashed_records += 1
                 error = f"a mapping worker died {CRASH_ATTEMPTS} times on this record"
@@ -259,13 +289,26 @@ class MappingPool:
             return await self._map_remote(records, crashes + 1)
         return self._decoder.decode(blob)
 
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
-        if self._procs is not broken or self._procs is None:
-            return  # another task already replaced it
-        self.stats.worker_restarts += 1
-        log.error("a mapping worker process died; starting a new pool", extra={"workers": self.workers})
-        broken.shutdown(wait=False, cancel_futures=True)
-        self._procs = self._new_pool()
+    async def _replace(self, broken: ProcessPoolExecutor) -> None:
+        async with self._replacing:
+            if self._procs is not broken:
+                return  # another task already replaced it
+            self.stats.worker_restarts += 1
+            log.error("a mapping worker process died; starting a new pool", extra={"workers": self.workers})
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._procs = self._new_pool()
+
+    async def _fall_back(self, pool: ProcessPoolExecutor, error: str) -> None:
+        """Workers that cannot build their mapper would make every record look like a killer:
+        map on a thread of the gateway process instead, and say so."""
+        async with self._replacing:
+            if self._procs is not pool:
+                return
+            self._procs = None
+            self.stats.fell_back_to_thread = True
+            log.error("mapping worker processes cannot start; mapping on a thread of the gateway process from now on "
+                      "(restart the gateway once the cause is fixed)", extra={"error": error})
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def shutdown(self) -> None:
         self._thread.shutdown(wait=True)
