@@ -96,6 +96,12 @@ def test_sdk_spans_are_mapped_in_worker_processes(pooled: RunningGateway) -> Non
     assert total == traces * 2
     mapping = pooled.gateway.pipeline.describe()["mapping"]
     assert mapping["workers"] == pooled.cfg.workers and mapping["records"] > 0
+    series = {line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+              if line.startswith("otelgw_mapping_")}
+    assert series["otelgw_mapping_workers"] == pooled.cfg.workers
+    assert series["otelgw_mapping_on_thread"] == (pooled.cfg.workers == 1)
+    assert series["otelgw_mapping_records_total"] >= mapping["records"] > 0
+    assert series["otelgw_mapping_cpu_seconds_total"] > 0
     if pooled.cfg.workers == 1:
         assert set(mapping["cpu_s"]) == {str(os.getpid())}
     else:  # the mapping CPU was spent in the worker processes, not in the gateway's
@@ -163,6 +169,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(pooled: RunningGateway)
     assert pooled.scalar("SELECT count() FROM inferences FINAL WHERE request_model = 'burst'") == sent
     assert pooled.scalar("SELECT uniqExact(inference_id) FROM inferences WHERE request_model = 'burst'") == sent
     assert pool.stats.worker_restarts >= 1 and pool.stats.crashed_records == 0
+    assert "otelgw_mapping_worker_restarts_total 1.0" in _metrics(pooled)
     assert victim not in pool.worker_pids() and len(pool.worker_pids()) == 2
     assert pooled.gateway.pipeline.stats.map_errors == 0
 

@@ -108,6 +108,20 @@ class StatusCollector(Collector):
         yield _counter("otelgw_wal_fsyncs", "Group-commit fsyncs.", None, wal["fsyncs"])
         yield _counter("otelgw_wal_truncated_tails", "Torn or corrupt segment tails cut at start.", None,
                        wal["truncated_tails"])
+        mapping = pipeline.get("mapping")
+        if mapping:
+            yield _gauge("otelgw_mapping_workers", "Mapping worker processes configured (OTELGW_WORKERS; 1 = a "
+                         "thread).", mapping["workers"])
+            yield _gauge("otelgw_mapping_on_thread", "1 while mapping runs on a thread of the gateway process "
+                         "(workers=1, or worker processes could not start again).",
+                         int(mapping["workers"] == 1 or mapping["fell_back_to_thread"]))
+            yield _counter("otelgw_mapping_cpu_seconds", "CPU seconds spent mapping records, in every worker.", None,
+                           sum(mapping["cpu_s"].values()))
+            yield _counter("otelgw_mapping_records", "Log records mapped.", None, mapping["records"])
+            yield _counter("otelgw_mapping_worker_restarts", "Worker pools replaced after a worker process died.",
+                           None, mapping["worker_restarts"])
+            yield _counter("otelgw_mapping_crashed_records", "Records dead-lettered because mapping them killed a "
+                           "worker process three times.", None, mapping["crashed_records"])
         sampler = pipeline.get("sampler")
         if sampler:
             yield _counter("otelgw_sampler_traces", "Traces decided by the tail sampler.", "decision",
