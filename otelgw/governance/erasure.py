@@ -257,6 +257,10 @@ def _delete(client: Client, table: str, predicate: str, params: dict[str, Any], 
     return "mutation"
 
 
+def sync_targets_statement(cluster: str) -> str:
+    return f"SYSTEM SYNC REPLICA ON CLUSTER '{cluster}' erasure_targets"
+
+
 def delete_statements(table: str, predicate: str, cluster: str | None = None) -> tuple[str, str]:
     """The lightweight delete and the mutation that remove `predicate`'s rows from `table`."""
     target = ddl_target(table, cluster)
@@ -282,6 +286,10 @@ class Eraser:
         elif step == "count":
             job.counts = {table: self._count(table, params) for table in TABLES}
         elif step in TABLES:
+            if self.cluster:
+                # Each shard's delete reads its own replica of erasure_targets: every replica must
+                # hold the resolve step's rows first.
+                self.client.command(sync_targets_statement(self.cluster))
             _delete(self.client, step, PREDICATES[step], params, self.cluster)
         elif step == "cleanup":
             _delete(self.client, "erasure_targets", "job_id = {job:String}", {"job": job.job_id})
