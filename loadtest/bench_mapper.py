@@ -17,7 +17,6 @@ import msgspec
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 
-from otelgw.app import build_mapper
 from otelgw.config import Config
 from otelgw.governance.masking import Masker, MaskingFile
 from otelgw.pipeline import genai
@@ -26,6 +25,7 @@ from otelgw.pipeline.genai import SpanView
 from otelgw.pipeline.mapper import derived_inference_id
 from otelgw.pipeline.request import Signal
 from otelgw.pipeline.rows import RowBatch, encode_batch, ts
+from otelgw.pipeline.workers import build_mapper
 from otelgw.receiver.decode import Encoding, decode
 
 

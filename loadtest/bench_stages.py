@@ -34,7 +34,7 @@ import bench_ingest  # noqa: E402  (the load generator's span builder)
 from otelgw.config import Config  # noqa: E402
 from otelgw.pipeline.request import Signal  # noqa: E402
 from otelgw.pipeline.wal import WalRecord, WriteAheadLog  # noqa: E402
-from otelgw.pipeline.workers import build_record_mapper  # noqa: E402
+from otelgw.pipeline.workers import build_record_mapper, load_mapper_inputs  # noqa: E402
 from otelgw.receiver.decode import Encoding, decode  # noqa: E402
 from otelgw.store.client import DSN, ClientFactory  # noqa: E402
 from otelgw.store.migrate import apply_migrations  # noqa: E402
@@ -88,7 +88,8 @@ def main() -> int:
 
     stages["log"] = asyncio.run(log_stage())
 
-    mapper = build_record_mapper(Config(tail_sampling=False, mask_pii=args.pii))
+    cfg = Config(tail_sampling=False, mask_pii=args.pii)
+    mapper = build_record_mapper(cfg, load_mapper_inputs(cfg, None))
     records = [WalRecord(i + 1, Signal.TRACES, "", time.time_ns(), body) for i, body in enumerate(requests)]
     mapper.map_chunk(records[:1])  # caches warm, as in a running worker
     started = cpu_s()

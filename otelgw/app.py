@@ -26,13 +26,17 @@ from otelgw.auth import Authenticator
 from otelgw.config import Config, ConfigError, parse_addr, wal_fsync
 from otelgw.governance.audit import Auditor
 from otelgw.governance.erasure import ErasureRunner
-from otelgw.governance.masking import masker_from_config
 from otelgw.pipeline.admission import Admission
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.sampler import TailSampler, load_sampling
 from otelgw.pipeline.wal import CutLog, WalError, WriteAheadLog
 from otelgw.pipeline.wal_cipher import WalCipher
-from otelgw.pipeline.workers import MappingPool, RecordMapper, build_mapper, mapping_workers
+from otelgw.pipeline.workers import (
+    MappingPool,
+    build_record_mapper,
+    load_mapper_inputs,
+    mapping_workers,
+)
 from otelgw.receiver.otlp_grpc import build_otlp_grpc_server
 from otelgw.receiver.otlp_http import build_otlp_http_app
 from otelgw.store.client import DSN, ClientFactory
@@ -112,13 +116,14 @@ class Gateway:
         self.telemetry = Telemetry(max_models=cfg.metrics_max_models, max_projects=cfg.metrics_max_projects,
                                    max_providers=cfg.metrics_max_providers)
         self.writer.on_insert = self.telemetry.writer.observe
-        mapper = build_mapper(cfg)
         try:
-            masker = masker_from_config(cfg, mapper.conventions.content_attributes())
+            # Read once: worker processes (and any started later, after a crash) get these.
+            inputs = load_mapper_inputs(cfg, sampler.keys if sampler else None)
+            local = build_record_mapper(cfg, inputs)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        pool = MappingPool(RecordMapper(mapper, masker, sampler.keys if sampler else None),
-                           mapping_workers(cfg), cfg)
+        mapper, masker = local.mapper, local.masker
+        pool = MappingPool(local, mapping_workers(cfg), cfg, inputs)
         self.pipeline = Pipeline(mapper, self.writer, self.wal, admission, dead_letter_dir, sampler,
                                  inference_series=self.telemetry.inferences, masker=masker, pool=pool)
         self.telemetry.watch_status(self.status)
@@ -168,11 +173,12 @@ class Gateway:
         if cfg.api_addr:
             # Serving: every listener bound (the API comes up first; ready means OTLP is taken too).
             checks = {"writer": lambda: self.writer.stats.healthy, "accepting": lambda: not self._stopping,
-                      "replayed": lambda: self.pipeline.replayed, "serving": lambda: self._serving}
+                      "replayed": lambda: self.pipeline.replayed, "serving": lambda: self._serving,
+                      "consuming": lambda: not self.pipeline.consumer_failed}
             api = build_api_app(self.reader, self.auth, cfg.flush_interval_ms / 1000, checks, self.status,
                                 self.telemetry, self.pipeline, self.auditor)
             api[erasure_api.RUNNER_KEY] = self.erasure
-            api[retention_api.CLUSTER_KEY] = cfg.clickhouse_cluster or None
+            api[retention_api.CLUSTER_KEY] = cfg.clickhouse_cluster
             await self.auditor.start()
             self._api_runner, self.ports.api = await _start_site(api, cfg.api_addr)
         await self.erasure.start()  # resumes the erasure jobs a stop interrupted

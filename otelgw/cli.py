@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     from otelgw.jsonlog import setup_logging
 
     setup_logging(cfg.log_level, cfg.log_format)
+    if args.command == "migrate" and args.require_api_key and not (args.check or args.wait is not None):
+        print("otelgw: --require-api-key goes with --check or --wait", file=sys.stderr)
+        return 2
     if args.command == "migrate" and (args.check or args.wait is not None):
         return _migrate_check(args, cfg)
     if args.command == "migrate" and not args.cluster and cfg.clickhouse_cluster:

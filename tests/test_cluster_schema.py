@@ -173,9 +173,10 @@ def test_retention_and_erasure_go_to_the_local_tables_on_the_cluster(chdb, schem
     lightweight, _ = delete_statements("messages", PREDICATES["messages"], CLUSTER)
     local.factory.get().command(_single_node(lightweight), parameters={"job": "job1", "project": "p"})
     assert [r[0] for r in local.rows("SELECT content FROM messages_local")] == ["keep me"]
-    from otelgw.governance.erasure import sync_targets_statement
+    from otelgw.governance.erasure import flush_distributed_statement, sync_targets_statement
 
     assert "SYSTEM SYNC REPLICA ON CLUSTER" in _parses(chdb, sync_targets_statement(CLUSTER))
+    assert "SYSTEM FLUSH DISTRIBUTED ON CLUSTER" in _parses(chdb, flush_distributed_statement("spans", CLUSTER))
     # One server: the table itself.
     assert delete_statements("messages", "1", None)[0] == "DELETE FROM messages WHERE 1"
 

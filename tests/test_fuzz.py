@@ -55,7 +55,6 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otlp_client import get_json, grpc_export, post, post_otlp
 
 import otelgw
-from otelgw.app import build_mapper
 from otelgw.config import Config
 from otelgw.pipeline import messages as otel_messages
 from otelgw.pipeline.anyvalue import DROPPED_ATTRIBUTES, TRUNCATED
@@ -77,6 +76,7 @@ from otelgw.pipeline.rows import (
     encode_batch,
     ts,
 )
+from otelgw.pipeline.workers import build_mapper
 from otelgw.receiver.decode import DecodeError, Encoding, decode
 from otelgw.semconv import load_tables
 

@@ -12,9 +12,9 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 
-from otelgw.app import build_mapper
 from otelgw.config import Config
 from otelgw.pipeline.rows import RowBatch
+from otelgw.pipeline.workers import build_mapper
 from otelgw.pricing import Pricing
 from otelgw.semconv import Conventions, load_tables
 

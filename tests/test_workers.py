@@ -174,22 +174,53 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(pooled: RunningGateway)
     assert pooled.gateway.pipeline.stats.map_errors == 0
 
 
-def test_workers_that_cannot_restart_fall_back_to_a_thread(chdb_path: Path, tmp_path: Path) -> None:
+def _chat_with(text: str, span: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    resource = request.resource_spans.add()
+    resource.resource.attributes.append(KeyValue(key="project.id", value=AnyValue(string_value="restarts")))
+    s = resource.scope_spans.add().spans.add(trace_id=(0xFA11 << 64 | span).to_bytes(16, "big"),
+                                             span_id=span.to_bytes(8, "big"), name="chat m",
+                                             start_time_unix_nano=BASE, end_time_unix_nano=BASE + 1_000_000)
+    messages = json.dumps([{"role": "user", "parts": [{"type": "text", "content": text}]}])
+    s.attributes.extend([KeyValue(key="gen_ai.operation.name", value=AnyValue(string_value="chat")),
+                         KeyValue(key="gen_ai.request.model", value=AnyValue(string_value="m")),
+                         KeyValue(key="gen_ai.input.messages", value=AnyValue(string_value=messages))])
+    return request.SerializeToString()
+
+
+def test_replaced_workers_keep_the_start_settings_and_broken_ones_fall_back(chdb_path: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     masking = tmp_path / "masking.toml"
     masking.write_text("[defaults]\npii = true\n")
-    gw = start_gateway(chdb_path, "t_workers_fallback", tmp_path / "gw", workers=2, masking_file=str(masking))
+    gw = start_gateway(chdb_path, "t_workers_restarts", tmp_path / "gw", workers=2, masking_file=str(masking))
     try:
         pool = gw.gateway.pipeline.mapping
         wait_until(lambda: len(pool.worker_pids()) == 2)
-        # A new worker reads the masking file as it starts: gone, no worker can start again.
+        # The masking file goes away; a replacement pool still masks as the gateway started.
         masking.unlink()
         os.kill(pool.worker_pids()[0], signal.SIGKILL)
+        assert post_otlp(gw.http_url, "traces", _chat_with("write to ann@example.com", 1)).status == 200
+        gw.settle()
+        assert pool.stats.worker_restarts == 1 and not pool.stats.fell_back_to_thread
+        (content,) = [r["content"] for r in gw.query("SELECT content FROM messages FINAL "
+                                                     "WHERE project_id = 'restarts'")]
+        assert "ann@example.com" not in content and "write to" in content
+
+        # A broken install: workers started from now on cannot even import otelgw.
+        shim = tmp_path / "shim" / "otelgw"
+        shim.mkdir(parents=True)
+        (shim / "__init__.py").write_text("raise ImportError('a broken install')\n")
+        monkeypatch.syspath_prepend(str(shim.parent))
+        os.kill(pool.worker_pids()[0], signal.SIGKILL)
         sent = _burst(gw.http_url, 10, 200, 0)
+        assert post_otlp(gw.http_url, "traces", _chat_with("call bob@example.org", 2)).status == 200
         gw.settle()
         assert gw.scalar("SELECT count() FROM inferences FINAL WHERE request_model = 'burst'") == sent
         assert pool.stats.fell_back_to_thread and pool.stats.crashed_records == 0
         assert gw.gateway.pipeline.stats.map_errors == 0 and pool.worker_pids() == []
         assert str(os.getpid()) in pool.stats.cpu_s  # mapped here from then on
+        contents = [r["content"] for r in gw.query("SELECT content FROM messages FINAL WHERE project_id = 'restarts'")]
+        assert len(contents) == 2 and not any("@example" in c for c in contents)
     finally:
         assert gw.stop()
 

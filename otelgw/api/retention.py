@@ -25,12 +25,12 @@ from otelgw.governance.retention import (
     with_changes,
 )
 
-# The store's ClickHouse cluster (config clickhouse_cluster), None on one server: TTLs go ON CLUSTER.
-CLUSTER_KEY: web.AppKey[str | None] = web.AppKey("clickhouse_cluster", str)
+# The store's ClickHouse cluster (config clickhouse_cluster), empty on one server: TTLs go ON CLUSTER.
+CLUSTER_KEY: web.AppKey[str] = web.AppKey("clickhouse_cluster", str)
 
 
 def _store(request: web.Request, client: Client) -> RetentionStore:
-    return RetentionStore(client, cluster=request.app.get(CLUSTER_KEY))
+    return RetentionStore(client, cluster=request.app.get(CLUSTER_KEY) or None)
 
 
 class SetRetention(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

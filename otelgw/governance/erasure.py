@@ -257,6 +257,10 @@ def _delete(client: Client, table: str, predicate: str, params: dict[str, Any], 
     return "mutation"
 
 
+def flush_distributed_statement(table: str, cluster: str) -> str:
+    return f"SYSTEM FLUSH DISTRIBUTED ON CLUSTER '{cluster}' {table}"
+
+
 def sync_targets_statement(cluster: str) -> str:
     return f"SYSTEM SYNC REPLICA ON CLUSTER '{cluster}' erasure_targets"
 
@@ -281,15 +285,13 @@ class Eraser:
     def run_step(self, job: Job, step: str) -> None:
         """Run one step (idempotent) and record it in the job row."""
         params = self._params(job)
+        if self.cluster:
+            self._settle_cluster(step)
         if step == "resolve":
             self._resolve(job)
         elif step == "count":
             job.counts = {table: self._count(table, params) for table in TABLES}
         elif step in TABLES:
-            if self.cluster:
-                # Each shard's delete reads its own replica of erasure_targets: every replica must
-                # hold the resolve step's rows first.
-                self.client.command(sync_targets_statement(self.cluster))
             _delete(self.client, step, PREDICATES[step], params, self.cluster)
         elif step == "cleanup":
             _delete(self.client, "erasure_targets", "job_id = {job:String}", {"job": job.job_id})
@@ -304,6 +306,17 @@ class Eraser:
             self.jobs.forget_versions(job)
         else:
             self.jobs.save(job)
+
+    def _settle_cluster(self, step: str) -> None:
+        """On a cluster: rows still queued in a Distributed table's forwarding would be missed by
+        the resolve and the deletes and land afterwards, and each shard's delete reads its own
+        replica of erasure_targets. Flush the forwarding, then sync the targets."""
+        assert self.cluster
+        tables = {"resolve": ("inferences",), "count": TABLES}.get(step, (step,) if step in TABLES else ())
+        for table in tables:
+            self.client.command(flush_distributed_statement(table, self.cluster))
+        if step == "count" or step in TABLES:
+            self.client.command(sync_targets_statement(self.cluster))
 
     def _resolve(self, job: Job) -> None:
         clause, params = _selector_sql(job.selector)

@@ -238,8 +238,9 @@ class Masker:
         self._content_prefixes = tuple(sorted({*CONTENT_PREFIXES, *content_prefixes}))
         if not hmac_key and any(p.hash_attributes for p in [policies.defaults, *policies.projects.values()]):
             raise ValueError("masking_file hashes attributes: set mask_hmac_key (OTELGW_MASK_HMAC_KEY)")
-        self._lock = threading.Lock()
-        self.stats = MaskingStats()
+        # What this masker counted since its counts were last taken (a mapping worker hands them
+        # to the gateway after every chunk).
+        self.counts = MaskingCounts()
 
     def policy(self, project: str) -> _Resolved:
         resolved = self._resolved.get(project)
@@ -421,21 +422,32 @@ class Masker:
             row.example = "" if policy.capture == "metadata" or row.key in policy.drop or row.key in policy.hash \
                 else text(row.example, policy, row.project_id)
         if counts or changed_inferences:
-            self.merge(MaskingStats(masked=counts, rows_changed=sum(1 for r in batch.inferences if r.masked)))
+            self.counts.merge(MaskingStats(masked=counts, rows_changed=sum(1 for r in batch.inferences if r.masked)))
+
+    def take_stats(self) -> MaskingStats:
+        return self.counts.take()
+
+
+class MaskingCounts:
+    """Values masked, by project (bounded: project names come from requests) and detector; safe
+    across threads. The gateway keeps one for /metrics, adding what each mapped chunk counted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.stats = MaskingStats()
 
     def merge(self, stats: MaskingStats) -> None:
-        """Add counts made elsewhere (by this masker, or a mapping worker's copy of it)."""
         with self._lock:
             for project, by_detector in stats.masked.items():
                 if project not in self.stats.masked and len(self.stats.masked) >= MAX_COUNTED_PROJECTS:
-                    project = "other"  # project names come from requests: bound the series
+                    project = "other"
                 totals = self.stats.masked.setdefault(project, {})
                 for name, n in by_detector.items():
                     totals[name] = totals.get(name, 0) + n
             self.stats.rows_changed += stats.rows_changed
 
-    def take_stats(self) -> MaskingStats:
-        """The counts so far, reset: a mapping worker ships them to the gateway after each batch."""
+    def take(self) -> MaskingStats:
+        """The counts so far, reset."""
         with self._lock:
             taken, self.stats = self.stats, MaskingStats()
             return taken
@@ -460,7 +472,9 @@ def _strip_event_attributes(events: str) -> str:
     return msgspec.json.encode(parsed).decode()
 
 
-def masker_from_config(cfg: Any, content: tuple[list[str], list[str]] = ([], [])) -> Masker:
+def masker_from_config(cfg: Any, content: tuple[list[str], list[str]] = ([], []),
+                       policies: MaskingFile | None = None) -> Masker:
+    """The masker `cfg` asks for; `policies` when the masking file was already read."""
     keys, prefixes = content
-    return Masker(load_masking(cfg.masking_file or None), default_pii=cfg.mask_pii, hmac_key=cfg.mask_hmac_key,
-                  content_keys=keys, content_prefixes=prefixes)
+    return Masker(policies if policies is not None else load_masking(cfg.masking_file or None),
+                  default_pii=cfg.mask_pii, hmac_key=cfg.mask_hmac_key, content_keys=keys, content_prefixes=prefixes)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from otelgw.governance.masking import MaskingCounts
 from otelgw.pipeline.admission import Admission, Exhausted, Overloaded, RateLimited, ShuttingDown
 from otelgw.pipeline.mapper import Mapper
 from otelgw.pipeline.request import Decoded, Signal
@@ -88,6 +89,9 @@ class Pipeline:
                                                         digest_inferences=inference_series is not None))
         self._map_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-apply")
         self._applied_seq = 0
+        self.consumer_failed = False
+        # Masking counts of every mapped chunk, whichever process masked it: /metrics reads these.
+        self._masking = MaskingCounts()
         self._consumer: asyncio.Task[None] | None = None
         self._closing = False
         self._pending_cuts: collections.deque[tuple[int, int]] = collections.deque()
@@ -127,6 +131,16 @@ class Pipeline:
                                                          "cuts": len(self._pending_cuts)})
         self._cursor = self.wal.cursor(checkpoint)
         self._consumer = asyncio.create_task(self._consume(), name="otelgw-consumer")
+        self._consumer.add_done_callback(self._consumer_ended)
+
+    def _consumer_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # Nothing is being written any more: say it loudly and stop answering ready. Accepted data
+        # stays in the log for the next start.
+        self.consumer_failed = True
+        log.critical("the write-ahead-log consumer stopped; accepted data waits in the log until a restart",
+                     exc_info=task.exception())
 
     @property
     def replayed(self) -> bool:
@@ -227,9 +241,8 @@ class Pipeline:
 
     def _apply(self, records: list[WalRecord], chunk: MappedChunk) -> None:
         """Hand one mapped chunk to the sampler, the metrics and the writer, in log order."""
-        if self._masker is not None:
-            for counts in chunk.masking:
-                self._masker.merge(counts)
+        for counts in chunk.masking:
+            self._masking.merge(counts)
         for record, mapped in zip(records, chunk.records, strict=True):
             encoded = EncodedBatch(blocks=mapped.blocks, rows=mapped.rows)
             if mapped.error:
@@ -337,13 +350,16 @@ class Pipeline:
                 await self._consumer
             except (asyncio.CancelledError, Exception):
                 pass
+        loop = asyncio.get_running_loop()
+        # After a timeout the apply thread may still be handing a chunk to the writer: it
+        # finishes before the writer stops.
+        await loop.run_in_executor(None, self._map_pool.shutdown, True)
         remaining = max(deadline - time.monotonic(), 0.5)
-        flushed = await asyncio.get_running_loop().run_in_executor(None, self._writer.stop, remaining)
+        flushed = await loop.run_in_executor(None, self._writer.stop, remaining)
         # Checkpoints arrive via call_soon_threadsafe: let them run before closing the log.
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-        self._map_pool.shutdown(wait=True)
-        await asyncio.get_running_loop().run_in_executor(None, self.mapping.shutdown)
+        await loop.run_in_executor(None, self.mapping.shutdown, max(deadline - time.monotonic(), 1.0))
         self._cursor.close()
         await self.wal.close()
         return drained and flushed and self.wal.checkpoint_seq >= self.wal.durable_seq
@@ -364,7 +380,7 @@ class Pipeline:
             "writer_lag_s": round(time.monotonic() - self._uncommitted[0][1], 3) if self._uncommitted else 0.0,
             "replayed": self.replayed,
             "sampler": msgspec.to_builtins(self._sampler.stats) if self._sampler else None,
-            "masking": self._masker.snapshot() if self._masker else {},
+            "masking": self._masking.snapshot() if self._masker else {},
             "admission": self.admission.describe(),
             "mapping": msgspec.to_builtins(self.mapping.stats),
         }

@@ -13,7 +13,9 @@ Results are applied in log order whatever order workers finish in.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -22,18 +24,19 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from otelgw.governance.masking import MaskingStats, masker_from_config
+from otelgw.governance.masking import MaskingFile, MaskingStats, load_masking, masker_from_config
 from otelgw.jsonlog import setup_logging
 from otelgw.pipeline.map_logs import map_logs
 from otelgw.pipeline.map_metrics import map_metrics
 from otelgw.pipeline.mapper import Mapper, MapperOptions
 from otelgw.pipeline.request import REQUEST_TYPES, Signal
 from otelgw.pipeline.rows import RowBatch, encode_batch, ts
-from otelgw.pipeline.sampler import SpanDigest, digest_spans, load_sampling, policy_keys
+from otelgw.pipeline.sampler import SpanDigest, digest_spans
 from otelgw.pipeline.wal import WalRecord
 from otelgw.pricing import Pricing
 from otelgw.semconv import load_conventions
@@ -44,9 +47,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A record that kills its worker this many times (each time alone in a fresh pool) is
+# A record that kills its worker this many times (each time as its pool's one task) is
 # dead-lettered instead of retried again.
 CRASH_ATTEMPTS = 3
+# How long a new pool may take to show one worker able to map (spawn + imports take ~1 s).
+PROBE_TIMEOUT_S = 60.0
 
 
 class InferenceDigest(msgspec.Struct, array_like=True):
@@ -134,10 +139,12 @@ class RecordMapper:
             return MappedRecord(seq=record.seq, error=traceback.format_exc(limit=8))
 
     def map_chunk(self, records: list[WalRecord]) -> MappedChunk:
-        started = time.process_time()
+        # This thread's CPU only: on the gateway's own thread, process time would count the event
+        # loop and the writer too.
+        started = time.thread_time()
         mapped = [self.map_record(r) for r in records]
         masking = [self.masker.take_stats()] if self.masker is not None else []
-        return MappedChunk(mapped, masking, os.getpid(), time.process_time() - started)
+        return MappedChunk(mapped, masking, os.getpid(), time.thread_time() - started)
 
 
 # -- worker processes -----------------------------------------------------------------------------
@@ -147,36 +154,62 @@ class RecordMapper:
 _WORKER: dict[str, RecordMapper | str] = {}
 
 
-def build_mapper(cfg: Config) -> Mapper:
+class MapperInputs(msgspec.Struct, frozen=True):
+    """What the gateway read from files at start, handed to every worker as is: a pool started
+    later (after a crash) maps and masks exactly as the gateway started, whatever happened to the
+    files since, and its span digests carry the attributes the gateway's sampler reads."""
+
+    pricing: Any  # otelgw.pricing.Pricing
+    masking: MaskingFile
+    sampler_keys: frozenset[str] | None
+
+
+def load_mapper_inputs(cfg: Config, sampler_keys: frozenset[str] | None) -> MapperInputs:
+    return MapperInputs(Pricing.load(cfg.pricing_file or None), load_masking(cfg.masking_file or None), sampler_keys)
+
+
+def build_mapper(cfg: Config, pricing: Pricing | None = None) -> Mapper:
     return Mapper(
         load_conventions(),
-        Pricing.load(cfg.pricing_file or None),
+        pricing or Pricing.load(cfg.pricing_file or None),
         MapperOptions(preview_chars=cfg.preview_chars, attribute_value_max_chars=cfg.attribute_value_max_chars,
                       max_attributes=cfg.max_attributes_per_span, max_attribute_chars=cfg.max_attribute_chars,
                       max_message_chars=cfg.max_message_chars),
     )
 
 
-def build_record_mapper(cfg: Config) -> RecordMapper:
-    """What a mapping worker process runs: the same mapper, masker and sampler keys as the gateway."""
-    mapper = build_mapper(cfg)
-    sampling = load_sampling(cfg.sampling_file or None, cfg.tail_sampling)
-    return RecordMapper(mapper, masker_from_config(cfg, mapper.conventions.content_attributes()),
-                        policy_keys(sampling) if sampling.enabled else None)
+def build_record_mapper(cfg: Config, inputs: MapperInputs) -> RecordMapper:
+    """The mapper, masker and sampler keys of the gateway, from what it read at start."""
+    mapper = build_mapper(cfg, inputs.pricing)
+    masker = masker_from_config(cfg, mapper.conventions.content_attributes(), policies=inputs.masking)
+    return RecordMapper(mapper, masker, inputs.sampler_keys)
 
 
 def mapping_workers(cfg: Config) -> int:
-    return cfg.workers or os.cpu_count() or 1
+    """`workers`, or the CPUs this process may use: its affinity, and a container's CPU quota
+    (cgroup v2 cpu.max) rounded up, so a pod limited to 2 CPUs on a 32-core node starts 2."""
+    if cfg.workers:
+        return cfg.workers
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
 
 
 class WorkerInitError(RuntimeError):
-    """A worker process could not build its mapper (a masking or pricing file gone since the
-    gateway started, a broken install): raised by its tasks, so the pool stays usable and the
-    gateway can map on its own thread instead."""
+    """A worker process could not build its mapper (a broken install, a semconv table that no
+    longer loads): raised by its tasks, so the pool stays usable and the gateway can map on its
+    own thread instead."""
 
 
-def _init_worker(cfg: Config) -> None:
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="otelgw-parent-watch", daemon=True).start()
+def _init_worker(cfg: Config, inputs: MapperInputs, parent: int) -> None:
+    # The gateway's pid comes from the gateway: read here, a gateway killed before this runs
+    # would already have been replaced by init as the parent.
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="otelgw-parent-watch", daemon=True).start()
     # The gateway decides when workers stop (its pool's shutdown after a drain): a Ctrl-C sent to
     # the terminal's process group must not kill them in the middle of a drain. SIGTERM keeps
     # its default: the pool terminates the workers of a broken pool with it.
@@ -185,7 +218,7 @@ def _init_worker(cfg: Config) -> None:
     # An initializer that raises leaves a worker the pool can neither use nor always reap: keep
     # the process, and let its tasks raise instead.
     try:
-        _WORKER["mapper"] = build_record_mapper(cfg)
+        _WORKER["mapper"] = build_record_mapper(cfg, inputs)
     except Exception as exc:
         _WORKER["error"] = f"{type(exc).__name__}: {exc}"
 
@@ -231,62 +264,89 @@ class MappingStats(msgspec.Struct):
 class MappingPool:
     """Runs RecordMapper.map_chunk on a thread (workers=1) or on worker processes."""
 
-    def __init__(self, local: RecordMapper, workers: int = 1, cfg: Config | None = None) -> None:
+    def __init__(self, local: RecordMapper, workers: int = 1, cfg: Config | None = None,
+                 inputs: MapperInputs | None = None) -> None:
         self.workers = max(workers, 1)
         self.local = local
         self._cfg = cfg
+        self._inputs = inputs
         self._decoder = msgspec.msgpack.Decoder(MappedChunk)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-map")
         self._procs: ProcessPoolExecutor | None = None
         self._replacing = asyncio.Lock()
+        # Tasks submitted to each pool (by generation) and not finished: a crash is blamed on a
+        # record only when it was the one task its pool had.
+        self._generation = 0
+        self._live: collections.Counter[int] = collections.Counter()
         self.stats = MappingStats(workers=self.workers)
         if self.workers > 1:
-            if cfg is None:
-                raise ValueError("worker processes need the configuration to build their mappers")
+            if cfg is None or inputs is None:
+                raise ValueError("worker processes need the configuration and inputs to build their mappers")
             self._procs = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: the gateway holds threads (chDB, gRPC, the writer) a fork would copy
         # in whatever state they were in.
         pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self._cfg,))
+                                   initializer=_init_worker, initargs=(self._cfg, self._inputs, os.getpid()))
+        self._generation += 1
         for _ in range(self.workers):  # start them now, not on the first request
             pool.submit(_warm)
         return pool
 
     def worker_pids(self) -> list[int]:
+        # The executor keeps its processes in a private mapping; only tests and shutdown read it.
         procs = self._procs
         return [p.pid for p in getattr(procs, "_processes", {}).values() if p.pid] if procs else []
 
     async def map(self, records: list[WalRecord]) -> MappedChunk:
-        chunk = await self._map_remote(records, 0)
+        try:
+            chunk = await self._map_remote(records, 0)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the consumer is stopping
+            # A pool this task had submitted to was shut down under it: map here instead.
+            chunk = await self._map_here(records)
         self.stats.chunks += 1
         self.stats.records += len(records)
-        key = str(chunk.worker_pid)
-        self.stats.cpu_s[key] = self.stats.cpu_s.get(key, 0.0) + chunk.cpu_s
+        if chunk.worker_pid:
+            key = str(chunk.worker_pid)
+            self.stats.cpu_s[key] = self.stats.cpu_s.get(key, 0.0) + chunk.cpu_s
         return chunk
+
+    async def _map_here(self, records: list[WalRecord]) -> MappedChunk:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self.local.map_chunk, records)
 
     async def _map_remote(self, records: list[WalRecord], crashes: int) -> MappedChunk:
         pool = self._procs
         if pool is None:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, self.local.map_chunk, records)
+            return await self._map_here(records)
+        generation = self._generation
+        self._live[generation] += 1
         try:
             blob = await asyncio.wrap_future(pool.submit(_map_in_worker, records))
         except WorkerInitError as exc:
             await self._fall_back(pool, str(exc))
             return await self._map_remote(records, crashes)
         except BrokenProcessPool:
+            alone = self._live[generation] == 1
             await self._replace(pool)
             if len(records) > 1:
                 # Some record killed a worker (or the OS did): find it by mapping them one by one.
                 parts = [await self._map_remote([r], 0) for r in records]
                 return MappedChunk([p.records[0] for p in parts], [m for p in parts for m in p.masking],
                                    parts[0].worker_pid, sum(p.cpu_s for p in parts))
-            if crashes + 1 >= CRASH_ATTEMPTS:
+            # Only a crash while this record was its pool's one task counts against it; with
+            # others in flight, any of them (or the OS) may have been the cause.
+            crashes += int(alone)
+            if crashes >= CRASH_ATTEMPTS:
                 self.stats.crashed_records += 1
-                error = f"a mapping worker died {CRASH_ATTEMPTS} times on this record"
+                error = f"a mapping worker died {CRASH_ATTEMPTS} times on this record alone"
                 return MappedChunk([MappedRecord(seq=records[0].seq, error=error)])
-            return await self._map_remote(records, crashes + 1)
+            return await self._map_remote(records, crashes)
+        else:
+            self._live[generation] -= 1
         return self._decoder.decode(blob)
 
     async def _replace(self, broken: ProcessPoolExecutor) -> None:
@@ -295,23 +355,48 @@ class MappingPool:
                 return  # another task already replaced it
             self.stats.worker_restarts += 1
             log.error("a mapping worker process died; starting a new pool", extra={"workers": self.workers})
-            broken.shutdown(wait=False, cancel_futures=True)
-            self._procs = self._new_pool()
+            # The broken pool has failed every task it held (BrokenProcessPool): nothing to cancel.
+            broken.shutdown(wait=False, cancel_futures=False)
+            pool: ProcessPoolExecutor | None = None
+            try:
+                pool = self._new_pool()
+                # A pool whose workers cannot start (a broken install: the import fails) would
+                # make every record look like a killer.
+                await asyncio.wait_for(asyncio.wrap_future(pool.submit(_warm)), PROBE_TIMEOUT_S)
+            except (BrokenProcessPool, WorkerInitError, TimeoutError, OSError) as exc:
+                await self._fall_back_locked(pool, f"{type(exc).__name__}: {exc}")
+                return
+            self._procs = pool
 
     async def _fall_back(self, pool: ProcessPoolExecutor, error: str) -> None:
-        """Workers that cannot build their mapper would make every record look like a killer:
-        map on a thread of the gateway process instead, and say so."""
         async with self._replacing:
-            if self._procs is not pool:
-                return
-            self._procs = None
-            self.stats.fell_back_to_thread = True
-            log.error("mapping worker processes cannot start; mapping on a thread of the gateway process from now on "
-                      "(restart the gateway once the cause is fixed)", extra={"error": error})
-            pool.shutdown(wait=False, cancel_futures=True)
+            if self._procs is pool:
+                await self._fall_back_locked(pool, error)
 
-    def shutdown(self) -> None:
+    async def _fall_back_locked(self, pool: ProcessPoolExecutor | None, error: str) -> None:
+        """Workers that cannot start would make every record look like a killer: map on a thread
+        of the gateway process instead, and say so."""
+        self._procs = None
+        self.stats.fell_back_to_thread = True
+        log.error("mapping worker processes cannot start; mapping on a thread of the gateway process from now on "
+                  "(restart the gateway once the cause is fixed)", extra={"error": error})
+        if pool is not None:
+            # Tasks it still holds raise (WorkerInitError) or fail (BrokenProcessPool) and are
+            # mapped here by their callers; cancelling them would end their callers instead.
+            pool.shutdown(wait=False, cancel_futures=False)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """After a drain: stop the workers; one still busy past `timeout` is terminated."""
         self._thread.shutdown(wait=True)
-        if self._procs is not None:
-            self._procs.shutdown(wait=True, cancel_futures=True)
-            self._procs = None
+        procs, self._procs = self._procs, None
+        if procs is None:
+            return
+        processes = list(getattr(procs, "_processes", {}).values())
+        procs.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            process.join(max(deadline - time.monotonic(), 0.0))
+            if process.is_alive():
+                log.error("a mapping worker did not stop in time; terminating it", extra={"pid": process.pid})
+                process.terminate()
+                process.join(5.0)

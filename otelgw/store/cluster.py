@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from otelgw.store.migrate import Migration, apply_migrations, discover
+from otelgw.store.migrate import Migration, apply_migrations, discover, pending_migrations
 
 # Sharding keys of the Distributed tables. A trace's spans, inferences and log events share one
 # shard; messages, feedback and the lookup follow the inference id (they have no trace id).
@@ -124,7 +124,11 @@ def ddl_target(table: str, cluster: str | None) -> str:
 def migrate_store(client: Any, cluster: str | None) -> list[Migration]:
     """Bring the store's schema up to date: the single-node migrations, or their cluster form
     when the gateway is configured for a cluster (`clickhouse_cluster`)."""
-    return apply_cluster_migrations(client, cluster) if cluster else apply_migrations(client)
+    if not cluster:
+        return apply_migrations(client)
+    # No ON CLUSTER DDL when nothing is pending: it waits for every node, so with one node down
+    # every gateway start would block, then fail, although inserts could go on.
+    return apply_cluster_migrations(client, cluster) if pending_migrations(client) else []
 
 
 def apply_cluster_migrations(client: Any, cluster: str) -> list[Migration]:
