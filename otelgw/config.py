@@ -100,8 +100,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     metrics_max_projects: int = 100
     metrics_max_providers: int = 50
     # Processes that map logged requests to rows (decode again, map, mask, encode): 0 = one per
-    # CPU the process may use (affinity, cgroup quota); 1 maps on a thread of the gateway process. Receiving, the log, sampling and writing
-    # stay in the gateway process (docs/scaling.md).
+    # CPU the process may use (affinity, cgroup quota); 1 maps on a thread of the gateway process.
+    # Receiving, the log, sampling and writing stay in the gateway process (docs/scaling.md).
     workers: int = 0
     # The ClickHouse cluster (remote_servers name) the store runs on, for a clustered store:
     # migrations, retention TTLs and erasure deletes then go ON CLUSTER to the local tables

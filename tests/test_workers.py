@@ -272,3 +272,17 @@ def test_sigterm_drains_every_worker_and_sigkill_leaves_no_orphans(tmp_path: Pat
     assert gateway.terminate() == 0
     rows = chdb_query(tmp_path / "chdb", "SELECT count() AS n, uniqExact(inference_id) AS u FROM inferences FINAL")
     assert int(rows[0]["n"]) == int(rows[0]["u"]) == sent + more
+
+
+def test_default_worker_count_follows_the_cpus_this_process_may_use(tmp_path: Path) -> None:
+    from otelgw.config import Config
+    from otelgw.pipeline.workers import mapping_workers
+
+    cpus = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    assert mapping_workers(Config(workers=3), cpu_max) == 3
+    assert mapping_workers(Config(), cpu_max) == cpus  # no cgroup file: the affinity
+    for quota, expected in (("max 100000", cpus), ("150000 100000", min(cpus, 2)), ("50000 100000", 1),
+                            ("100000000 100000", cpus)):
+        cpu_max.write_text(quota + "\n")
+        assert mapping_workers(Config(), cpu_max) == expected, quota

@@ -185,14 +185,14 @@ def build_record_mapper(cfg: Config, inputs: MapperInputs) -> RecordMapper:
     return RecordMapper(mapper, masker, inputs.sampler_keys)
 
 
-def mapping_workers(cfg: Config) -> int:
+def mapping_workers(cfg: Config, cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     """`workers`, or the CPUs this process may use: its affinity, and a container's CPU quota
     (cgroup v2 cpu.max) rounded up, so a pod limited to 2 CPUs on a 32-core node starts 2."""
     if cfg.workers:
         return cfg.workers
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        quota, period = cpu_max.read_text().split()[:2]
         if quota != "max":
             cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):
