@@ -295,6 +295,11 @@ def gateway() -> dict[str, Any]:
                     (f"sum(rate(otelgw_pipeline_map_errors_total{{{i}}}[{RATE}]))", "map errors/s")], "short"),
         timeseries(g, "Store healthy", "1 while the last insert worked; OtelgwStoreUnhealthy fires after 2m at 0.",
                    [(f"otelgw_writer_store_healthy{{{i}}}", "{{instance}}")], "none", max_value=1),
+        timeseries(g, "Mapping CPU (cores)", "CPU seconds per second spent mapping records in every worker process "
+                   "(about the cores mapping takes), and worker pools replaced after a worker died.",
+                   [(f"sum by (instance) (rate(otelgw_mapping_cpu_seconds_total{{{i}}}[{RATE}]))", "{{instance}}"),
+                    (f"sum(increase(otelgw_mapping_worker_restarts_total{{{i}}}[{RATE}]))", "pool restarts")],
+                   "short"),
         timeseries(g, "Tail sampler decisions/s", "Traces kept and dropped, spans arriving after their trace's "
                    "decision, and early decisions under memory pressure.",
                    [(f"sum by (decision) (rate(otelgw_sampler_traces_total{{{i}}}[{RATE}]))", "traces {{decision}}"),
