@@ -101,7 +101,7 @@ def test_health_ready_and_metrics(gateway) -> None:
     assert get_json(f"{gateway.api_url}/healthz") == (200, {"status": "ok"})
     status, body = get_json(f"{gateway.api_url}/ready")
     assert status == 200 and body["checks"] == {"store": True, "writer": True, "accepting": True, "replayed": True,
-                                                "serving": True}
+                                                "serving": True, "consuming": True}
     status, body = get_json(f"{gateway.api_url}/api/v1/status")
     assert status == 200 and body["writer"]["rows_written"]["inferences"] >= 1
     from otlp_client import post

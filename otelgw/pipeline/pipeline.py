@@ -359,7 +359,8 @@ class Pipeline:
         # Checkpoints arrive via call_soon_threadsafe: let them run before closing the log.
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-        await loop.run_in_executor(None, self.mapping.shutdown, max(deadline - time.monotonic(), 1.0))
+        # Idle workers exit at once; the floor covers a loaded machine starting their exit.
+        await loop.run_in_executor(None, self.mapping.shutdown, max(deadline - time.monotonic(), 5.0))
         self._cursor.close()
         await self.wal.close()
         return drained and flushed and self.wal.checkpoint_seq >= self.wal.durable_seq

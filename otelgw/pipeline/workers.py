@@ -397,6 +397,6 @@ class MappingPool:
         for process in processes:
             process.join(max(deadline - time.monotonic(), 0.0))
             if process.is_alive():
-                log.error("a mapping worker did not stop in time; terminating it", extra={"pid": process.pid})
+                log.warning("a mapping worker did not stop in time; terminating it", extra={"pid": process.pid})
                 process.terminate()
                 process.join(5.0)
