@@ -29,6 +29,10 @@ What is served, as ClickHouse does it:
   (session_id, query_id, wait_end_of_query, enable_http_compression, send_progress_in_http_headers,
   client_protocol_version, ...) are consumed and not applied.
 - A GET request runs with readonly=2, as ClickHouse runs it.
+- `INSERT ... FORMAT Protobuf` (ProtobufSingle, ProtobufList, CapnProto) data, whose bytes chDB
+  will not read inline after the statement, is written to a file and inserted with
+  `INSERT ... SELECT * FROM file(path, Format, <the table's structure>)`: the same rows, and the
+  table's materialized views fire.
 - Request bodies with `Content-Encoding` gzip/deflate/zstd/lz4 (frame)/xz/bz2 (br if `brotli` is
   installed) are decompressed. Responses are compressed when `enable_http_compression` is on (it is
   by default in chDB's settings, which clickhouse-connect reads at start-up) and the client's
@@ -66,6 +70,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -154,6 +159,16 @@ class Job:
     database: str | None
     settings: dict[str, str]
     params: dict[str, str]
+    # An INSERT whose binary body chDB cannot read inline (Protobuf): (table, columns, format).
+    file_insert: tuple[str, str, str] | None = None
+    body: bytes = b""
+
+
+# Formats whose data chDB refuses inline after the query text (`INSERT ... FORMAT Protobuf\n<bytes>`
+# fails with ATTEMPT_TO_READ_AFTER_EOF): the body goes through a file and `file()` instead.
+_FILE_FORMATS = ("Protobuf", "ProtobufSingle", "ProtobufList", "CapnProto")
+_FILE_INSERT = re.compile(rb"^\s*INSERT\s+INTO\s+([\w.`]+)\s*(\([^)]*\))?\s*FORMAT\s+(" +
+                          "|".join(_FILE_FORMATS).encode() + rb")\s*$", re.I)
 
 
 @dataclass
@@ -315,7 +330,10 @@ class ChdbHttpServer:
                 conn.query(f"USE {_quote_ident(job.database)}", "TabSeparated")
             for name, value in job.settings.items():
                 conn.query(f"SET {name} = {_quote_value(value)}", "TabSeparated")
-            result = conn.query(job.sql, job.fmt, params=job.params)
+            if job.file_insert is not None:
+                result = self._insert_through_file(conn, job)
+            else:
+                result = conn.query(job.sql, job.fmt, params=job.params)
             body = result.bytes() or b""
             summary = {
                 "read_rows": str(result.rows_read()),
@@ -329,6 +347,29 @@ class ChdbHttpServer:
             return Outcome(body, summary)
         finally:
             conn.close()
+
+    def _insert_through_file(self, conn: Any, job: Job) -> Any:
+        """`INSERT INTO t [(cols)] FORMAT Protobuf` + body, as `INSERT ... SELECT FROM file()`:
+        the same rows, the same materialized views."""
+        assert job.file_insert is not None
+        table, columns, fmt = job.file_insert
+        where = f"table = {_quote_value(table.split('.')[-1].strip('`'))} AND database = " + (
+            _quote_value(table.split(".")[0].strip("`")) if "." in table else "currentDatabase()")
+        wanted = [c.strip().strip("`") for c in columns.strip("()").split(",") if c.strip()] if columns else []
+        rows = conn.query(f"SELECT name, type FROM system.columns WHERE {where} ORDER BY position",
+                          "TSVRaw").bytes().decode().splitlines()
+        types = dict(line.split("\t", 1) for line in rows if line)
+        names = wanted or list(types)
+        structure = ", ".join(f"{_quote_ident(n)} {types[n]}" for n in names)
+        handle, path = tempfile.mkstemp(prefix="chserver-insert-", dir=self.path)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(job.body)
+            cols = ", ".join(_quote_ident(n) for n in names)
+            return conn.query(f"INSERT INTO {table} ({cols}) SELECT * FROM file({_quote_value(path)}, {fmt}, "
+                              f"$${structure}$$)", "TabSeparated")
+        finally:
+            os.unlink(path)
 
     def decode_body(self, body: bytes, encoding: str) -> bytes:
         encoding = encoding.strip().lower()
@@ -442,6 +483,13 @@ class ChdbHttpServer:
                     fmt = clauses[-1].decode()
             database = params.get("database") or request.headers.get("X-ClickHouse-Database") or None
             job = Job(sql=sql, fmt=fmt, database=database, settings=settings, params=bind)
+            # The statement in `query=` and the data in the body, or both in the body (first line).
+            head, data = (query.encode(), body) if query else (body.partition(b"\n")[0], body.partition(b"\n")[2])
+            inline = _FILE_INSERT.match(head) if data else None
+            if inline:
+                table, columns, fmt_name = (part.decode() if part else "" for part in inline.groups())
+                job.file_insert = (table, columns, fmt_name)
+                job.body = data
             log.debug("%s %s params=%s headers=%s body=%d bytes: %r", request.method, query_id, params,
                       {k: v for k, v in request.headers.items() if k.lower() != "authorization"}, len(body), sql[:120])
             outcome = await loop.run_in_executor(self.executor, self.execute, job)
