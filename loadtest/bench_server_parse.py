@@ -31,19 +31,13 @@ import clickhouse_connect  # noqa: E402
 from chserver import ChServer  # noqa: E402
 from native_spans_identity import PROTO, SELECT, STRUCT, TAIL  # noqa: E402
 
+from otelgw.protowire import varint  # noqa: E402
+
 TICKS = 100  # /proc clock ticks per second (Linux default)
 COLUMNS = ("trace_id String, span_id String, parent_span_id String, trace_state String, name String, kind String, "
            "status_code String, status_message String, resource_attributes Map(String, String), "
            "attributes Map(String, String), scope_name String, scope_version String, events String")
 
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def proc_cpu_s(pid: int) -> float:

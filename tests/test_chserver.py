@@ -23,6 +23,8 @@ from chserver_fixture import chserver, chserver_factory  # noqa: F401
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
+from otelgw.protowire import varint
+
 SPANS_DDL = """
 CREATE TABLE IF NOT EXISTS spans
 (
@@ -137,14 +139,6 @@ def test_raw_insert_jsoneachrow_and_parameterized_reads(db: Client) -> None:
         == [(1, 4900), (2, 100)]
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
 
 def test_protobuf_insert_reaches_the_table_and_its_views(db: Client, tmp_path: Path) -> None:
     # chDB cannot read Protobuf data inline after the query text; the double routes it through a
@@ -154,9 +148,9 @@ def test_protobuf_insert_reaches_the_table_and_its_views(db: Client, tmp_path: P
     db.command("CREATE TABLE pb_in (name String, n Int64) ENGINE = Null")
     db.command("CREATE TABLE pb_rows (name String, n Int64) ENGINE = MergeTree ORDER BY name")
     db.command("CREATE MATERIALIZED VIEW pb_mv TO pb_rows AS SELECT name, n * 2 AS n FROM pb_in")
-    messages = [b"\x0a" + _varint(len(name)) + name + b"\x10" + _varint(n)
+    messages = [b"\x0a" + varint(len(name)) + name + b"\x10" + varint(n)
                 for name, n in ((b"a\x00b", 1), ("\u00e9".encode(), 300), (b"x" * 200, 2**40))]
-    body = b"".join(_varint(len(m)) + m for m in messages)
+    body = b"".join(varint(len(m)) + m for m in messages)
     settings = {"format_schema": f"{schema}:Row"}
     db.raw_insert("pb_in", insert_block=body, fmt="Protobuf", settings=settings)  # statement in the body
     # An already compressed block: the statement travels in query=.
