@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -31,36 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_ingest  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds of a process and its children (Phoenix may start helpers)."""
-    total = 0.0
-    pids = [pid]
-    while pids:
-        current = pids.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICKS
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pids.extend(int(p) for p in (task / "children").read_text().split())
-        except (OSError, ValueError):
-            continue
-    return total
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return (bench_ingest.proc_cpu_s(pid) or 0.0) + sum(bench_ingest.children_cpu_s(pid).values())
 
 
 def send_all(url: str, requests: list[bytes], concurrency: int, latencies: list[float]) -> None:
@@ -105,7 +78,7 @@ def main() -> int:
     requests = bench_ingest.build_requests(args.spans, args.batch, 16, 1)
     spans = len(requests) * args.batch
     work = Path(tempfile.mkdtemp(prefix="phoenix-peer-"))
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port = bench_ingest.free_port(), bench_ingest.free_port()
     env = {**os.environ, "PHOENIX_WORKING_DIR": str(work), "PHOENIX_PORT": str(port),
            "PHOENIX_GRPC_PORT": str(grpc_port)}
     log = open(work / "phoenix.log", "wb")  # noqa: SIM115  (owned by the child)
@@ -130,7 +103,7 @@ def main() -> int:
         while landed < spans and time.monotonic() - started < args.timeout:
             time.sleep(0.5)
             landed = db.execute("SELECT count(*) FROM spans").fetchone()[0]
-            peak_rss = max(peak_rss, rss_mib(proc.pid))
+            peak_rss = max(peak_rss, bench_ingest.proc_status(proc.pid).get("VmRSS", 0) / 1024)
         landed_s = time.monotonic() - started
         cpu = tree_cpu_s(proc.pid) - cpu0
         latencies.sort()

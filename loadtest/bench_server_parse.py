@@ -33,16 +33,10 @@ from native_spans_identity import PROTO, SELECT, STRUCT, TAIL  # noqa: E402
 
 from otelgw.protowire import varint  # noqa: E402
 
-TICKS = 100  # /proc clock ticks per second (Linux default)
 COLUMNS = ("trace_id String, span_id String, parent_span_id String, trace_state String, name String, kind String, "
            "status_code String, status_message String, resource_attributes Map(String, String), "
            "attributes Map(String, String), scope_name String, scope_version String, events String")
 
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def self_cpu_s() -> float:
@@ -72,11 +66,13 @@ def main() -> int:
                     "output_format_json_escape_forward_slashes": 0}
         bodies = [b"".join(varint(len(r)) + r for r in requests[i:i + args.per_query])
                   for i in range(0, len(requests), args.per_query)]
-        server_cpu0, client_cpu0, wall0 = proc_cpu_s(server.proc.pid), self_cpu_s(), time.perf_counter()
+        pid = server.proc.pid
+        server_cpu0, client_cpu0, wall0 = bench_ingest.proc_cpu_s(pid) or 0.0, self_cpu_s(), time.perf_counter()
         for body in bodies:
             client.raw_insert("otlp_spans_in", insert_block=body, fmt="Protobuf", settings=settings)
         wall = time.perf_counter() - wall0
-        server_cpu, client_cpu = proc_cpu_s(server.proc.pid) - server_cpu0, self_cpu_s() - client_cpu0
+        server_cpu = (bench_ingest.proc_cpu_s(pid) or 0.0) - server_cpu0
+        client_cpu = self_cpu_s() - client_cpu0
         landed = client.command("SELECT count() FROM spans_native")
         assert landed == spans, (landed, spans)
         mib = sum(len(b) for b in bodies) / 2**20

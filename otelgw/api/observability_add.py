@@ -23,7 +23,7 @@ from otelgw.pipeline.admission import Overloaded, RateLimited
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Decoded, Signal
 from otelgw.receiver.bud_records import MAX_ENTRIES, BudRecord, BulkEnvelope, to_request
-from otelgw.receiver.ingest import BadProject, admission_project, clean_project
+from otelgw.receiver.ingest import BadProject, admission_project, clean_project, http_connection
 from otelgw.receiver.otlp_http import PROJECT_HEADER
 
 PIPELINE_KEY: web.AppKey[Pipeline] = web.AppKey("pipeline", Pipeline)
@@ -92,8 +92,7 @@ async def add(request: web.Request) -> web.Response:
         message = to_request(fresh)
         decoded = Decoded(Signal.TRACES, message, accepted=len(fresh), rejected=0)
         pipeline = request.app[PIPELINE_KEY]
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        connection = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        connection = http_connection(request)
         try:
             with pipeline.admission.slot(connection):
                 pipeline.check_open(project, connection)

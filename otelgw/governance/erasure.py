@@ -365,13 +365,7 @@ class ErasureRunner:
         self.hold_after: str | None = None
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        def run() -> Any:
-            try:
-                return fn(self._clients.get(), *args)
-            except Exception:
-                self._clients.discard()
-                raise
-        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._clients.call, fn, *args)
 
     async def start(self) -> None:
         # In the background: a gateway must not wait for its store to start serving (the WAL

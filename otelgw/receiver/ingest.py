@@ -32,6 +32,12 @@ def clean_project(raw: str | None) -> str:
     return value
 
 
+def http_connection(request: Any) -> str:
+    """An HTTP request's peer address: the key of the per-connection in-flight limit."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return f"{peer[0]}:{peer[1]}" if peer else "unknown"
+
+
 def admission_project(header_project: str, decoded: Decoded) -> str:
     """The project a request is charged to for rate limits and fair share: the header's, else
     the first resource's project.id (the mapper resolves each resource on its own)."""

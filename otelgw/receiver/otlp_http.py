@@ -25,7 +25,7 @@ from otelgw.pipeline.admission import Overloaded, RateLimited
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Signal
 from otelgw.receiver.decode import DecodeError, Encoding
-from otelgw.receiver.ingest import BadProject, clean_project, ingest
+from otelgw.receiver.ingest import BadProject, clean_project, http_connection, ingest
 from otelgw.telemetry.gateway import ReceiverInstruments
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,7 @@ async def _export(request: web.Request) -> web.Response:
     except Forbidden as exc:
         return error_response(403, str(exc), encoding)
     pipeline = request.app[PIPELINE_KEY]
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    connection = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+    connection = http_connection(request)
     try:
         with pipeline.admission.slot(connection):
             pipeline.check_open(project, connection)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+
+T = TypeVar("T")
 
 _IDENT_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
@@ -115,6 +118,15 @@ class ClientFactory:
             with self._lock:
                 self._clients.append(client)
         return client
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(this thread's client, *args)`; a failure drops the client, so the next call
+        reconnects instead of reusing a broken connection."""
+        try:
+            return fn(self.get(), *args)
+        except Exception:
+            self.discard()
+            raise
 
     def discard(self) -> None:
         """Drop this thread's client (after a transport error) so the next call reconnects."""

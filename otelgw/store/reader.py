@@ -23,11 +23,7 @@ class Reader:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="otelgw-query")
 
     def _run(self, sql: str, params: dict[str, Any], settings: dict[str, Any] | None) -> list[dict[str, Any]]:
-        try:
-            result = self._clients.get().query(sql, parameters=params, settings=settings)
-        except Exception:
-            self._clients.discard()
-            raise
+        result = self._clients.call(lambda client: client.query(sql, parameters=params, settings=settings))
         return list(result.named_results())
 
     async def rows(self, resource: str, name: str, **params: Any) -> list[dict[str, Any]]:
@@ -39,13 +35,7 @@ class Reader:
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking store function with this thread's client as its first argument."""
-        def run() -> Any:
-            try:
-                return fn(self._clients.get(), *args)
-            except Exception:
-                self._clients.discard()
-                raise
-        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._clients.call, fn, *args)
 
     async def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
         await self.call(lambda client: client.insert(table, rows, column_names=list(columns)))
