@@ -129,7 +129,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.clickhouse_cluster and self.clickhouse_dsn.startswith("chdb:"):
             errors.append("clickhouse_cluster: needs a ClickHouse server DSN (http:// or https://), not chdb://")
         if not 0 <= self.workers <= 256:
-            errors.append("workers: must be 0 (one per core) to 256")
+            errors.append("workers: must be 0 (one per CPU) to 256")
         if self.project_rate_limit < 0:
             errors.append("project_rate_limit: must be 0 (off) or more")
         fsync = str(self.wal_fsync_ms).strip().lower()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -44,6 +45,16 @@ def test_every_error_named_at_once(tmp_path: Path) -> None:
     for name in ("batch_rowz", "max_inflight_requests", "OTELGW_FLUSH_INTERVAL_MS", "OTELGW_NOPE", "api_addr",
                  "clickhouse_dsn"):
         assert name in text, name
+
+
+def test_workers_and_cluster_settings_are_checked() -> None:
+    for value, expected in (("-1", "workers: must be 0 (one per CPU) to 256"), ("257", "workers: must be 0"),
+                            ("two", "OTELGW_WORKERS")):
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            load_config(None, env={"OTELGW_WORKERS": value})
+    with pytest.raises(ConfigError, match="clickhouse_cluster: needs a ClickHouse server DSN"):
+        load_config(None, env={"OTELGW_CLICKHOUSE_CLUSTER": "c1"})
+    assert load_config(None, env={"OTELGW_WORKERS": "3"}).workers == 3
 
 
 def _free_port() -> int:
@@ -95,6 +106,8 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
     assert second.returncode == 0 and "schema is current" in second.stdout
     assert (tmp_path / "store").is_dir()
     assert migrate("--wait", "30").returncode == 0
+    alone = migrate("--require-api-key")  # means nothing without --check/--wait: refused, nothing applied
+    assert alone.returncode == 2 and "--require-api-key goes with --check or --wait" in alone.stderr
     keyless = migrate("--check", "--require-api-key")
     assert keyless.returncode == 3 and "an active API key" in keyless.stderr
     created = subprocess.run([*OTELGW, "keys", "create", "--role", "admin"], capture_output=True, text=True,
