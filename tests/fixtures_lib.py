@@ -4,13 +4,36 @@ loading payloads and comparing mapped rows with each expected.json."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "fixtures"
+
+
+def _shared_fixtures() -> Path:
+    """../shared/fixtures next to the checkout; for a clone made elsewhere (git clone . /tmp/x),
+    next to the repository it was cloned from; OTELGW_SHARED_FIXTURES names it outright."""
+    if os.environ.get("OTELGW_SHARED_FIXTURES"):
+        return Path(os.environ["OTELGW_SHARED_FIXTURES"])
+    beside = ROOT.parent / "shared" / "fixtures"
+    if beside.is_dir():
+        return beside
+    try:
+        origin = subprocess.run(["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    source = Path(origin) if origin and "://" not in origin and ":" not in origin.split("/")[0] else None
+    if source is not None and (source.parent / "shared" / "fixtures").is_dir():
+        return source.parent / "shared" / "fixtures"
+    return beside
+
+
+SHARED = _shared_fixtures()
 CAPTURED = ROOT / "tests" / "fixtures" / "captured"
 
 

@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 import grpc
 import msgspec
 import pytest
+from fixtures_lib import CAPTURED, SHARED
 from google.protobuf.json_format import MessageToDict
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -104,7 +105,7 @@ RECEIVED_NS = 1_764_150_000_000_000_000
 INGESTED_AT = ts(RECEIVED_NS)
 OTELGW_DIR = Path(otelgw.__file__).resolve().parent
 TESTS_DIR = Path(__file__).resolve().parent
-FIXTURE_DIRS = (TESTS_DIR.parent.parent / "shared" / "fixtures", TESTS_DIR / "fixtures" / "captured")
+FIXTURE_DIRS = (SHARED, CAPTURED)
 SLOW = os.environ.get("OTELGW_FUZZ_SLOW") == "1"
 
 TRACE_ID = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
