@@ -241,6 +241,36 @@ def build_requests(total: int, batch: int, templates: int, seed: int) -> list[by
     return requests
 
 
+def build_mixed_requests(total: int, batch: int, templates: int, seed: int, plain_share: float) -> list[bytes]:
+    """Requests of `batch` spans, `plain_share` of them plain (non-GenAI: HTTP, database and
+    messaging spans from tests/plain_spans.py) and the rest the usual GenAI chat spans: two
+    serialized requests concatenated are one request holding both (protobuf merges repeated
+    fields)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import plain_spans  # noqa: PLC0415 (the tests' generator, only needed here)
+
+    plain_n = round(batch * plain_share)
+    genai_n = batch - plain_n
+    n_requests = total // batch
+    genai = build_requests(genai_n * n_requests, genai_n, templates, seed) if genai_n else [b""] * n_requests
+    rnd = random.Random(seed)
+    plain_pool = [plain_spans.build_request(rnd, plain_n) for _ in range(min(templates, n_requests))] if plain_n \
+        else [b""]
+    # Plain spans repeat their pool's trace ids: give each request its own by flipping bytes.
+    out = []
+    for i in range(n_requests):
+        body = plain_pool[i % len(plain_pool)]
+        if plain_n:
+            request = ExportTraceServiceRequest.FromString(body)
+            for rs in request.resource_spans:
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        span.trace_id, span.span_id = os.urandom(16), os.urandom(8)
+            body = request.SerializeToString()
+        out.append(genai[i] + body)
+    return out
+
+
 def check_requests(requests: list[bytes], batch: int) -> None:
     """Decode a sample of requests: right span count, ids unique, message JSON valid."""
     seen: set[tuple[bytes, bytes]] = set()
@@ -797,7 +827,8 @@ async def poll_landing(api: str, target: dict[str, int], t0: float, deadline: fl
                 landing.polls += 1
                 rows = status["writer"]["rows_written"]
                 now = time.perf_counter() - t0
-                if landing.landed_s is None and rows.get("inferences", 0) >= target["inferences"]:
+                if landing.landed_s is None and rows.get("inferences", 0) >= target["inferences"] and (
+                        target["inferences"] or rows.get("spans", 0) >= spans_target(status, target["spans"])):
                     landing.landed_s = now
                 if (landing.landed_s is not None and landing.all_tables_s is None
                         and rows.get("spans", 0) >= spans_target(status, target["spans"])
@@ -815,7 +846,8 @@ async def run_load(args: argparse.Namespace, gw: Gateway, requests: list[bytes |
     stats = SendStats()
     landing = Landing()
     messages_per_span = 3  # system + user in, assistant out
-    target = {"inferences": args.spans, "spans": args.spans, "messages": args.spans * messages_per_span}
+    genai = args.spans - round(args.batch * args.plain_share) * (args.spans // args.batch)
+    target = {"inferences": genai, "spans": args.spans, "messages": genai * messages_per_span}
     done_sending = asyncio.Event()
     indices = iter(range(len(requests)))
 
@@ -844,7 +876,8 @@ async def run_load(args: argparse.Namespace, gw: Gateway, requests: list[bytes |
         if stats.failed_spans:
             # Requests given up on never land: wait for what was accepted.
             for k in target:
-                target[k] -= stats.failed_spans * (messages_per_span if k == "messages" else 1)
+                target[k] -= round(stats.failed_spans * (1 - args.plain_share if k != "spans" else 1)
+                                   * (messages_per_span if k == "messages" else 1))
         await poller
     return stats, landing, send_s, t0
 
@@ -869,6 +902,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--templates", type=int, default=64,
                    help="distinct pre-built batches (content varies between them; ids are always fresh)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--plain-share", type=float, default=0.0,
+                   help="share of each request's spans that are plain (non-GenAI) spans, 0 to 1 (default 0); "
+                        "with a share, 'landed' waits for the spans too")
     p.add_argument("--json", action="store_true", help="print the results as one JSON line on stdout")
     p.add_argument("--timeout", type=float, default=900, help="seconds for sending + landing (default 900)")
     p.add_argument("--startup-timeout", type=float, default=120)
@@ -902,9 +938,14 @@ def main(argv: list[str] | None = None) -> int:
         print_profile(summarize_speedscope(Path(args.summarize)), sys.stdout)
         return 0
     t_build = time.perf_counter()
-    requests: list[bytes | None] = list(build_requests(args.spans, args.batch, args.templates, args.seed))
+    if args.plain_share:
+        args.spans -= args.spans % args.batch
+        requests: list[bytes | None] = list(build_mixed_requests(args.spans, args.batch, args.templates, args.seed,
+                                                                 args.plain_share))
+    else:
+        requests = list(build_requests(args.spans, args.batch, args.templates, args.seed))
+        check_requests(requests, args.batch)  # type: ignore[arg-type]
     counts = [args.batch] * (args.spans // args.batch) + ([args.spans % args.batch] if args.spans % args.batch else [])
-    check_requests(requests, args.batch)  # type: ignore[arg-type]
     payload_bytes = sum(len(r) for r in requests if r)
     log(f"built {len(requests)} requests, {args.spans} spans, {payload_bytes / 2**20:.0f} MiB "
         f"({payload_bytes / args.spans:.0f} B/span) in {time.perf_counter() - t_build:.1f}s")
@@ -955,7 +996,7 @@ def main(argv: list[str] | None = None) -> int:
 
         lat = sorted(stats.latencies)
         sent_spans = stats.spans_ok
-        landed_s = landing.landed_s
+        landed_s = landing.all_tables_s if args.plain_share else landing.landed_s
         writer = final_status.get("writer", {})
         pipeline = final_status.get("pipeline", {})
         result = {

@@ -23,7 +23,7 @@ from otelgw.api import erasure as erasure_api
 from otelgw.api import retention as retention_api
 from otelgw.api.app import build_api_app
 from otelgw.auth import Authenticator
-from otelgw.config import Config, ConfigError, parse_addr, wal_fsync
+from otelgw.config import Config, ConfigError, fast_path_on, parse_addr, wal_fsync
 from otelgw.governance.audit import Auditor
 from otelgw.governance.erasure import ErasureRunner
 from otelgw.pipeline.admission import Admission
@@ -43,6 +43,7 @@ from otelgw.store.client import DSN, ClientFactory
 from otelgw.store.cluster import migrate_store
 from otelgw.store.gateways import HEARTBEAT_S, DuplicateWalId, GatewayRegistry
 from otelgw.store.keys import KeyStore
+from otelgw.store.native import NativeInserter
 from otelgw.store.reader import Reader
 from otelgw.store.writer import BatchWriter
 from otelgw.telemetry.registry import Telemetry
@@ -104,6 +105,7 @@ class Gateway:
             attempts=cfg.insert_attempts,
             dead_letter_dir=dead_letter_dir,
             cuts=CutLog(wal_dir),
+            native=NativeInserter(Path(cfg.data_dir) / "fast-path") if fast_path_on(cfg) else None,
         )
         admission = Admission(max_inflight_requests=cfg.max_inflight_requests,
                               max_inflight_per_connection=cfg.max_inflight_per_connection,

@@ -107,6 +107,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # migrations, retention TTLs and erasure deletes then go ON CLUSTER to the local tables
     # (docs/scaling.md). Empty: one server, or embedded chDB.
     clickhouse_cluster: str = ""
+    # The native fast path: ClickHouse writes the rows of plain (non-GenAI) spans from the request
+    # bytes (docs/scaling.md). auto: on with an embedded chDB store; off: the Python mapper writes
+    # every row.
+    fast_path: str = "auto"
 
     def validate(self) -> list[str]:
         errors: list[str] = []
@@ -128,6 +132,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                           "(letters, digits, _ . -)")
         if self.clickhouse_cluster and self.clickhouse_dsn.startswith("chdb:"):
             errors.append("clickhouse_cluster: needs a ClickHouse server DSN (http:// or https://), not chdb://")
+        if self.fast_path not in ("auto", "off"):
+            errors.append(f"fast_path: {self.fast_path!r} is not auto or off")
         if not 0 <= self.workers <= 256:
             errors.append("workers: must be 0 (one per CPU) to 256")
         if self.project_rate_limit < 0:
@@ -150,6 +156,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.sampling_file and not Path(self.sampling_file).is_file():
             errors.append(f"sampling_file: {self.sampling_file!r} does not exist")
         return errors
+
+
+def fast_path_on(cfg: Config) -> bool:
+    """The fast path reads request files from the gateway's disk, so it needs the embedded store;
+    with a server the gateway would have to send the bytes (measured, not built: docs/scaling.md)."""
+    return cfg.fast_path == "auto" and cfg.clickhouse_dsn.startswith("chdb:")
 
 
 def wal_fsync(cfg: Config) -> int | None:

@@ -14,9 +14,20 @@ import msgspec
 
 from otelgw.pipeline import genai
 from otelgw.pipeline.anyvalue import attrs_to_dict, clip, str_map, to_json, to_str
+from otelgw.pipeline.fastpath import NativeCheck, position_key
 from otelgw.pipeline.genai import SpanEvent, SpanView
 from otelgw.pipeline.messages import Message, tool_calls_json
-from otelgw.pipeline.rows import MAX_NS, FeedbackRow, InferenceRow, MessageRow, RowBatch, SpanRow, UnmappedRow, ts
+from otelgw.pipeline.rows import (
+    MAX_NS,
+    FeedbackRow,
+    InferenceRow,
+    MessageRow,
+    NativeSpan,
+    RowBatch,
+    SpanRow,
+    UnmappedRow,
+    ts,
+)
 from otelgw.pricing import Pricing
 from otelgw.semconv import Conventions
 
@@ -130,19 +141,25 @@ class Mapper:
 
     # -- traces -------------------------------------------------------------------------------
 
-    def map_traces(self, request: Any, project_header: str, received_ns: int) -> RowBatch:
-        batch = RowBatch(inferences=[], messages=[], feedback=[], spans=[])
+    def map_traces(self, request: Any, project_header: str, received_ns: int,
+                   native: NativeCheck | None = None, scan: bool = False) -> RowBatch:
+        """`native`: leave the spans it allows to ClickHouse (the fast path; `scan`: the request
+        holds a secret's trigger, so each such span's text is checked with the masker)."""
+        batch = RowBatch(inferences=[], messages=[], feedback=[], spans=[], native=[], native_resources=[])
         unmapped = UnmappedCounter()
         conv = self.conventions
         opts = self.options
         max_attrs, max_chars = opts.max_attributes, opts.max_attribute_chars
-        for resource_spans in request.resource_spans:
+        for r_index, resource_spans in enumerate(request.resource_spans):
             resource = resource_context(resource_spans.resource, project_header, opts)
             resource_map, project, service = resource.attributes, resource.project, resource.service
-            for scope_spans in resource_spans.scope_spans:
+            resource_native = native is not None and native.project_ok(project) and native.resource_ok(
+                resource_spans.resource, attrs_to_dict(resource_spans.resource.attributes), scan, project)
+            batch.native_resources.append((project, service))
+            for s_index, scope_spans in enumerate(resource_spans.scope_spans):
                 scope_name = scope_spans.scope.name
                 scope_version = scope_spans.scope.version
-                for span in scope_spans.spans:
+                for p_index, span in enumerate(scope_spans.spans):
                     attrs = attrs_to_dict(span.attributes, max_attrs)
                     trace_hex = span.trace_id.hex()
                     span_hex = span.span_id.hex()
@@ -155,6 +172,14 @@ class Mapper:
                         if conv.is_unmapped(key):
                             unmapped.add(project, key, scope_name, start_ns, value)
                     family = conv.detect(attrs, scope_name, span.name)
+                    if (resource_native and family is None and native is not None
+                            and not any(e.name == EVALUATION_EVENT for e in events)
+                            and native.span_ok(span, attrs, events, scan, project)):
+                        batch.native.append(NativeSpan(
+                            position_key(r_index, s_index, p_index), trace_hex, span_hex, project,
+                            STATUS_CODES[span.status.code] if 0 <= span.status.code < 3 else "unset",
+                            start_ns, end_ns, attrs))
+                        continue
                     attr_map = str_map(attrs, max_chars)
                     inference_id = ""
                     if family is not None:

@@ -23,6 +23,7 @@ import msgspec
 
 from otelgw.governance.masking import MaskingCounts
 from otelgw.pipeline.admission import Admission, Exhausted, Overloaded, RateLimited, ShuttingDown
+from otelgw.pipeline.fastpath import NativeSource, NativeSpans
 from otelgw.pipeline.mapper import Mapper
 from otelgw.pipeline.request import Decoded, Signal
 from otelgw.pipeline.rows import EncodedBatch, RowBatch
@@ -229,8 +230,17 @@ class Pipeline:
         """Write the spans of kept traces. Their log records stay un-checkpointed (the writer's
         floor) until they are committed."""
         assert self._sampler is not None
-        encoded = EncodedBatch(blocks={"spans": b"".join(s.line for s in spans)}, rows={"spans": len(spans)})
-        self._writer.add(encoded, 0, floor=self._sampler.released_floor, tokened=False)
+        lines = [s.line for s in spans if s.source is None]
+        native: dict[int, NativeSpans] = {}
+        for span in spans:
+            if span.source is not None:
+                item = native.get(id(span.source))
+                if item is None:
+                    item = native[id(span.source)] = NativeSpans(span.source, [])
+                item.positions.append(span.position)
+        encoded = EncodedBatch(blocks={"spans": b"".join(lines)} if lines else {},
+                               rows={"spans": len(lines)} if lines else {})
+        self._writer.add(encoded, 0, floor=self._sampler.released_floor, tokened=False, native=list(native.values()))
 
     def tick(self, flush_all: bool = False) -> None:
         """Decide the traces whose wait is over (the apply thread calls this)."""
@@ -245,6 +255,9 @@ class Pipeline:
             self._masking.merge(counts)
         for record, mapped in zip(records, chunk.records, strict=True):
             encoded = EncodedBatch(blocks=mapped.blocks, rows=mapped.rows)
+            # Fast path: spans ClickHouse writes from this record's bytes.
+            source = NativeSource(record.request, mapped.native_resources) if mapped.native_resources else None
+            native = [NativeSpans(source, mapped.native_positions)] if source and mapped.native_positions else []
             if mapped.error:
                 # The record goes to the dead-letter directory as it was received, with a log
                 # line and a counter.
@@ -260,7 +273,7 @@ class Pipeline:
                     # keep a trace for are noted first.
                     for ev in mapped.evaluations:
                         self._sampler.note_evaluation(ev.trace_id, ev.value, ev.label)
-                    late = self._sampler.add_digests(mapped.spans, record.seq)
+                    late = self._sampler.add_digests(mapped.spans, record.seq, source=source)
                     if late:
                         self._release(late)
             self.stats.records_mapped += 1
@@ -272,7 +285,7 @@ class Pipeline:
                     hold, cut_end = record.seq < last, (last if record.seq == last else 0)
                 if record.seq >= last:
                     self._pending_cuts.popleft()
-            self._writer.add(encoded, record.seq, hold=hold, cut_end=cut_end)
+            self._writer.add(encoded, record.seq, hold=hold, cut_end=cut_end, native=native)
         self.tick()
 
     def _dead_letter(self, record: WalRecord) -> None:

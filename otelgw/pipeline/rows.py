@@ -5,7 +5,7 @@ JSONEachRow reads into DateTime64(9) without losing nanoseconds."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -196,6 +196,20 @@ TABLES: tuple[str, ...] = (
 )
 
 
+class NativeSpan(msgspec.Struct, array_like=True):
+    """A span whose row ClickHouse writes from the request bytes (the native fast path): its
+    position in the request and what the tail sampler reads."""
+
+    position: int
+    trace_id: str
+    span_id: str
+    project_id: str
+    status_code: str
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+
+
 class RowBatch(msgspec.Struct):
     """Rows mapped from one request, by table."""
 
@@ -206,6 +220,9 @@ class RowBatch(msgspec.Struct):
     logs: list[LogRow] = []
     metric_points: list[MetricPointRow] = []
     unmapped_attributes: list[UnmappedRow] = []
+    # Fast path: spans left for ClickHouse to write, and (project, service) of every resource.
+    native: list[NativeSpan] = []
+    native_resources: list[tuple[str, str]] = []
 
     def count(self) -> int:
         return sum(len(getattr(self, t)) for t in TABLES)

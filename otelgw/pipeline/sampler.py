@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from otelgw.pipeline.fastpath import NativeSource
 from otelgw.pipeline.rows import SpanRow, ts
 
 PolicyType = Literal["always_sample", "status_code", "latency", "probabilistic", "string_attribute",
@@ -73,17 +74,21 @@ DEFAULT_POLICIES = [
 
 class BufferedSpan:
     """A waiting span, kept compact: its JSONEachRow line (ready to write) and only what the
-    policies read. Thousands of full row objects would make the garbage collector crawl."""
+    policies read. Thousands of full row objects would make the garbage collector crawl. A span
+    for the fast path has no line: its request's bytes (`source`, shared by its spans) and its
+    position there."""
 
-    __slots__ = ("trace_id", "span_id", "status_code", "attributes", "line")
+    __slots__ = ("trace_id", "span_id", "status_code", "attributes", "line", "source", "position")
 
     def __init__(self, trace_id: str, span_id: str, status_code: str, attributes: dict[str, str],
-                 line: bytes) -> None:
+                 line: bytes, source: NativeSource | None = None, position: int = -1) -> None:
         self.trace_id = trace_id
         self.span_id = span_id
         self.status_code = status_code
         self.attributes = attributes
         self.line = line
+        self.source = source
+        self.position = position
 
 
 class SpanDigest(msgspec.Struct, array_like=True):
@@ -98,6 +103,8 @@ class SpanDigest(msgspec.Struct, array_like=True):
     start_ns: int
     end_ns: int
     line: bytes
+    # Fast path: no line, the span's position in its request (written by ClickHouse).
+    position: int = -1
 
 
 def digest_spans(rows: list[SpanRow], keys: frozenset[str], encoder: msgspec.json.Encoder) -> list[SpanDigest]:
@@ -346,12 +353,18 @@ class TailSampler:
         """Buffer spans; returns the late ones whose trace was already kept (write them now)."""
         return self.add_digests(digest_spans(rows, self.keys, self._encoder), seq, now)
 
-    def add_digests(self, digests: list[SpanDigest], seq: int, now: float | None = None) -> list[BufferedSpan]:
-        """`add` for spans already digested (in a mapping worker, see digest_spans)."""
+    def add_digests(self, digests: list[SpanDigest], seq: int, now: float | None = None,
+                    source: NativeSource | None = None) -> list[BufferedSpan]:
+        """`add` for spans already digested (in a mapping worker, see digest_spans). `source`: the
+        request of the digests that have a position (the fast path's)."""
         now = time.monotonic() if now is None else now
         late: list[BufferedSpan] = []
+        # A native span's share of its request's bytes, for the memory bound.
+        share = len(source.payload) // len(digests) if source is not None and digests else 0
         for digest in digests:
-            span = BufferedSpan(digest.trace_id, digest.span_id, digest.status_code, digest.attributes, digest.line)
+            native = digest.position >= 0 and source is not None
+            span = BufferedSpan(digest.trace_id, digest.span_id, digest.status_code, digest.attributes, digest.line,
+                                source if native else None, digest.position)
             decision = self._decided.get(span.trace_id)
             if decision is not None:
                 if decision:
@@ -370,7 +383,7 @@ class TailSampler:
                 self._pending.move_to_end(span.trace_id)
             trace.last_seen = now
             trace.spans.append(span)
-            size = 120 + len(digest.line)
+            size = 120 + (share if span.source is not None else len(digest.line))
             trace.size += size
             self._size += size
             self._span_count += 1

@@ -29,8 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from otelgw.config import fast_path_on
 from otelgw.governance.masking import MaskingFile, MaskingStats, load_masking, masker_from_config
 from otelgw.jsonlog import setup_logging
+from otelgw.pipeline.anyvalue import to_str
+from otelgw.pipeline.fastpath import NativeCheck
 from otelgw.pipeline.map_logs import map_logs
 from otelgw.pipeline.map_metrics import map_metrics
 from otelgw.pipeline.mapper import Mapper, MapperOptions
@@ -86,6 +89,10 @@ class MappedRecord(msgspec.Struct, array_like=True):
     evaluations: list[Evaluation] = []
     # Set when mapping raised: the gateway dead-letters the record and logs this.
     error: str = ""
+    # Fast path: spans ClickHouse writes from the record's bytes (positions; with a sampler they
+    # travel as digests in `spans`), and (project, service) of each resource.
+    native_positions: list[int] = []
+    native_resources: list[tuple[str, str]] = []
 
 
 class MappedChunk(msgspec.Struct, array_like=True):
@@ -99,8 +106,9 @@ class RecordMapper:
     """Log records -> MappedChunk. Pure apart from the masker's counts, which it hands over."""
 
     def __init__(self, mapper: Mapper, masker: Masker | None, sampler_keys: frozenset[str] | None,
-                 digest_inferences: bool = True) -> None:
+                 digest_inferences: bool = True, native: NativeCheck | None = None) -> None:
         self.mapper = mapper
+        self.native = native
         self.masker = masker
         # None: no sampler, span rows are encoded with the rest.
         self.sampler_keys = sampler_keys
@@ -110,7 +118,9 @@ class RecordMapper:
     def rows(self, record: WalRecord) -> RowBatch:
         message = REQUEST_TYPES[record.signal].FromString(record.request)
         if record.signal is Signal.TRACES:
-            return self.mapper.map_traces(message, record.project, record.received_ns)
+            native = self.native
+            scan = native is not None and native.record_needs_scan(record.request)
+            return self.mapper.map_traces(message, record.project, record.received_ns, native, scan)
         if record.signal is Signal.LOGS:
             return map_logs(self.mapper, message, record.project, record.received_ns)
         return map_metrics(message, record.project, record.received_ns, self.mapper.options)
@@ -131,6 +141,15 @@ class RecordMapper:
                 out.evaluations = [Evaluation(f.trace_id, f.value, f.label) for f in batch.feedback if f.trace_id]
                 out.spans = digest_spans(batch.spans, self.sampler_keys, self._encoder)
                 batch.spans = []
+            if batch.native:
+                out.native_resources = batch.native_resources
+                keys = self.sampler_keys
+                if keys is None:
+                    out.native_positions = [n.position for n in batch.native]
+                else:
+                    out.spans.extend(SpanDigest(n.trace_id, n.span_id, n.project_id, n.status_code,
+                                                {k: to_str(v) for k, v in n.attributes.items() if k in keys},
+                                                n.start_ns, n.end_ns, b"", n.position) for n in batch.native)
             encoded = encode_batch(batch, ts(time.time_ns()), self._encoder)
             out.blocks, out.rows = encoded.blocks, encoded.rows
             return out
@@ -182,7 +201,8 @@ def build_record_mapper(cfg: Config, inputs: MapperInputs) -> RecordMapper:
     """The mapper, masker and sampler keys of the gateway, from what it read at start."""
     mapper = build_mapper(cfg, inputs.pricing)
     masker = masker_from_config(cfg, mapper.conventions.content_attributes(), policies=inputs.masking)
-    return RecordMapper(mapper, masker, inputs.sampler_keys)
+    native = NativeCheck(cfg.max_attributes_per_span, cfg.max_attribute_chars, masker) if fast_path_on(cfg) else None
+    return RecordMapper(mapper, masker, inputs.sampler_keys, native=native)
 
 
 def mapping_workers(cfg: Config, cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

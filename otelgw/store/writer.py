@@ -23,12 +23,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
+from otelgw.pipeline.fastpath import NativeSpans
 from otelgw.pipeline.rows import TABLES, EncodedBatch
 from otelgw.pipeline.wal import CutLog
 from otelgw.store.client import ClientFactory
+from otelgw.store.native import NativeInserter
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,20 @@ class WriterStats(msgspec.Struct):
     last_error: str = ""
     healthy: bool = True
     committed_seq: int = 0
+    # Span rows the fast path had ClickHouse write (also counted in rows_written).
+    native_rows: int = 0
+
+
+class _Taken(msgspec.Struct):
+    """What one flush writes."""
+
+    buffers: dict[str, list[bytes]]
+    plain: dict[str, list[bytes]]
+    native: list[NativeSpans]
+    native_plain: list[NativeSpans]
+    rows: dict[str, int]
+    first: int
+    last: int
 
 
 class _Abort(Exception):
@@ -78,6 +95,7 @@ class BatchWriter:
         dead_letter_dir: str | Path,
         cuts: CutLog | None = None,
         token_prefix: str = "otelgw",
+        native: NativeInserter | None = None,
     ) -> None:
         self._clients = clients
         self._batch_rows = batch_rows
@@ -87,6 +105,8 @@ class BatchWriter:
         self._dead_letter_dir = Path(dead_letter_dir)
         self._cuts = cuts
         self.token_prefix = token_prefix
+        # The fast path's inserter: spans ClickHouse writes from request bytes (None: off).
+        self._native_inserter = native
         self.on_commit: Callable[[int], None] | None = None
         # (table, rows, seconds) after each successful insert, for the metrics.
         self.on_insert: Callable[[str, int, float], None] | None = None
@@ -96,6 +116,9 @@ class BatchWriter:
         # Rows whose content on a replay may differ (tail-sampled spans): inserted without a
         # deduplication token, deduplicated by their ReplacingMergeTree key instead.
         self._plain: dict[str, list[bytes]] = {t: [] for t in TABLES}
+        # Fast-path spans, with and without a token as above.
+        self._native: list[NativeSpans] = []
+        self._native_plain: list[NativeSpans] = []
         # The oldest log record the buffered (and the in-flight) rows depend on: the checkpoint
         # must stay below it until they are committed.
         self._floor = 0
@@ -121,16 +144,22 @@ class BatchWriter:
             self._cuts.prune(checkpoint)
 
     def start(self) -> None:
+        if self._native_inserter is not None:
+            self._native_inserter.prepare()
         self._thread = threading.Thread(target=self._run, name="otelgw-writer", daemon=True)
         self._thread.start()
 
     def add(self, batch: EncodedBatch, seq: int = 0, *, hold: bool = False, cut_end: int = 0,
-            timeout: float | None = None, floor: int = 0, tokened: bool = True) -> bool:
+            timeout: float | None = None, floor: int = 0, tokened: bool = True,
+            native: list[NativeSpans] | None = None) -> bool:
         """Buffer the rows of log record `seq`; waits while the buffer is full. `hold` keeps the
         writer from flushing (a replayed block is being rebuilt); `cut_end` flushes right after
-        this record (the replayed block is complete). False if it timed out or the writer is
-        stopped (the caller still owns the rows)."""
-        size = sum(len(b) for b in batch.blocks.values())
+        this record (the replayed block is complete). `native`: spans for the fast path (their
+        request bytes count against the buffer). False if it timed out or the writer is stopped
+        (the caller still owns the rows)."""
+        if native and self._native_inserter is None:
+            raise ValueError("fast-path spans given to a writer without a native inserter")
+        size = sum(len(b) for b in batch.blocks.values()) + sum(len(n.source.payload) for n in native or ())
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             # A block that must end at a given record (a replayed cut) is taken by the writer
@@ -152,6 +181,9 @@ class BatchWriter:
             for table, block in batch.blocks.items():
                 target[table].append(block)
                 self._rows[table] += batch.rows.get(table, 0)
+            if native:
+                (self._native if tokened else self._native_plain).extend(native)
+                self._rows["spans"] += sum(len(n.positions) for n in native)
             if floor:
                 self._floor = min(self._floor, floor) if self._floor else floor
             self._bytes += size
@@ -197,17 +229,19 @@ class BatchWriter:
             floors = [f for f in (self._floor, self._inflight_floor) if f]
         return min(floors, default=0)
 
-    def _take(self) -> tuple[dict[str, list[bytes]], dict[str, list[bytes]], dict[str, int], int, int]:
-        buffers, plain, rows, first, last = self._buffers, self._plain, self._rows, self._first_seq, self._last_seq
+    def _take(self) -> _Taken:
+        taken = _Taken(self._buffers, self._plain, self._native, self._native_plain, self._rows,
+                       self._first_seq, self._last_seq)
         self._buffers = {t: [] for t in TABLES}
         self._plain = {t: [] for t in TABLES}
+        self._native, self._native_plain = [], []
         self._inflight_floor, self._floor = self._floor, 0
         self._rows = dict.fromkeys(TABLES, 0)
         self._bytes = 0
         self._first_seq = self._last_seq = 0
         self._cut_now = False
         self.stats.buffered_bytes = 0
-        return buffers, plain, rows, first, last
+        return taken
 
     def _due(self) -> bool:
         if self._holding:
@@ -228,12 +262,13 @@ class BatchWriter:
                     wait = self._interval - (time.monotonic() - self._oldest) if pending else self._interval
                     self._cond.wait(max(wait, 0.005))
                 round_id = self._flush_requested
-                buffers, plain, rows, first, last = self._take()
+                taken = self._take()
+                first, last = taken.first, taken.last
                 stopping = self._stopping
                 self._cond.notify_all()  # producers waiting for room
             try:
-                self._write_plain(plain)
-                self._write_block(buffers, rows, first, last)
+                self._write_plain(taken.plain, taken.native_plain)
+                self._write_block(taken.buffers, taken.native, taken.rows, first, last)
                 with self._cond:
                     self._inflight_floor = 0
                 # After every flush, not only those with new records: sampled spans released
@@ -254,14 +289,17 @@ class BatchWriter:
             if stopping:
                 return
 
-    def _write_plain(self, plain: dict[str, list[bytes]]) -> None:
+    def _write_plain(self, plain: dict[str, list[bytes]], native: list[NativeSpans]) -> None:
         for table in TABLES:
             if plain[table]:
                 block = b"".join(plain[table])
                 self._insert(table, block, block.count(b"\n"), None)
+        if native:
+            self._insert_native(native, None)
 
-    def _write_block(self, buffers: dict[str, list[bytes]], rows: dict[str, int], first: int, last: int) -> None:
-        if not first and not any(buffers.values()):
+    def _write_block(self, buffers: dict[str, list[bytes]], native: list[NativeSpans], rows: dict[str, int],
+                     first: int, last: int) -> None:
+        if not first and not any(buffers.values()) and not native:
             return
         if first and self._cuts:
             self._cuts.append(first, last)
@@ -269,6 +307,8 @@ class BatchWriter:
             if buffers[table]:
                 token = f"{self.token_prefix}:{first}-{last}:{table}"
                 self._insert(table, b"".join(buffers[table]), rows[table], token)
+        if native:
+            self._insert_native(native, f"{self.token_prefix}:{first}-{last}:spans-native")
         if last:
             self.stats.committed_seq = last
 
@@ -276,6 +316,26 @@ class BatchWriter:
         """Insert one block, retrying a failing store for as long as it takes. A block the
         store rejects as bad data is split in halves (deterministically, so tokens repeat on
         replay) until the bad rows are alone; those are dead-lettered."""
+        def run(settings: dict[str, Any]) -> None:
+            self._clients.get().raw_insert(table, insert_block=block, settings=settings, fmt="JSONEachRow")
+
+        self._retrying(table, rows, token, run, lambda: self._split_or_dead_letter(table, block, token))
+
+    def _insert_native(self, items: list[NativeSpans], token: str | None) -> None:
+        """The fast path's spans, in one query. Its requests were validated when received, so
+        bad data here is a bug: the requests go to the dead-letter directory as received."""
+        inserter = self._native_inserter
+        assert inserter is not None
+
+        def run(settings: dict[str, Any]) -> None:
+            inserter.insert(self._clients.get(), items, settings=settings)
+
+        rows = sum(len(item.positions) for item in items)
+        self._retrying("spans", rows, token, run, lambda: self._dead_letter_native(items, token))
+        self.stats.native_rows += rows
+
+    def _retrying(self, table: str, rows: int, token: str | None, run: Callable[[dict[str, Any]], None],
+                  on_bad_data: Callable[[], None]) -> None:
         delay = 0.2
         data_errors = 0
         while True:
@@ -283,7 +343,7 @@ class BatchWriter:
                 settings = {**INSERT_SETTINGS, "insert_deduplication_token": token} if token else \
                     {**INSERT_SETTINGS, "insert_deduplicate": 0}
                 started = time.monotonic()
-                self._clients.get().raw_insert(table, insert_block=block, settings=settings, fmt="JSONEachRow")
+                run(settings)
                 self.stats.rows_written[table] += rows
                 if self.on_insert is not None:
                     self.on_insert(table, rows, time.monotonic() - started)
@@ -297,7 +357,7 @@ class BatchWriter:
                 if is_data_error(exc):
                     data_errors += 1
                     if data_errors >= self._attempts:
-                        self._split_or_dead_letter(table, block, token)
+                        on_bad_data()
                         return
                 else:
                     self.stats.healthy = False
@@ -316,6 +376,15 @@ class BatchWriter:
         middle = len(lines) // 2
         for half, part in ((0, lines[:middle]), (1, lines[middle:])):
             self._insert(table, b"\n".join(part) + b"\n", len(part), f"{token}/{half}" if token else None)
+
+    def _dead_letter_native(self, items: list[NativeSpans], token: str | None) -> None:
+        self._dead_letter_dir.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", token or f"spans-native-{time.time_ns()}")
+        for n, item in enumerate(items):
+            (self._dead_letter_dir / f"{name}-{os.getpid()}-{n}.pb").write_bytes(item.source.payload)
+        self.stats.dead_letter_rows += sum(len(item.positions) for item in items)
+        log.error("ClickHouse rejected fast-path spans as bad data; their requests were written to the dead-letter "
+                  "directory", extra={"requests": len(items), "error": self.stats.last_error})
 
     def _dead_letter(self, table: str, block: bytes, token: str) -> None:
         self._dead_letter_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,242 @@
+"""The native fast path's licence: every request goes through the Python mapper alone and
+through the fast path (ClickHouse writing the spans it may, the mapper the rest), into two copies
+of the `spans` table; the stored rows must be identical, field by field. Then the fast path in a
+running gateway: real OTel SDK spans, tail sampling deciding over native spans, masking."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import start_gateway, wait_until
+from fixtures_lib import all_fixtures
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from otlp_client import get_json, post_otlp
+from plain_spans import build_request
+
+from otelgw.config import Config, fast_path_on
+from otelgw.governance.masking import masker_from_config
+from otelgw.pipeline.fastpath import NativeCheck, NativeSource, NativeSpans, value_ok
+from otelgw.pipeline.request import Signal
+from otelgw.pipeline.rows import RowBatch, encode_batch, ts
+from otelgw.pipeline.sampler import trace_hash_percent
+from otelgw.pipeline.workers import build_mapper
+from otelgw.receiver.decode import Encoding, decode
+from otelgw.store.client import DSN, ClientFactory
+from otelgw.store.migrate import apply_migrations
+from otelgw.store.native import NativeInserter
+from otelgw.store.writer import INSERT_SETTINGS
+
+
+class TwoPaths:
+    """One request at a time through both paths; rows land in spans_python / spans_native."""
+
+    def __init__(self, chdb_path: Path, work: Path, cfg: Config) -> None:
+        self.clients = ClientFactory(DSN(f"chdb://{chdb_path}?database=t_fastpath_diff"))
+        self.client = self.clients.get()
+        apply_migrations(self.client)
+        for table in ("spans_python", "spans_native"):
+            self.client.command(f"DROP TABLE IF EXISTS {table}")
+            self.client.command(f"CREATE TABLE {table} AS spans")
+        self.mapper = build_mapper(cfg)
+        content = self.mapper.conventions.content_attributes()
+        self.python_masker = masker_from_config(cfg, content)
+        self.native_masker = masker_from_config(cfg, content)
+        self.check = NativeCheck(cfg.max_attributes_per_span, cfg.max_attribute_chars, self.native_masker)
+        self.inserter = NativeInserter(work)
+        self.inserter.prepare()
+        self.spans = 0
+        self.native = 0
+
+    def _insert_rows(self, table: str, batch: RowBatch) -> None:
+        encoded = encode_batch(batch, ts(time.time_ns()))
+        if "spans" in encoded.blocks:
+            self.client.raw_insert(table, insert_block=encoded.blocks["spans"], settings=INSERT_SETTINGS,
+                                   fmt="JSONEachRow")
+
+    def send(self, body: bytes, project: str = "") -> tuple[int, int]:
+        """(spans, native spans) of this request."""
+        request = ExportTraceServiceRequest.FromString(body)
+        received = time.time_ns()
+        reference = self.mapper.map_traces(request, project, received)
+        self.python_masker.apply(reference)
+        self._insert_rows("spans_python", reference)
+        scan = self.check.record_needs_scan(body)
+        fast = self.mapper.map_traces(request, project, received, self.check, scan)
+        self.native_masker.apply(fast)
+        self._insert_rows("spans_native", fast)
+        if fast.native:
+            source = NativeSource(body, fast.native_resources)
+            self.inserter.insert(self.client, [NativeSpans(source, [n.position for n in fast.native])],
+                                 table="spans_native")
+        self.spans += len(reference.spans)
+        self.native += len(fast.native)
+        assert len(fast.spans) + len(fast.native) == len(reference.spans)
+        # The rest of the record is the same whichever path its spans take.
+        for table in ("inferences", "messages", "feedback", "unmapped_attributes"):
+            assert len(getattr(fast, table)) == len(getattr(reference, table)), table
+        return len(reference.spans), len(fast.native)
+
+    def differences(self) -> list[tuple[Any, Any]]:
+        columns = "* EXCEPT ingested_at"
+        python = self.client.query(f"SELECT {columns} FROM spans_python ORDER BY ALL").result_rows
+        native = self.client.query(f"SELECT {columns} FROM spans_native ORDER BY ALL").result_rows
+        assert len(python) == self.spans and len(native) == self.spans
+        return [(p, n) for p, n in zip(python, native, strict=True) if p != n]
+
+    def close(self) -> None:
+        self.clients.close()
+
+
+@pytest.fixture(scope="module")
+def paths(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoPaths]:
+    two = TwoPaths(chdb_path, tmp_path_factory.mktemp("fastpath"), Config())
+    try:
+        yield two
+    finally:
+        two.close()
+
+
+def test_plain_spans_identical_rows_both_paths(paths: TwoPaths) -> None:
+    """100k generated plain spans (every value type, events, links, several resources and
+    scopes a request) plus a hostile share the fast path must leave to Python."""
+    rnd = random.Random(11)
+    for n in range(200):
+        hostile = n % 4 == 0
+        spans, native = paths.send(build_request(rnd, 500, hostile=hostile, project="" if n % 3 else "team-a"))
+        # The fast path takes every plain span of a benign request, and leaves hostile values.
+        assert native < spans if hostile else native == spans
+    assert paths.spans == 100_000
+    assert paths.differences() == []
+    # Masking saw the same secrets either way: the native spans were the ones it would not change.
+    assert paths.python_masker.take_stats() == paths.native_masker.take_stats()
+
+
+def test_fixtures_and_genai_spans_identical_rows_both_paths(chdb_path: Path, tmp_path: Path) -> None:
+    """Every shared fixture (every library, both OTel GenAI modes): GenAI spans stay on the
+    Python path (their inference and moved messages); their plain neighbours go native."""
+    paths = TwoPaths(chdb_path, tmp_path, Config())
+    try:
+        families = 0
+        for fixture in all_fixtures():
+            for signal, encoding, body in fixture.payloads():
+                if signal == "traces":
+                    message = decode(Signal.TRACES, body, Encoding(encoding)).message
+                    before = paths.native
+                    paths.send(message.SerializeToString())
+                    request = message
+                    genai = sum(1 for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans
+                                if paths.mapper.conventions.detect(
+                                    {kv.key: kv.value for kv in s.attributes}, ss.scope.name, s.name) is not None)
+                    families += genai
+                    assert paths.native - before <= len([s for rs in request.resource_spans
+                                                         for ss in rs.scope_spans for s in ss.spans]) - genai
+        assert paths.spans > 20 and families > 0
+        assert paths.differences() == []
+    finally:
+        paths.close()
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("plain", True), ("x" * 65_537, False), (1.0, True), (1e-5, False), (1e16, False), (float("nan"), False),
+    (-0.0, True), ([1, "a", True, None, b"\x00"], True), ([0.5], False), ([[1]], False), ({"a": 1}, False),
+    (b"\x00" * 10, True),
+])
+def test_values_the_sql_reproduces(value: Any, ok: bool) -> None:
+    assert value_ok(value, 65_536, False) is ok
+
+
+def test_fast_path_setting() -> None:
+    assert fast_path_on(Config())
+    assert not fast_path_on(Config(fast_path="off"))
+    assert not fast_path_on(Config(clickhouse_dsn="http://localhost:8123"))
+    assert Config(fast_path="sometimes").validate() == ["fast_path: 'sometimes' is not auto or off"]
+
+
+def _sdk_spans(url: str, service: str) -> list[str]:
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces")))
+    tracer = provider.get_tracer("shop.checkout", "1.2.3")
+    traces = []
+    for i in range(40):
+        with tracer.start_as_current_span("POST /checkout", kind=SpanKind.SERVER,
+                                          attributes={"http.route": "/checkout", "http.response.status_code": 200,
+                                                      "app.ratio": 0.25, "app.tags": ["a", "b"]}) as root:
+            traces.append(format(root.get_span_context().trace_id, "032x"))
+            with tracer.start_as_current_span("SELECT orders", kind=SpanKind.CLIENT,
+                                              attributes={"db.system": "postgresql", "db.rows": i}) as child:
+                if i % 5 == 0:
+                    child.record_exception(ValueError(f"bad order {i}"))
+                    child.set_status(Status(StatusCode.ERROR, "bad order"))
+            with tracer.start_as_current_span("chat m", kind=SpanKind.CLIENT,
+                                              attributes={"gen_ai.operation.name": "chat",
+                                                          "gen_ai.request.model": "m",
+                                                          "gen_ai.usage.input_tokens": 3}):
+                pass
+    provider.shutdown()
+    return traces
+
+
+def test_gateway_writes_sdk_spans_natively(chdb_path: Path, tmp_path: Path) -> None:
+    gateway = start_gateway(chdb_path, "t_fastpath_sdk", tmp_path / "gw")
+    try:
+        traces = _sdk_spans(gateway.http_url, "shop")
+        gateway.settle()
+        assert gateway.gateway.writer.stats.native_rows == 80  # the HTTP and database spans
+        assert gateway.scalar("SELECT count() FROM spans") == 120
+        assert gateway.scalar("SELECT count() FROM inferences") == 40
+        assert gateway.scalar("SELECT countIf(project_id = 'default' AND service_name = 'shop') FROM spans") == 120
+        status, trace = get_json(f"{gateway.api_url}/api/v2/traces/{traces[0]}")
+        assert status == 200
+        spans = {s["name"]: s for b in trace["trace"]["resourceSpans"] for ss in b["scopeSpans"] for s in ss["spans"]}
+        assert set(spans) == {"POST /checkout", "SELECT orders", "chat m"}
+        root_attrs = {a["key"]: a["value"] for a in spans["POST /checkout"]["attributes"]}
+        assert root_attrs["http.route"] == {"stringValue": "/checkout"}
+        assert spans["SELECT orders"]["status"]["code"] == "STATUS_CODE_ERROR"
+        assert "exception" in {e["name"] for e in spans["SELECT orders"].get("events", [])}
+    finally:
+        assert gateway.stop()
+
+
+def test_tail_sampling_decides_native_spans_with_the_rest(chdb_path: Path, tmp_path: Path) -> None:
+    """Native spans wait in the sampler like the others: a kept trace lands whole (native and
+    Python spans alike), a dropped one not at all; secrets are masked (their spans took Python)."""
+    policies = tmp_path / "sampling.toml"
+    policies.write_text('decision_wait_s = 0.3\n[[policies]]\nname = "half"\ntype = "probabilistic"\n'
+                        'sampling_percentage = 50\n')
+    gateway = start_gateway(chdb_path, "t_fastpath_sampling", tmp_path / "gw", tail_sampling=True,
+                            sampling_file=str(policies))
+    try:
+        rnd = random.Random(5)
+        sent: dict[str, int] = {}
+        for i in range(6):
+            body = build_request(rnd, 300, hostile=i % 3 == 0)
+            # Two spans a trace: copy each trace id onto the next span, so traces mix both paths.
+            request = ExportTraceServiceRequest.FromString(body)
+            spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+            for first, second in zip(spans[::2], spans[1::2], strict=False):
+                second.trace_id = first.trace_id
+            for s in spans:
+                sent[s.trace_id.hex()] = sent.get(s.trace_id.hex(), 0) + 1
+            assert post_otlp(gateway.http_url, "traces", request.SerializeToString()).status == 200
+        gateway.settle()
+        wait_until(lambda: gateway.gateway.pipeline.describe()["sampler"]["buffered_traces"] == 0, timeout=20)
+        gateway.settle()
+        stored = {r["trace_id"]: r["n"] for r in gateway.query("SELECT trace_id, count() AS n FROM spans GROUP BY 1")}
+        kept = {t: n for t, n in sent.items() if trace_hash_percent(t) < 50}
+        assert stored == kept
+        assert gateway.gateway.writer.stats.native_rows > 0.4 * sum(kept.values())
+        assert gateway.scalar("SELECT count() FROM spans WHERE status_message LIKE '%Bearer abcdefgh%'") == 0
+        assert gateway.scalar("SELECT count() FROM spans WHERE mapValues(attributes) "
+                              "::String LIKE '%hunter2secret%'") == 0
+    finally:
+        assert gateway.stop()
