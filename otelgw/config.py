@@ -108,9 +108,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # (docs/scaling.md). Empty: one server, or embedded chDB.
     clickhouse_cluster: str = ""
     # The native fast path: ClickHouse writes the rows of plain (non-GenAI) spans from the request
-    # bytes (docs/scaling.md). auto: on with an embedded chDB store; off: the Python mapper writes
-    # every row.
-    fast_path: str = "auto"
+    # bytes (docs/scaling.md). auto: on with an embedded chDB store; off (the default): the Python
+    # mapper writes every row. Off by default because on this project's measurements it costs
+    # more than it saves (docs/performance.md, issue 11).
+    fast_path: str = "off"
 
     def validate(self) -> list[str]:
         errors: list[str] = []

@@ -92,6 +92,10 @@ def start_gateway(chdb_path: Path, database: str, data_dir: Path, **overrides: A
         # Two mapping worker processes, as production runs on this 2-core machine by default;
         # OTELGW_TEST_WORKERS=1 runs the suite with mapping on a thread of the gateway instead.
         "workers": int(os.environ.get("OTELGW_TEST_WORKERS", "2")),
+        # The native fast path is off by default, but every test gateway runs with it on, so
+        # the whole suite checks it stores what the Python path does (OTELGW_TEST_FAST_PATH=off
+        # runs the suite without it).
+        "fast_path": os.environ.get("OTELGW_TEST_FAST_PATH", "auto"),
     }
     settings.update(overrides)
     return RunningGateway(Config(**settings))

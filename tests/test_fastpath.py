@@ -156,9 +156,9 @@ def test_values_the_sql_reproduces(value: Any, ok: bool) -> None:
 
 
 def test_fast_path_setting() -> None:
-    assert fast_path_on(Config())
-    assert not fast_path_on(Config(fast_path="off"))
-    assert not fast_path_on(Config(clickhouse_dsn="http://localhost:8123"))
+    assert not fast_path_on(Config())  # off by default (docs/performance.md says why)
+    assert fast_path_on(Config(fast_path="auto"))
+    assert not fast_path_on(Config(fast_path="auto", clickhouse_dsn="http://localhost:8123"))
     assert Config(fast_path="sometimes").validate() == ["fast_path: 'sometimes' is not auto or off"]
 
 
@@ -187,7 +187,7 @@ def _sdk_spans(url: str, service: str) -> list[str]:
 
 
 def test_gateway_writes_sdk_spans_natively(chdb_path: Path, tmp_path: Path) -> None:
-    gateway = start_gateway(chdb_path, "t_fastpath_sdk", tmp_path / "gw")
+    gateway = start_gateway(chdb_path, "t_fastpath_sdk", tmp_path / "gw", fast_path="auto")
     try:
         traces = _sdk_spans(gateway.http_url, "shop")
         gateway.settle()
@@ -214,7 +214,7 @@ def test_tail_sampling_decides_native_spans_with_the_rest(chdb_path: Path, tmp_p
     policies.write_text('decision_wait_s = 0.3\n[[policies]]\nname = "half"\ntype = "probabilistic"\n'
                         'sampling_percentage = 50\n')
     gateway = start_gateway(chdb_path, "t_fastpath_sampling", tmp_path / "gw", tail_sampling=True,
-                            sampling_file=str(policies))
+                            sampling_file=str(policies), fast_path="auto")
     try:
         rnd = random.Random(5)
         sent: dict[str, int] = {}

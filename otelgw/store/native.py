@@ -167,8 +167,6 @@ INNER JOIN file('@SELECTION@', JSONEachRow, 'file String, position UInt64, proje
 
 SETTINGS: dict[str, Any] = {
     "input_format_protobuf_oneof_presence": 1,
-    # One Protobuf "row" is a whole request: small blocks keep the flatten streaming.
-    "max_block_size": 16,
     # msgspec does not escape '/', so neither may the events' and links' JSON.
     "output_format_json_escape_forward_slashes": 0,
 }
