@@ -118,7 +118,10 @@ def build_request(rnd: random.Random, spans: int, *, hostile: bool = False, proj
                     if where == "span":
                         span.attributes.append(_kv("app.hostile", value))
                     elif where == "event":
-                        span.events.add(name="hostile", time_unix_nano=start).attributes.append(_kv("v", value))
+                        # A hostile value, or a benign one under a key ClickHouse's JSON escapes
+                        # differently.
+                        event = span.events.add(name="hostile", time_unix_nano=start)
+                        event.attributes.append(_kv("v", value) if rnd.random() < 0.5 else _s("key\x1b\u2028", "ok"))
                     elif where == "resource":
                         rs.resource.attributes.append(_kv("app.hostile", value))
                     elif where == "duplicate":

@@ -108,6 +108,8 @@ class NativeCheck:
         # limit the mapper drops and counts.
         if len(attrs) != len(kvs) or (self.max_attributes and len(kvs) > self.max_attributes):
             return False
+        if in_json and any(_JSON_UNSAFE.search(key) for key in attrs):
+            return False
         limit = self.max_chars
         return all(value_ok(v, limit, in_json) for v in attrs.values())
 

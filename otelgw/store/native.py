@@ -172,6 +172,11 @@ SETTINGS: dict[str, Any] = {
 }
 
 
+def _quoted(path: str) -> str:
+    """A path inside a single-quoted SQL string (data_dir is the operator's, any characters)."""
+    return path.replace("\\", "\\\\").replace("'", "\\'")
+
+
 class _Selected(msgspec.Struct):
     file: str
     position: int
@@ -198,7 +203,8 @@ class NativeInserter:
             shutil.rmtree(stale, ignore_errors=True)
 
     def statement(self, table: str, files: str, selection: str) -> str:
-        return _INSERT.replace("@TABLE@", table).replace("@FILES@", files).replace("@SELECTION@", selection)
+        return (_INSERT.replace("@TABLE@", table).replace("@FILES@", _quoted(files))
+                .replace("@SELECTION@", _quoted(selection)))
 
     def settings(self) -> dict[str, Any]:
         return {**SETTINGS, "format_schema": f"{self.work_dir / 'otlp.proto'}:ExportTraceServiceRequest"}
