@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Research for the native fast path (issue 11, not built): can ClickHouse's own Protobuf input
-reproduce otelgw's `spans` rows field by field? Python rows from the mapper against rows from
-chDB reading the same request bytes (`file(..., ProtobufSingle, structure)` with a reader-side
-proto), for every shared fixture, the load generator's spans and a request of hostile values.
+"""Research for the native fast path (issue 11; built since: otelgw/store/native.py, whose proto
+this uses): can ClickHouse's own Protobuf input reproduce otelgw's `spans` rows field by field?
+Python rows from the mapper against rows from chDB reading the same request bytes
+(`file(..., ProtobufSingle, structure)` with a reader-side proto), for every shared fixture, the
+load generator's spans and a request of hostile values.
 
     .venv/bin/python loadtest/native_spans_identity.py
 
@@ -37,51 +38,9 @@ from otelgw.config import Config  # noqa: E402
 from otelgw.pipeline.request import Signal  # noqa: E402
 from otelgw.pipeline.workers import build_mapper  # noqa: E402
 from otelgw.receiver.decode import Encoding, decode  # noqa: E402
+from otelgw.store.native import PROTO, STRUCT  # noqa: E402
 
-# Reader-side proto: the OTLP field numbers, one level of array values (what GenAI attributes such
-# as gen_ai.response.finish_reasons use), kvlist values left as bytes. ClickHouse reads only the
-# fields named in STRUCT.
-_ONEOF = ("string string_value = 1; bool bool_value = 2; int64 int_value = 3; double double_value = 4; "
-          "{array} array_value = 5; bytes kvlist_value = 6; bytes bytes_value = 7;")
-PROTO = "\n".join([
-    'syntax = "proto3";',
-    "message ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }",
-    "message ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; }",
-    "message Resource { repeated KeyValue attributes = 1; }",
-    "message InstrumentationScope { string name = 1; string version = 2; }",
-    "message ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2; }",
-    "message Span {",
-    "  bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4;",
-    "  string name = 5; int32 kind = 6; fixed64 start_time_unix_nano = 7; fixed64 end_time_unix_nano = 8;",
-    "  repeated KeyValue attributes = 9;",
-    "  message Event { fixed64 time_unix_nano = 1; string name = 2; repeated KeyValue attributes = 3; }",
-    "  repeated Event events = 11;",
-    "  message Link { bytes trace_id = 1; bytes span_id = 2; string trace_state = 3;",
-    "                 repeated KeyValue attributes = 4; }",
-    "  repeated Link links = 13;",
-    "  Status status = 15;",
-    "}",
-    "message Status { string message = 2; int32 code = 3; }",
-    "message KeyValue { string key = 1; AnyValue value = 2; }",
-    "message AnyValue { oneof value { " + _ONEOF.format(array="LeafArray") + " } }",
-    "message Leaf { oneof value { " + _ONEOF.format(array="bytes") + " } }",
-    "message LeafArray { repeated Leaf values = 1; }",
-]) + "\n"
-_PRESENCE = ("value Enum8('none'=0, 'string_value'=1, 'bool_value'=2, 'int_value'=3, 'double_value'=4, "
-             "'array_value'=5, 'kvlist_value'=6, 'bytes_value'=7)")
-_SCALARS = "string_value String, bool_value Bool, int_value Int64, double_value Float64, bytes_value String"
-LEAF_TYPE = f"Tuple({_SCALARS}, {_PRESENCE})"
-ANY_TYPE = f"Tuple({_SCALARS}, array_value Tuple(values Array({LEAF_TYPE})), kvlist_value String, {_PRESENCE})"
-KV = f"Array(Tuple(key String, value {ANY_TYPE}))"
-STRUCT = (
-    f"resource_spans Array(Tuple(resource Tuple(attributes {KV}), scope_spans Array(Tuple("
-    f"scope Tuple(name String, version String), spans Array(Tuple(trace_id String, span_id String, "
-    f"trace_state String, parent_span_id String, name String, kind Int32, start_time_unix_nano UInt64, "
-    f"end_time_unix_nano UInt64, attributes {KV}, "
-    f"events Array(Tuple(time_unix_nano UInt64, name String, attributes {KV})), "
-    f"links Array(Tuple(trace_id String, span_id String, trace_state String, attributes {KV})), "
-    f"status Tuple(message String, code Int32)))))))"
-)
+# The reader-side proto and structure are the fast path's (otelgw/store/native.py).
 
 
 def _field(value: str, name: str) -> str:
