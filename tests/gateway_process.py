@@ -37,6 +37,8 @@ class GatewayProcess:
             "OTELGW_API_ADDR": f"127.0.0.1:{free_port()}",
             "OTELGW_LOG_FORMAT": "json",
             "OTELGW_TAIL_SAMPLING": "false",
+            # As in conftest: test gateways run the native fast path unless told otherwise.
+            "OTELGW_FAST_PATH": os.environ.get("OTELGW_TEST_FAST_PATH", "auto"),
             **{f"OTELGW_{k.upper()}": str(v) for k, v in settings.items()},
         })
         self.proc: subprocess.Popen[bytes] | None = None

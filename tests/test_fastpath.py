@@ -25,7 +25,7 @@ from plain_spans import build_request
 
 from otelgw.config import Config, fast_path_on
 from otelgw.governance.masking import masker_from_config
-from otelgw.pipeline.fastpath import NativeCheck, NativeSource, NativeSpans, value_ok
+from otelgw.pipeline.fastpath import NativeCheck, NativeSource, NativeSpans, position_key, value_ok
 from otelgw.pipeline.request import Signal
 from otelgw.pipeline.rows import RowBatch, encode_batch, ts
 from otelgw.pipeline.sampler import trace_hash_percent
@@ -240,3 +240,29 @@ def test_tail_sampling_decides_native_spans_with_the_rest(chdb_path: Path, tmp_p
                               "::String LIKE '%hunter2secret%'") == 0
     finally:
         assert gateway.stop()
+
+
+def test_a_replayed_native_insert_is_deduplicated(chdb_path: Path, tmp_path: Path) -> None:
+    """The writer's replay after a crash repeats a block's token; the fast path's INSERT ... SELECT
+    must then land nothing twice, like the JSONEachRow inserts."""
+    clients = ClientFactory(DSN(f"chdb://{chdb_path}?database=t_fastpath_dedup"))
+    try:
+        client = clients.get()
+        apply_migrations(client)
+        inserter = NativeInserter(tmp_path)
+        inserter.prepare()
+        rnd = random.Random(3)
+        items = []
+        for _ in range(30):
+            body = build_request(rnd, 400)
+            request = ExportTraceServiceRequest.FromString(body)
+            positions = [position_key(r, s, p) for r, rs in enumerate(request.resource_spans)
+                         for s, ss in enumerate(rs.scope_spans) for p in range(len(ss.spans))]
+            items.append(NativeSpans(NativeSource(body, [("p", "svc")] * len(request.resource_spans)), positions))
+        token = {**INSERT_SETTINGS, "insert_deduplication_token": "otelgw-x:1-30:spans-native"}
+        for _ in range(3):
+            assert inserter.insert(client, items, settings=token) == 12_000
+            assert client.query("SELECT count() FROM spans").result_rows[0][0] == 12_000
+        assert not list(tmp_path.glob("batch-*")), "request files left behind"
+    finally:
+        clients.close()
