@@ -70,8 +70,7 @@ class TwoPaths:
         reference = self.mapper.map_traces(request, project, received)
         self.python_masker.apply(reference)
         self._insert_rows("spans_python", reference)
-        scan = self.check.record_needs_scan(body)
-        fast = self.mapper.map_traces(request, project, received, self.check, scan)
+        fast = self.mapper.map_traces(request, project, received, self.check)
         self.native_masker.apply(fast)
         self._insert_rows("spans_native", fast)
         if fast.native:

@@ -22,10 +22,6 @@ from otelgw.pipeline.anyvalue import attrs_to_dict, to_json, to_str
 # Characters msgspec and ClickHouse's toJSONString escape differently (upper vs lower hex, or
 # not at all): a JSON-embedded string holding one stays in Python.
 _JSON_UNSAFE = re.compile("[\x0b\x0e-\x1f\u2028\u2029]")
-# The secrets' literal triggers, as bytes: a UTF-8 string holds one iff its bytes do, so a
-# request without any needs no masking at all (masking.py runs a secret's pattern only where
-# its trigger is).
-_SECRET_TRIGGER_BYTES = re.compile(_SECRET_TRIGGER.pattern.encode())
 
 # A span's position in its request as one number (what the writer's selection names): resource,
 # scope and span index. A request is far below 2**21 spans (max_request_bytes).
@@ -91,10 +87,6 @@ class NativeCheck:
         self.max_chars = max_chars
         self.masker = masker
 
-    def record_needs_scan(self, payload: bytes) -> bool:
-        """Could any text of this request be masked as a secret? (If not, no span needs a scan.)"""
-        return self.masker is not None and _SECRET_TRIGGER_BYTES.search(payload) is not None
-
     def project_ok(self, project: str) -> bool:
         """A project whose policy only masks secrets (no PII, rules, drops, hashes or metadata-only
         capture): anything more stays in Python."""
@@ -113,11 +105,10 @@ class NativeCheck:
         limit = self.max_chars
         return all(value_ok(v, limit, in_json) for v in attrs.values())
 
-    def resource_ok(self, resource: Any, attrs: dict[str, Any], scan: bool, project: str) -> bool:
-        return (self._attrs_ok(resource.attributes, attrs, False)
-                and not (scan and self._masks(project, attrs.values())))
+    def resource_ok(self, resource: Any, attrs: dict[str, Any], project: str) -> bool:
+        return self._attrs_ok(resource.attributes, attrs, False) and not self._masks(project, attrs.values())
 
-    def span_ok(self, span: Any, attrs: dict[str, Any], events: list[Any], scan: bool, project: str) -> bool:
+    def span_ok(self, span: Any, attrs: dict[str, Any], events: list[Any], project: str) -> bool:
         """`events` are the mapper's SpanEvents of `span` (name, time, attribute dict)."""
         if not self._attrs_ok(span.attributes, attrs, False):
             return False
@@ -130,15 +121,16 @@ class NativeCheck:
             link_attrs = attrs_to_dict(link.attributes)
             if _JSON_UNSAFE.search(link.trace_state) or not self._attrs_ok(link.attributes, link_attrs, True):
                 return False
-        return not (scan and self._masks(project, texts))
+        return not self._masks(project, texts)
 
     def _masks(self, project: str, values: Any) -> bool:
-        """Would the masker change any of these values? (Its own code decides.)"""
-        assert self.masker is not None
+        """Would the masker change any of these values? (Its own code decides, where one of the
+        secrets' literal triggers is: masking.py runs a secret's pattern only there.)"""
+        if self.masker is None:
+            return False
+        # As stored: bytes as base64, arrays as JSON (the masker sees those strings).
+        texts = [v if v.__class__ is str else to_str(v) for v in values]
+        if not _SECRET_TRIGGER.search("\x00".join(texts)):
+            return False
         policy = self.masker.policy(project)
-        for value in values:
-            # As stored: bytes as base64, arrays as JSON (the masker sees those strings).
-            text = value if value.__class__ is str else to_str(value)
-            if _SECRET_TRIGGER.search(text) and self.masker.mask_text(text, policy, {}) != text:
-                return True
-        return False
+        return any(_SECRET_TRIGGER.search(t) and self.masker.mask_text(t, policy, {}) != t for t in texts)

@@ -142,9 +142,8 @@ class Mapper:
     # -- traces -------------------------------------------------------------------------------
 
     def map_traces(self, request: Any, project_header: str, received_ns: int,
-                   native: NativeCheck | None = None, scan: bool = False) -> RowBatch:
-        """`native`: leave the spans it allows to ClickHouse (the fast path; `scan`: the request
-        holds a secret's trigger, so each such span's text is checked with the masker)."""
+                   native: NativeCheck | None = None) -> RowBatch:
+        """`native`: leave the spans it allows to ClickHouse (the fast path)."""
         batch = RowBatch(inferences=[], messages=[], feedback=[], spans=[], native=[], native_resources=[])
         unmapped = UnmappedCounter()
         conv = self.conventions
@@ -154,7 +153,7 @@ class Mapper:
             resource = resource_context(resource_spans.resource, project_header, opts)
             resource_map, project, service = resource.attributes, resource.project, resource.service
             resource_native = native is not None and native.project_ok(project) and native.resource_ok(
-                resource_spans.resource, attrs_to_dict(resource_spans.resource.attributes), scan, project)
+                resource_spans.resource, attrs_to_dict(resource_spans.resource.attributes), project)
             batch.native_resources.append((project, service))
             for s_index, scope_spans in enumerate(resource_spans.scope_spans):
                 scope_name = scope_spans.scope.name
@@ -174,7 +173,7 @@ class Mapper:
                     family = conv.detect(attrs, scope_name, span.name)
                     if (resource_native and family is None and native is not None
                             and not any(e.name == EVALUATION_EVENT for e in events)
-                            and native.span_ok(span, attrs, events, scan, project)):
+                            and native.span_ok(span, attrs, events, project)):
                         batch.native.append(NativeSpan(
                             position_key(r_index, s_index, p_index), trace_hex, span_hex, project,
                             STATUS_CODES[span.status.code] if 0 <= span.status.code < 3 else "unset",

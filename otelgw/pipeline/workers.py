@@ -118,9 +118,7 @@ class RecordMapper:
     def rows(self, record: WalRecord) -> RowBatch:
         message = REQUEST_TYPES[record.signal].FromString(record.request)
         if record.signal is Signal.TRACES:
-            native = self.native
-            scan = native is not None and native.record_needs_scan(record.request)
-            return self.mapper.map_traces(message, record.project, record.received_ns, native, scan)
+            return self.mapper.map_traces(message, record.project, record.received_ns, self.native)
         if record.signal is Signal.LOGS:
             return map_logs(self.mapper, message, record.project, record.received_ns)
         return map_metrics(message, record.project, record.received_ns, self.mapper.options)

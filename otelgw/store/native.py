@@ -202,6 +202,10 @@ class NativeInserter:
         for stale in self.work_dir.glob("batch-*"):
             shutil.rmtree(stale, ignore_errors=True)
 
+    def flatten(self, files: str) -> str:
+        """The SELECT of every span's row in the files, before the selection (benchmarks)."""
+        return _FLAT.replace("@FILES@", _quoted(files))
+
     def statement(self, table: str, files: str, selection: str) -> str:
         return (_INSERT.replace("@TABLE@", table).replace("@FILES@", _quoted(files))
                 .replace("@SELECTION@", _quoted(selection)))
