@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from otelgw.store.migrate import apply_migrations
 from otelgw.store.native import NativeInserter
 from otelgw.store.writer import INSERT_SETTINGS
 
+NO_DEDUP = {**INSERT_SETTINGS, "insert_deduplicate": 0}
+
 
 class TwoPaths:
     """One request at a time through both paths; rows land in spans_python / spans_native."""
@@ -60,7 +63,8 @@ class TwoPaths:
     def _insert_rows(self, table: str, batch: RowBatch) -> None:
         encoded = encode_batch(batch, ts(time.time_ns()))
         if "spans" in encoded.blocks:
-            self.client.raw_insert(table, insert_block=encoded.blocks["spans"], settings=INSERT_SETTINGS,
+            # No deduplication: a fixture sent twice is two inserts of the same block here.
+            self.client.raw_insert(table, insert_block=encoded.blocks["spans"], settings=NO_DEDUP,
                                    fmt="JSONEachRow")
 
     def send(self, body: bytes, project: str = "") -> tuple[int, int]:
@@ -76,7 +80,7 @@ class TwoPaths:
         if fast.native:
             source = NativeSource(body, fast.native_resources)
             self.inserter.insert(self.client, [NativeSpans(source, [n.position for n in fast.native])],
-                                 table="spans_native")
+                                 table="spans_native", settings=NO_DEDUP)
         self.spans += len(reference.spans)
         self.native += len(fast.native)
         assert len(fast.spans) + len(fast.native) == len(reference.spans)
@@ -145,6 +149,25 @@ def test_fixtures_and_genai_spans_identical_rows_both_paths(chdb_path: Path, tmp
         paths.close()
 
 
+def test_mixed_requests_identical_rows_both_paths(chdb_path: Path, tmp_path: Path) -> None:
+    """GenAI and plain spans in one request (two serialized requests concatenated are one, with
+    both's resources): positions count across resources, GenAI spans stay in Python."""
+    paths = TwoPaths(chdb_path, tmp_path, Config())
+    try:
+        genai = [decode(Signal.TRACES, body, Encoding(encoding)).message.SerializeToString()
+                 for fixture in all_fixtures() for signal, encoding, body in fixture.payloads() if signal == "traces"]
+        rnd = random.Random(7)
+        # Each fixture once: `spans` is a ReplacingMergeTree, a span sent twice may merge away.
+        for i, body in enumerate(genai):
+            plain = build_request(rnd, 40, hostile=i % 2 == 1)
+            spans, native = paths.send(plain + body + build_request(rnd, 30) if i % 3 else body + plain)
+            assert native < spans  # the fixture's GenAI spans stay in Python
+        assert paths.native > paths.spans / 2
+        assert paths.differences() == []
+    finally:
+        paths.close()
+
+
 @pytest.mark.parametrize(("value", "ok"), [
     ("plain", True), ("x" * 65_537, False), (1.0, True), (1e-5, False), (1e16, False), (float("nan"), False),
     (-0.0, True), ([1, "a", True, None, b"\x00"], True), ([0.5], False), ([[1]], False), ({"a": 1}, False),
@@ -191,6 +214,8 @@ def test_gateway_writes_sdk_spans_natively(chdb_path: Path, tmp_path: Path) -> N
         traces = _sdk_spans(gateway.http_url, "shop")
         gateway.settle()
         assert gateway.gateway.writer.stats.native_rows == 80  # the HTTP and database spans
+        with urllib.request.urlopen(f"{gateway.api_url}/metrics", timeout=10) as response:
+            assert "otelgw_writer_native_rows_total 80" in response.read().decode()
         assert gateway.scalar("SELECT count() FROM spans") == 120
         assert gateway.scalar("SELECT count() FROM inferences") == 40
         assert gateway.scalar("SELECT countIf(project_id = 'default' AND service_name = 'shop') FROM spans") == 120

@@ -138,6 +138,8 @@ class StatusCollector(Collector):
                          sampler["buffered_bytes"])
         yield _counter("otelgw_writer_rows_written", "Rows inserted into ClickHouse, by table.", "table",
                        writer["rows_written"])
+        yield _counter("otelgw_writer_native_rows", "Span rows the native fast path had ClickHouse write from request "
+                       "bytes (also in otelgw_writer_rows_written).", None, writer["native_rows"])
         yield _counter("otelgw_writer_flushes", "Writer flush rounds.", None, writer["flushes"])
         yield _counter("otelgw_writer_insert_errors", "Failed ClickHouse insert attempts.", None,
                        writer["insert_errors"])
