@@ -27,6 +27,7 @@ from otelgw.config import Config, ConfigError, fast_path_on, parse_addr, wal_fsy
 from otelgw.governance.audit import Auditor
 from otelgw.governance.erasure import ErasureRunner
 from otelgw.pipeline.admission import Admission
+from otelgw.pipeline.fastpath import rules_tag
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.sampler import TailSampler, load_sampling
 from otelgw.pipeline.wal import CutLog, WalError, WriteAheadLog
@@ -124,6 +125,8 @@ class Gateway:
             local = build_record_mapper(cfg, inputs)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+        self.writer.set_native_tag(rules_tag(cfg.max_attributes_per_span, cfg.max_attribute_chars, cfg.mask_pii,
+                                             inputs.masking))
         mapper, masker = local.mapper, local.masker
         pool = MappingPool(local, mapping_workers(cfg), cfg, inputs)
         self.pipeline = Pipeline(mapper, self.writer, self.wal, admission, dead_letter_dir, sampler,

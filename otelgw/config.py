@@ -135,6 +135,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             errors.append("clickhouse_cluster: needs a ClickHouse server DSN (http:// or https://), not chdb://")
         if self.fast_path not in ("auto", "off"):
             errors.append(f"fast_path: {self.fast_path!r} is not auto or off")
+        if self.fast_path == "auto" and re.search(r"[*?{}\[\]:']", str(Path(self.data_dir).resolve())):
+            # ClickHouse reads the fast path's files by a glob under data_dir.
+            errors.append("fast_path: data_dir must not contain * ? { } [ ] : or ' (ClickHouse globs its files)")
         if not 0 <= self.workers <= 256:
             errors.append("workers: must be 0 (one per CPU) to 256")
         if self.project_rate_limit < 0:

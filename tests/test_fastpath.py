@@ -25,17 +25,17 @@ from otlp_client import get_json, post_otlp
 from plain_spans import build_request
 
 from otelgw.config import Config, fast_path_on
-from otelgw.governance.masking import masker_from_config
-from otelgw.pipeline.fastpath import NativeCheck, NativeSource, NativeSpans, position_key, value_ok
+from otelgw.governance.masking import MaskingFile, masker_from_config
+from otelgw.pipeline.fastpath import NativeCheck, NativeSource, NativeSpans, position_key, rules_tag, value_ok
 from otelgw.pipeline.request import Signal
-from otelgw.pipeline.rows import RowBatch, encode_batch, ts
-from otelgw.pipeline.sampler import trace_hash_percent
+from otelgw.pipeline.rows import EncodedBatch, RowBatch, encode_batch, ts
+from otelgw.pipeline.sampler import SamplingConfig, SpanDigest, TailSampler, trace_hash_percent
 from otelgw.pipeline.workers import build_mapper
 from otelgw.receiver.decode import Encoding, decode
 from otelgw.store.client import DSN, ClientFactory
 from otelgw.store.migrate import apply_migrations
 from otelgw.store.native import NativeInserter
-from otelgw.store.writer import INSERT_SETTINGS
+from otelgw.store.writer import INSERT_SETTINGS, BatchWriter
 
 NO_DEDUP = {**INSERT_SETTINGS, "insert_deduplicate": 0}
 
@@ -43,8 +43,8 @@ NO_DEDUP = {**INSERT_SETTINGS, "insert_deduplicate": 0}
 class TwoPaths:
     """One request at a time through both paths; rows land in spans_python / spans_native."""
 
-    def __init__(self, chdb_path: Path, work: Path, cfg: Config) -> None:
-        self.clients = ClientFactory(DSN(f"chdb://{chdb_path}?database=t_fastpath_diff"))
+    def __init__(self, chdb_path: Path, work: Path, cfg: Config, database: str) -> None:
+        self.clients = ClientFactory(DSN(f"chdb://{chdb_path}?database={database}"))
         self.client = self.clients.get()
         apply_migrations(self.client)
         for table in ("spans_python", "spans_native"):
@@ -102,7 +102,7 @@ class TwoPaths:
 
 @pytest.fixture(scope="module")
 def paths(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoPaths]:
-    two = TwoPaths(chdb_path, tmp_path_factory.mktemp("fastpath"), Config())
+    two = TwoPaths(chdb_path, tmp_path_factory.mktemp("fastpath"), Config(), "t_fastpath_plain")
     try:
         yield two
     finally:
@@ -127,7 +127,7 @@ def test_plain_spans_identical_rows_both_paths(paths: TwoPaths) -> None:
 def test_fixtures_and_genai_spans_identical_rows_both_paths(chdb_path: Path, tmp_path: Path) -> None:
     """Every shared fixture (every library, both OTel GenAI modes): GenAI spans stay on the
     Python path (their inference and moved messages); their plain neighbours go native."""
-    paths = TwoPaths(chdb_path, tmp_path, Config())
+    paths = TwoPaths(chdb_path, tmp_path, Config(), "t_fastpath_fixtures")
     try:
         families = 0
         for fixture in all_fixtures():
@@ -152,7 +152,7 @@ def test_fixtures_and_genai_spans_identical_rows_both_paths(chdb_path: Path, tmp
 def test_mixed_requests_identical_rows_both_paths(chdb_path: Path, tmp_path: Path) -> None:
     """GenAI and plain spans in one request (two serialized requests concatenated are one, with
     both's resources): positions count across resources, GenAI spans stay in Python."""
-    paths = TwoPaths(chdb_path, tmp_path, Config())
+    paths = TwoPaths(chdb_path, tmp_path, Config(), "t_fastpath_mixed")
     try:
         genai = [decode(Signal.TRACES, body, Encoding(encoding)).message.SerializeToString()
                  for fixture in all_fixtures() for signal, encoding, body in fixture.payloads() if signal == "traces"]
@@ -175,6 +175,13 @@ def test_mixed_requests_identical_rows_both_paths(chdb_path: Path, tmp_path: Pat
 ])
 def test_values_the_sql_reproduces(value: Any, ok: bool) -> None:
     assert value_ok(value, 65_536, False) is ok
+
+
+def test_values_past_a_small_limit_stay_in_python() -> None:
+    """The mapper clips every value's text at max_attribute_chars, numbers too."""
+    assert value_ok(123, 12, False) and not value_ok(-9_223_372_036_854_775_808, 12, False)
+    assert value_ok(0.25, 12, False) and not value_ok(9999999999999998.0, 12, False)
+    assert not value_ok(True, 4, False) and value_ok(False, 5, False)
 
 
 def test_fast_path_setting() -> None:
@@ -214,6 +221,7 @@ def test_gateway_writes_sdk_spans_natively(chdb_path: Path, tmp_path: Path) -> N
         traces = _sdk_spans(gateway.http_url, "shop")
         gateway.settle()
         assert gateway.gateway.writer.stats.native_rows == 80  # the HTTP and database spans
+        assert gateway.gateway.writer.stats.rows_written["spans"] == 120
         with urllib.request.urlopen(f"{gateway.api_url}/metrics", timeout=10) as response:
             assert "otelgw_writer_native_rows_total 80" in response.read().decode()
         assert gateway.scalar("SELECT count() FROM spans") == 120
@@ -290,3 +298,124 @@ def test_a_replayed_native_insert_is_deduplicated(chdb_path: Path, tmp_path: Pat
         assert not list(tmp_path.glob("batch-*")), "request files left behind"
     finally:
         clients.close()
+
+
+# -- requests protobuf accepts but ClickHouse's reader would not read the same ------------------
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes | str) -> bytes:
+    data = payload.encode() if isinstance(payload, str) else payload
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _span_bytes(n: int, extra: bytes = b"") -> bytes:
+    start = 1_764_150_000_000_000_000 + n
+    return (_field(1, n.to_bytes(16, "big")) + _field(2, n.to_bytes(8, "big")) + _field(5, "GET /x")
+            + b"\x39" + start.to_bytes(8, "little") + b"\x41" + (start + 1000).to_bytes(8, "little") + extra)
+
+
+def _request_bytes(*spans: bytes) -> bytes:
+    scope = _field(1, _field(1, "lib")) + b"".join(_field(2, s) for s in spans)
+    resource = _field(1, _field(1, _field(1, "service.name") + _field(2, _field(1, "svc"))))
+    return _field(1, resource + _field(2, scope))
+
+
+NON_CANONICAL = {
+    "name twice": _span_bytes(1, _field(5, "second name")),
+    "oneof set twice": _span_bytes(2, _field(9, _field(1, "k") + _field(2, _field(1, "s") + b"\x18\x07"))),
+    "status twice": _span_bytes(3, _field(15, _field(2, "first")) + _field(15, _field(2, "second"))),
+    "unknown group field": _span_bytes(4, b"\xa3\x06\x08\x01\xa4\x06"),  # field 100, start/end group
+}
+
+
+def test_non_canonical_requests_take_the_python_path(chdb_path: Path, tmp_path: Path) -> None:
+    """A request protobuf reads one way and ClickHouse another (a field sent twice, a oneof set
+    twice, a group) is accepted and stored as protobuf reads it: on the Python path, with no
+    effect on a well-formed request flushed beside it."""
+    gateway = start_gateway(chdb_path, "t_fastpath_noncanonical", tmp_path / "gw", fast_path="auto")
+    try:
+        for body in NON_CANONICAL.values():
+            assert post_otlp(gateway.http_url, "traces", _request_bytes(body)).status == 200
+        assert post_otlp(gateway.http_url, "traces", _request_bytes(_span_bytes(9))).status == 200
+        gateway.settle()
+        writer = gateway.gateway.writer.stats
+        assert writer.healthy and writer.native_rows == 1 and writer.dead_letter_rows == 0
+        rows = {r["span_id"]: r for r in gateway.query("SELECT span_id, name, status_message, attributes FROM spans")}
+        assert len(rows) == 5
+        assert rows[(1).to_bytes(8, "big").hex()]["name"] == "second name"  # the last value wins
+        assert rows[(2).to_bytes(8, "big").hex()]["attributes"] == {"k": "7"}
+        assert rows[(3).to_bytes(8, "big").hex()]["status_message"] == "second"
+    finally:
+        assert gateway.stop()
+
+
+def test_positions_that_overflow_their_key_stay_in_python(chdb_path: Path, tmp_path: Path) -> None:
+    """2**21 empty scopes before a span: its position would not fit the key."""
+    paths = TwoPaths(chdb_path, tmp_path, Config(), "t_fastpath_overflow")
+    request = ExportTraceServiceRequest()
+    crowded = request.resource_spans.add()
+    crowded.resource.attributes.add(key="service.name").value.string_value = "svc-a"
+    empty = _field(2, b"")
+    crowded_bytes = _field(1, crowded.resource.SerializeToString()) + empty * (1 << 21)
+    tail = ExportTraceServiceRequest.FromString(build_request(random.Random(1), 5))
+    body = _field(1, crowded_bytes + _field(2, _field(2, _span_bytes(77)))) + tail.SerializeToString()
+    try:
+        spans, native = paths.send(body)
+        assert spans == 6 and native == 5  # the crowded resource's span in Python, the rest native
+        assert paths.differences() == []
+    finally:
+        paths.close()
+
+
+def test_a_request_clickhouse_refuses_is_dead_lettered_alone(chdb_path: Path, tmp_path: Path) -> None:
+    clients = ClientFactory(DSN(f"chdb://{chdb_path}?database=t_fastpath_refused"))
+    writer = BatchWriter(clients, batch_rows=100_000, flush_interval_s=60, max_bytes=1 << 30, attempts=1,
+                         dead_letter_dir=tmp_path / "dead", native=NativeInserter(tmp_path / "fp"))
+    try:
+        apply_migrations(clients.get())
+        writer.start()
+        rnd = random.Random(9)
+
+        def item(body: bytes) -> NativeSpans:
+            request = ExportTraceServiceRequest.FromString(body)
+            return NativeSpans(NativeSource(body, [("p", "s")] * len(request.resource_spans)),
+                               [position_key(r, s, i) for r, rs in enumerate(request.resource_spans)
+                                for s, ss in enumerate(rs.scope_spans) for i in range(len(ss.spans))])
+
+        good = [item(build_request(rnd, 50)) for _ in range(2)]
+        bad = NativeSpans(NativeSource(b"\x0a\x05garbage-not-a-request", [("p", "s")]), [0])
+        assert writer.add(EncodedBatch(blocks={}, rows={}), 1, native=[good[0], bad, good[1]])
+        assert writer.flush(60)
+        assert clients.get().query("SELECT count() FROM spans").result_rows[0][0] == 100
+        assert writer.stats.native_rows == 100 and writer.stats.rows_written["spans"] == 100
+        assert writer.stats.dead_letter_rows == 1 and writer.stats.healthy
+        dead = sorted(p.name for p in (tmp_path / "dead").iterdir())
+        assert len(dead) == 2 and dead[0].endswith(".pb") and dead[1].endswith(".positions.json")
+    finally:
+        writer.stop(10)
+        clients.close()
+
+
+def test_waiting_fast_path_spans_count_their_whole_request() -> None:
+    sampler = TailSampler(SamplingConfig(policies=[], decision_wait_s=10))
+    source = NativeSource(b"x" * 1_000_000, [("p", "s")])
+    digests = [SpanDigest(f"{t:032x}", f"{t:016x}", "p", "unset", {}, 1, 2, b"", t) for t in range(3)]
+    sampler.add_digests(digests, 1, now=0.0, source=source)
+    assert sampler.stats.buffered_bytes == 1_000_000 + 3 * 120
+    sampler.tick(now=20.0, flush_all=True)
+    assert sampler.stats.buffered_bytes == 0
+
+
+def test_the_rules_tag_follows_what_decides_the_split() -> None:
+    base = rules_tag(256, 65_536, False, MaskingFile())
+    assert base == rules_tag(256, 65_536, False, MaskingFile())
+    assert len({base, rules_tag(255, 65_536, False, MaskingFile()), rules_tag(256, 100, False, MaskingFile()),
+                rules_tag(256, 65_536, True, MaskingFile())}) == 4

@@ -10,6 +10,7 @@ Python mapper is the reference and `tests/test_fastpath.py` holds the two to ide
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from typing import Any
@@ -28,12 +29,19 @@ _JSON_UNSAFE = re.compile("[\x0b\x0e-\x1f\u2028\u2029]")
 POSITION_SHIFT = 21
 
 
+MAX_INDEX = 1 << POSITION_SHIFT
+# Bumped whenever the rules of what goes native change: it is part of the writer's deduplication
+# tokens for span rows, so a replay under other rules writes rows again rather than skipping them.
+RULES_VERSION = 1
+
+
 def position_key(resource: int, scope: int, span: int) -> int:
     return (resource << (2 * POSITION_SHIFT)) | (scope << POSITION_SHIFT) | span
 
 
-def resource_of(key: int) -> int:
-    return key >> (2 * POSITION_SHIFT)
+def unpack_position(key: int) -> tuple[int, int, int]:
+    mask = MAX_INDEX - 1
+    return key >> (2 * POSITION_SHIFT), (key >> POSITION_SHIFT) & mask, key & mask
 
 
 class NativeSource(msgspec.Struct, frozen=True):
@@ -68,15 +76,34 @@ def value_ok(value: Any, limit: int, in_json: bool) -> bool:
     kind = value.__class__
     if kind is str:
         return len(value) <= limit and not (in_json and _JSON_UNSAFE.search(value))
-    if kind is int or kind is bool or value is None:
-        return True
+    if kind is bool or value is None:
+        return limit >= 5
+    if kind is int:
+        return len(str(value)) <= limit
     if kind is float:
-        return _float_ok(value)
+        return _float_ok(value) and len(repr(value)) <= limit
     if kind is bytes:
         return (len(value) + 2) // 3 * 4 <= limit
     if kind is list:
         return all(_leaf_ok(v) for v in value) and len(to_json(value)) <= limit
     return False
+
+
+def rules_tag(max_attributes: int, max_chars: int, mask_pii: bool, masking: Any) -> str:
+    """A short digest of everything that decides which spans go native (the rules' version, the
+    limits, the masking policy): the writer's span tokens carry it."""
+    state = msgspec.json.encode([RULES_VERSION, max_attributes, max_chars, mask_pii, masking])
+    return "fp" + hashlib.blake2b(state, digest_size=5).hexdigest()
+
+
+def canonical(message: Any, raw: bytes) -> bool:
+    """Are `raw` exactly the bytes protobuf writes for `message`, with no unknown fields? Only
+    then may ClickHouse read them: its Protobuf reader fails, or keeps an empty value, on what
+    protobuf accepts otherwise (a field sent twice, a oneof set twice, a known field with another
+    wire type, groups). Exporters write canonical bytes; anything else takes the Python path.
+    Discards the message's unknown fields (the mapper never reads them)."""
+    message.DiscardUnknownFields()
+    return message.ByteSize() == len(raw) and message.SerializeToString() == raw
 
 
 class NativeCheck:

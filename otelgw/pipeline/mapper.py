@@ -14,7 +14,7 @@ import msgspec
 
 from otelgw.pipeline import genai
 from otelgw.pipeline.anyvalue import attrs_to_dict, clip, str_map, to_json, to_str
-from otelgw.pipeline.fastpath import NativeCheck, position_key
+from otelgw.pipeline.fastpath import MAX_INDEX, NativeCheck, position_key
 from otelgw.pipeline.genai import SpanEvent, SpanView
 from otelgw.pipeline.messages import Message, tool_calls_json
 from otelgw.pipeline.rows import (
@@ -152,8 +152,12 @@ class Mapper:
         for r_index, resource_spans in enumerate(request.resource_spans):
             resource = resource_context(resource_spans.resource, project_header, opts)
             resource_map, project, service = resource.attributes, resource.project, resource.service
-            resource_native = native is not None and native.project_ok(project) and native.resource_ok(
-                resource_spans.resource, attrs_to_dict(resource_spans.resource.attributes), project)
+            # Positions must fit their key (a hostile request can hold millions of empty scopes).
+            scopes = resource_spans.scope_spans
+            resource_native = (native is not None and r_index < MAX_INDEX and len(scopes) < MAX_INDEX
+                               and all(len(ss.spans) < MAX_INDEX for ss in scopes)
+                               and native.project_ok(project) and native.resource_ok(
+                                   resource_spans.resource, attrs_to_dict(resource_spans.resource.attributes), project))
             batch.native_resources.append((project, service))
             for s_index, scope_spans in enumerate(resource_spans.scope_spans):
                 scope_name = scope_spans.scope.name

@@ -20,7 +20,7 @@ import hashlib
 import time
 import tomllib
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -336,6 +336,9 @@ class TailSampler:
         self._pending: collections.OrderedDict[str, Trace] = collections.OrderedDict()
         self._decided: collections.OrderedDict[str, bool] = collections.OrderedDict()
         self._size = 0
+        # Fast-path requests pinned by waiting spans: id -> [source, waiting spans]. A request's
+        # bytes count once against max_bytes while any of its spans waits.
+        self._sources: dict[int, list[Any]] = {}
         self._span_count = 0
         # How many waiting traces each log record started: the oldest key is the floor. Few
         # keys (records within one decision wait), so min() over them is cheap.
@@ -359,8 +362,6 @@ class TailSampler:
         request of the digests that have a position (the fast path's)."""
         now = time.monotonic() if now is None else now
         late: list[BufferedSpan] = []
-        # A native span's share of its request's bytes, for the memory bound.
-        share = len(source.payload) // len(digests) if source is not None and digests else 0
         for digest in digests:
             native = digest.position >= 0 and source is not None
             span = BufferedSpan(digest.trace_id, digest.span_id, digest.status_code, digest.attributes, digest.line,
@@ -383,7 +384,13 @@ class TailSampler:
                 self._pending.move_to_end(span.trace_id)
             trace.last_seen = now
             trace.spans.append(span)
-            size = 120 + (share if span.source is not None else len(digest.line))
+            size = 120 + len(digest.line)
+            if span.source is not None:
+                pinned = self._sources.get(id(span.source))
+                if pinned is None:
+                    pinned = self._sources[id(span.source)] = [span.source, 0]
+                    self._size += len(span.source.payload)
+                pinned[1] += 1
             trace.size += size
             self._size += size
             self._span_count += 1
@@ -437,6 +444,13 @@ class TailSampler:
             del self._seq_refs[trace.min_seq]
         self._size -= trace.size
         self._span_count -= len(trace.spans)
+        for span in trace.spans:
+            if span.source is not None:
+                pinned = self._sources[id(span.source)]
+                pinned[1] -= 1
+                if not pinned[1]:
+                    del self._sources[id(span.source)]
+                    self._size -= len(span.source.payload)
 
     def _decide(self, trace: Trace) -> bool:
         policies = self._by_project.get(trace.project, self._default)

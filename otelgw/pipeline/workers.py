@@ -33,7 +33,7 @@ from otelgw.config import fast_path_on
 from otelgw.governance.masking import MaskingFile, MaskingStats, load_masking, masker_from_config
 from otelgw.jsonlog import setup_logging
 from otelgw.pipeline.anyvalue import to_str
-from otelgw.pipeline.fastpath import NativeCheck
+from otelgw.pipeline.fastpath import NativeCheck, canonical
 from otelgw.pipeline.map_logs import map_logs
 from otelgw.pipeline.map_metrics import map_metrics
 from otelgw.pipeline.mapper import Mapper, MapperOptions
@@ -118,7 +118,8 @@ class RecordMapper:
     def rows(self, record: WalRecord) -> RowBatch:
         message = REQUEST_TYPES[record.signal].FromString(record.request)
         if record.signal is Signal.TRACES:
-            return self.mapper.map_traces(message, record.project, record.received_ns, self.native)
+            native = self.native if self.native is not None and canonical(message, record.request) else None
+            return self.mapper.map_traces(message, record.project, record.received_ns, native)
         if record.signal is Signal.LOGS:
             return map_logs(self.mapper, message, record.project, record.received_ns)
         return map_metrics(message, record.project, record.received_ns, self.mapper.options)

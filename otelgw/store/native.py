@@ -21,8 +21,7 @@ from typing import Any
 
 import msgspec
 
-from otelgw.pipeline.fastpath import POSITION_SHIFT as _SHIFT
-from otelgw.pipeline.fastpath import NativeSpans, resource_of
+from otelgw.pipeline.fastpath import NativeSpans, unpack_position
 from otelgw.pipeline.rows import MAX_NS
 
 # Reader-side proto: the OTLP field numbers, one level of array values (kvlist values are read as
@@ -132,8 +131,7 @@ COLUMNS = ("trace_id", "span_id", "parent_span_id", "trace_state", "project_id",
 # Per span of the requests, before the selection: its file and position, and the row's columns.
 _FLAT = f"""
 SELECT _file AS file,
-  bitOr(bitOr(bitShiftLeft(toUInt64(ri - 1), {2 * _SHIFT}), bitShiftLeft(toUInt64(si - 1), {_SHIFT})),
-        toUInt64(pi - 1)) AS position,
+  toUInt64(ri - 1) AS r_index, toUInt64(si - 1) AS s_index, toUInt64(pi - 1) AS p_index,
   lower(hex(s.trace_id)) AS trace_id, lower(hex(s.span_id)) AS span_id,
   lower(hex(s.parent_span_id)) AS parent_span_id, s.trace_state AS trace_state, s.name AS name,
   if(s.kind BETWEEN 0 AND 5, ['unspecified', 'internal', 'server', 'client', 'producer', 'consumer'][s.kind + 1],
@@ -161,8 +159,9 @@ SELECT p.trace_id, p.span_id, p.parent_span_id, p.trace_state, sel.project, sel.
   p.end_ns - p.start_ns, p.status_code, p.status_message, p.attributes, p.resource_attributes,
   p.scope_name, p.scope_version, p.events, p.links, '', now64(3)
 FROM ({_FLAT}) AS p
-INNER JOIN file('@SELECTION@', JSONEachRow, 'file String, position UInt64, project String, service String') AS sel
-  ON p.file = sel.file AND p.position = sel.position
+INNER JOIN file('@SELECTION@', JSONEachRow,
+                'file String, r UInt64, s UInt64, i UInt64, project String, service String') AS sel
+  ON p.file = sel.file AND p.r_index = sel.r AND p.s_index = sel.s AND p.p_index = sel.i
 """
 
 SETTINGS: dict[str, Any] = {
@@ -179,7 +178,9 @@ def _quoted(path: str) -> str:
 
 class _Selected(msgspec.Struct):
     file: str
-    position: int
+    r: int
+    s: int
+    i: int
     project: str
     service: str
 
@@ -226,8 +227,11 @@ class NativeInserter:
                 (batch / name).write_bytes(item.source.payload)
                 resources = item.source.resources
                 for key in item.positions:
-                    project, service = resources[resource_of(key)]
-                    selected.append(_Selected(name, key, project, service))
+                    # Each index apart: a packed key could collide in SQL, where an index may be
+                    # past the packing's range (the mapper only keeps spans whose indexes fit).
+                    r, s, i = unpack_position(key)
+                    project, service = resources[r]
+                    selected.append(_Selected(name, r, s, i, project, service))
             if not selected:
                 return 0
             (batch / "selection.jsonl").write_bytes(b"\n".join(self._encoder.encode(s) for s in selected))

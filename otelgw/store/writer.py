@@ -43,7 +43,7 @@ INSERT_SETTINGS = {
 
 # ClickHouse error codes that mean "this data can never be inserted": retrying cannot help.
 DATA_ERROR_CODES = frozenset({
-    6, 25, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 349, 376, 407, 457, 1001,
+    6, 25, 26, 27, 32, 33, 36, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 349, 376, 407, 436, 444, 457, 1001,
 })
 _CODE = re.compile(r"Code: (\d+)")
 _MAX_BACKOFF_S = 30.0
@@ -52,6 +52,12 @@ _MAX_BACKOFF_S = 30.0
 def is_data_error(exc: BaseException) -> bool:
     match = _CODE.search(str(exc))
     return bool(match) and int(match.group(1)) in DATA_ERROR_CODES
+
+
+def _native_data_error(exc: BaseException) -> bool:
+    # Besides ClickHouse's data errors: anything neither ClickHouse nor the disk raised is a bug
+    # in preparing the batch, which retrying cannot fix.
+    return is_data_error(exc) or not (isinstance(exc, OSError) or _CODE.search(str(exc)))
 
 
 class WriterStats(msgspec.Struct):
@@ -107,6 +113,7 @@ class BatchWriter:
         self.token_prefix = token_prefix
         # The fast path's inserter: spans ClickHouse writes from request bytes (None: off).
         self._native_inserter = native
+        self._spans_token = "spans"
         self.on_commit: Callable[[int], None] | None = None
         # (table, rows, seconds) after each successful insert, for the metrics.
         self.on_insert: Callable[[str, int, float], None] | None = None
@@ -119,6 +126,7 @@ class BatchWriter:
         # Fast-path spans, with and without a token as above.
         self._native: list[NativeSpans] = []
         self._native_plain: list[NativeSpans] = []
+        self._native_rows = 0
         # The oldest log record the buffered (and the in-flight) rows depend on: the checkpoint
         # must stay below it until they are committed.
         self._floor = 0
@@ -135,6 +143,12 @@ class BatchWriter:
         self._abort = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats = WriterStats(rows_written=dict.fromkeys(TABLES, 0))
+
+    def set_native_tag(self, tag: str) -> None:
+        """Which spans the fast path writes depends on its rules and settings (`tag`): with it on,
+        the span blocks' tokens carry the tag, so a replay under other rules inserts again (a
+        duplicate a merge removes) instead of skipping a block whose other half was never written."""
+        self._spans_token = f"spans@{tag}" if self._native_inserter is not None else "spans"
 
     def pending_cuts(self, checkpoint: int) -> list[tuple[int, int]]:
         return self._cuts.pending(checkpoint) if self._cuts else []
@@ -183,7 +197,7 @@ class BatchWriter:
                 self._rows[table] += batch.rows.get(table, 0)
             if native:
                 (self._native if tokened else self._native_plain).extend(native)
-                self._rows["spans"] += sum(len(n.positions) for n in native)
+                self._native_rows += sum(len(n.positions) for n in native)
             if floor:
                 self._floor = min(self._floor, floor) if self._floor else floor
             self._bytes += size
@@ -195,9 +209,12 @@ class BatchWriter:
                 self._holding = False
                 self._cut_now = True
             self.stats.buffered_bytes = self._bytes
-            if self._cut_now or max(self._rows.values()) >= self._batch_rows:
+            if self._cut_now or self._full():
                 self._cond.notify_all()
         return True
+
+    def _full(self) -> bool:
+        return max(self._rows.values()) >= self._batch_rows or self._native_rows >= self._batch_rows
 
     def flush(self, timeout: float | None = None) -> bool:
         """Write everything buffered now; True once it is in ClickHouse (or dead-lettered)."""
@@ -235,6 +252,7 @@ class BatchWriter:
         self._buffers = {t: [] for t in TABLES}
         self._plain = {t: [] for t in TABLES}
         self._native, self._native_plain = [], []
+        self._native_rows = 0
         self._inflight_floor, self._floor = self._floor, 0
         self._rows = dict.fromkeys(TABLES, 0)
         self._bytes = 0
@@ -247,7 +265,7 @@ class BatchWriter:
         if self._holding:
             return False
         pending = self._bytes or self._first_seq
-        if self._cut_now or max(self._rows.values()) >= self._batch_rows:
+        if self._cut_now or self._full():
             return True
         return bool(pending) and time.monotonic() - self._oldest >= self._interval
 
@@ -305,10 +323,10 @@ class BatchWriter:
             self._cuts.append(first, last)
         for table in TABLES:
             if buffers[table]:
-                token = f"{self.token_prefix}:{first}-{last}:{table}"
+                token = f"{self.token_prefix}:{first}-{last}:{self._spans_token if table == 'spans' else table}"
                 self._insert(table, b"".join(buffers[table]), rows[table], token)
         if native:
-            self._insert_native(native, f"{self.token_prefix}:{first}-{last}:spans-native")
+            self._insert_native(native, f"{self.token_prefix}:{first}-{last}:{self._spans_token}-native")
         if last:
             self.stats.committed_seq = last
 
@@ -322,20 +340,30 @@ class BatchWriter:
         self._retrying(table, rows, token, run, lambda: self._split_or_dead_letter(table, block, token))
 
     def _insert_native(self, items: list[NativeSpans], token: str | None) -> None:
-        """The fast path's spans, in one query. Its requests were validated when received, so
-        bad data here is a bug: the requests go to the dead-letter directory as received."""
+        """The fast path's spans, in one query. ClickHouse refusing them as data (which the
+        mapper's checks should prevent) splits the batch by request, deterministically so tokens
+        repeat on replay; a request refused alone goes to the dead-letter directory."""
         inserter = self._native_inserter
         assert inserter is not None
 
         def run(settings: dict[str, Any]) -> None:
             inserter.insert(self._clients.get(), items, settings=settings)
 
+        def split() -> None:
+            if len(items) == 1:
+                self._dead_letter_native(items[0], token)
+                return
+            for n, item in enumerate(items):
+                self._insert_native([item], f"{token}/{n}" if token else None)
+
         rows = sum(len(item.positions) for item in items)
-        self._retrying("spans", rows, token, run, lambda: self._dead_letter_native(items, token))
-        self.stats.native_rows += rows
+        if self._retrying("spans", rows, token, run, split, _native_data_error):
+            self.stats.native_rows += rows
 
     def _retrying(self, table: str, rows: int, token: str | None, run: Callable[[dict[str, Any]], None],
-                  on_bad_data: Callable[[], None]) -> None:
+                  on_bad_data: Callable[[], None],
+                  data_error: Callable[[BaseException], bool] = is_data_error) -> bool:
+        """True once `run` succeeded; False if the rows were handed to `on_bad_data`."""
         delay = 0.2
         data_errors = 0
         while True:
@@ -350,19 +378,19 @@ class BatchWriter:
                 if not self.stats.healthy:
                     log.info("store is taking inserts again", extra={"table": table})
                 self.stats.healthy = True
-                return
+                return True
             except Exception as exc:  # every driver error is classified the same way
                 self.stats.insert_errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {str(exc)[:500]}"
-                if is_data_error(exc):
+                if data_error(exc):
                     data_errors += 1
                     if data_errors >= self._attempts:
                         on_bad_data()
-                        return
+                        return False
                 else:
                     self.stats.healthy = False
                     self._clients.discard()
-                log.warning("insert failed", extra={"table": table, "rows": rows, "data_error": is_data_error(exc),
+                log.warning("insert failed", extra={"table": table, "rows": rows, "data_error": data_error(exc),
                                                     "error": self.stats.last_error})
                 if self._abort.wait(delay * (0.5 + random.random())):
                     raise _Abort from exc
@@ -377,14 +405,19 @@ class BatchWriter:
         for half, part in ((0, lines[:middle]), (1, lines[middle:])):
             self._insert(table, b"\n".join(part) + b"\n", len(part), f"{token}/{half}" if token else None)
 
-    def _dead_letter_native(self, items: list[NativeSpans], token: str | None) -> None:
+    def _dead_letter_native(self, item: NativeSpans, token: str | None) -> None:
+        """The request as received, and which of its spans were not stored (its other spans were,
+        by the Python path or in other inserts)."""
         self._dead_letter_dir.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", token or f"spans-native-{time.time_ns()}")
-        for n, item in enumerate(items):
-            (self._dead_letter_dir / f"{name}-{os.getpid()}-{n}.pb").write_bytes(item.source.payload)
-        self.stats.dead_letter_rows += sum(len(item.positions) for item in items)
-        log.error("ClickHouse rejected fast-path spans as bad data; their requests were written to the dead-letter "
-                  "directory", extra={"requests": len(items), "error": self.stats.last_error})
+        path = self._dead_letter_dir / f"{name}-{os.getpid()}.pb"
+        path.write_bytes(item.source.payload)
+        path.with_suffix(".positions.json").write_bytes(msgspec.json.encode(
+            {"positions": item.positions, "resources": item.source.resources}))
+        self.stats.dead_letter_rows += len(item.positions)
+        log.error("ClickHouse rejected fast-path spans as bad data; the request was written to the dead-letter "
+                  "directory", extra={"path": str(path), "spans": len(item.positions),
+                                      "error": self.stats.last_error})
 
     def _dead_letter(self, table: str, block: bytes, token: str) -> None:
         self._dead_letter_dir.mkdir(parents=True, exist_ok=True)
