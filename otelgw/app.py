@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import msgspec
 from aiohttp import web
+from google.protobuf import __version__ as protobuf_version
 
 from otelgw import __version__
 from otelgw.api import erasure as erasure_api
@@ -40,6 +41,7 @@ from otelgw.pipeline.workers import (
 )
 from otelgw.receiver.otlp_grpc import build_otlp_grpc_server
 from otelgw.receiver.otlp_http import build_otlp_http_app
+from otelgw.semconv import tables_digest
 from otelgw.store.client import DSN, ClientFactory
 from otelgw.store.cluster import migrate_store
 from otelgw.store.gateways import HEARTBEAT_S, DuplicateWalId, GatewayRegistry
@@ -126,7 +128,7 @@ class Gateway:
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         self.writer.set_native_tag(rules_tag(cfg.max_attributes_per_span, cfg.max_attribute_chars, cfg.mask_pii,
-                                             inputs.masking))
+                                             inputs.masking, [__version__, protobuf_version, tables_digest()]))
         mapper, masker = local.mapper, local.masker
         pool = MappingPool(local, mapping_workers(cfg), cfg, inputs)
         self.pipeline = Pipeline(mapper, self.writer, self.wal, admission, dead_letter_dir, sampler,

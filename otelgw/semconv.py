@@ -7,6 +7,7 @@ understood" test for the unmapped-attribute report.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from pathlib import Path
@@ -321,6 +322,15 @@ def load_tables(folder: Path | None = None) -> list[FamilyTable]:
         except (OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
             raise ValueError(f"convention table {path.name}: {exc}") from exc
     return tables
+
+
+def tables_digest(folder: Path | None = None) -> str:
+    """A digest of the convention tables' files (which spans a family claims depends on them)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for path in sorted((folder or semconv_dir()).glob("*.toml")):
+        if path.name != "pricing.toml":
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def load_conventions(folder: Path | None = None) -> Conventions:

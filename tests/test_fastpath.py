@@ -415,7 +415,9 @@ def test_waiting_fast_path_spans_count_their_whole_request() -> None:
 
 
 def test_the_rules_tag_follows_what_decides_the_split() -> None:
-    base = rules_tag(256, 65_536, False, MaskingFile())
-    assert base == rules_tag(256, 65_536, False, MaskingFile())
-    assert len({base, rules_tag(255, 65_536, False, MaskingFile()), rules_tag(256, 100, False, MaskingFile()),
-                rules_tag(256, 65_536, True, MaskingFile())}) == 4
+    code = ["1.0", "6.0", "abc"]
+    base = rules_tag(256, 65_536, False, MaskingFile(), code)
+    assert base == rules_tag(256, 65_536, False, MaskingFile(), list(code))
+    assert len({base, rules_tag(255, 65_536, False, MaskingFile(), code),
+                rules_tag(256, 100, False, MaskingFile(), code), rules_tag(256, 65_536, True, MaskingFile(), code),
+                rules_tag(256, 65_536, False, MaskingFile(), ["1.1", "6.0", "abc"])}) == 5

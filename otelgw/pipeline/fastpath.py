@@ -89,10 +89,12 @@ def value_ok(value: Any, limit: int, in_json: bool) -> bool:
     return False
 
 
-def rules_tag(max_attributes: int, max_chars: int, mask_pii: bool, masking: Any) -> str:
-    """A short digest of everything that decides which spans go native (the rules' version, the
-    limits, the masking policy): the writer's span tokens carry it."""
-    state = msgspec.json.encode([RULES_VERSION, max_attributes, max_chars, mask_pii, masking])
+def rules_tag(max_attributes: int, max_chars: int, mask_pii: bool, masking: Any, code: list[str]) -> str:
+    """A short digest of everything that decides which spans go native: the rules' version, the
+    limits, the masking policy, and `code` (otelgw's and protobuf's versions, the convention
+    tables' digest: which spans are GenAI, which fields are known). The writer's span tokens
+    carry it."""
+    state = msgspec.json.encode([RULES_VERSION, max_attributes, max_chars, mask_pii, masking, code])
     return "fp" + hashlib.blake2b(state, digest_size=5).hexdigest()
 
 
@@ -103,7 +105,7 @@ def canonical(message: Any, raw: bytes) -> bool:
     wire type, groups). Exporters write canonical bytes; anything else takes the Python path.
     Discards the message's unknown fields (the mapper never reads them)."""
     message.DiscardUnknownFields()
-    return message.ByteSize() == len(raw) and message.SerializeToString() == raw
+    return message.SerializeToString() == raw
 
 
 class NativeCheck:

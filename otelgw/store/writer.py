@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from otelgw.pipeline.fastpath import NativeSpans
+from otelgw.pipeline.fastpath import NativeSpans, unpack_position
 from otelgw.pipeline.rows import TABLES, EncodedBatch
 from otelgw.pipeline.wal import CutLog
 from otelgw.store.client import ClientFactory
@@ -43,8 +43,11 @@ INSERT_SETTINGS = {
 
 # ClickHouse error codes that mean "this data can never be inserted": retrying cannot help.
 DATA_ERROR_CODES = frozenset({
-    6, 25, 26, 27, 32, 33, 36, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 349, 376, 407, 436, 444, 457, 1001,
+    6, 25, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 349, 376, 407, 457, 1001,
 })
+# Besides those, for the fast path's Protobuf reads: BAD_ARGUMENTS (a oneof set twice),
+# PROTOBUF_BAD_CAST, UNKNOWN_PROTOBUF_FORMAT. (36 is ClickHouse's catch-all: not for JSON rows.)
+NATIVE_DATA_ERROR_CODES = DATA_ERROR_CODES | {36, 436, 444}
 _CODE = re.compile(r"Code: (\d+)")
 _MAX_BACKOFF_S = 30.0
 
@@ -55,9 +58,11 @@ def is_data_error(exc: BaseException) -> bool:
 
 
 def _native_data_error(exc: BaseException) -> bool:
-    # Besides ClickHouse's data errors: anything neither ClickHouse nor the disk raised is a bug
-    # in preparing the batch, which retrying cannot fix.
-    return is_data_error(exc) or not (isinstance(exc, OSError) or _CODE.search(str(exc)))
+    # Besides ClickHouse's refusals: a batch that cannot even be prepared (a position without its
+    # resource) is a bug retrying cannot fix. Anything else (a closed client, a store that does
+    # not answer) is retried, as for JSON rows.
+    match = _CODE.search(str(exc))
+    return (bool(match) and int(match.group(1)) in NATIVE_DATA_ERROR_CODES) or isinstance(exc, (IndexError, KeyError))
 
 
 class WriterStats(msgspec.Struct):
@@ -113,7 +118,7 @@ class BatchWriter:
         self.token_prefix = token_prefix
         # The fast path's inserter: spans ClickHouse writes from request bytes (None: off).
         self._native_inserter = native
-        self._spans_token = "spans"
+        self._spans_token = "spans@off" if native is None else "spans@native"
         self.on_commit: Callable[[int], None] | None = None
         # (table, rows, seconds) after each successful insert, for the metrics.
         self.on_insert: Callable[[str, int, float], None] | None = None
@@ -148,7 +153,9 @@ class BatchWriter:
         """Which spans the fast path writes depends on its rules and settings (`tag`): with it on,
         the span blocks' tokens carry the tag, so a replay under other rules inserts again (a
         duplicate a merge removes) instead of skipping a block whose other half was never written."""
-        self._spans_token = f"spans@{tag}" if self._native_inserter is not None else "spans"
+        # Off has its own tag too: "spans" alone was the token of versions before the tag, with
+        # the fast path on as well.
+        self._spans_token = f"spans@{tag}" if self._native_inserter is not None else "spans@off"
 
     def pending_cuts(self, checkpoint: int) -> list[tuple[int, int]]:
         return self._cuts.pending(checkpoint) if self._cuts else []
@@ -413,7 +420,7 @@ class BatchWriter:
         path = self._dead_letter_dir / f"{name}-{os.getpid()}.pb"
         path.write_bytes(item.source.payload)
         path.with_suffix(".positions.json").write_bytes(msgspec.json.encode(
-            {"positions": item.positions, "resources": item.source.resources}))
+            {"spans_not_stored": [unpack_position(p) for p in item.positions], "resources": item.source.resources}))
         self.stats.dead_letter_rows += len(item.positions)
         log.error("ClickHouse rejected fast-path spans as bad data; the request was written to the dead-letter "
                   "directory", extra={"path": str(path), "spans": len(item.positions),
