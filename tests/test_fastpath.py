@@ -348,6 +348,9 @@ def test_non_canonical_requests_take_the_python_path(chdb_path: Path, tmp_path: 
         gateway.settle()
         writer = gateway.gateway.writer.stats
         assert writer.healthy and writer.native_rows == 1 and writer.dead_letter_rows == 0
+        assert gateway.gateway.pipeline.stats.fast_path_non_canonical == len(NON_CANONICAL)
+        with urllib.request.urlopen(f"{gateway.api_url}/metrics", timeout=10) as response:
+            assert f"otelgw_fast_path_non_canonical_requests_total {len(NON_CANONICAL)}" in response.read().decode()
         rows = {r["span_id"]: r for r in gateway.query("SELECT span_id, name, status_message, attributes FROM spans")}
         assert len(rows) == 5
         assert rows[(1).to_bytes(8, "big").hex()]["name"] == "second name"  # the last value wins

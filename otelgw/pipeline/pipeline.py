@@ -67,6 +67,8 @@ class PipelineStats(msgspec.Struct):
     rate_limited: int = 0
     map_errors: int = 0
     records_mapped: int = 0
+    # Trace requests the fast path could not take because their bytes were not canonical.
+    fast_path_non_canonical: int = 0
     replay_target_seq: int = 0
 
 
@@ -277,6 +279,7 @@ class Pipeline:
                     if late:
                         self._release(late)
             self.stats.records_mapped += 1
+            self.stats.fast_path_non_canonical += mapped.non_canonical
             hold, cut_end = False, 0
             if self._pending_cuts:
                 # Rebuilding a block that was cut before a crash: same records, same token.

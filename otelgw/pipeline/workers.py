@@ -93,6 +93,8 @@ class MappedRecord(msgspec.Struct, array_like=True):
     # travel as digests in `spans`), and (project, service) of each resource.
     native_positions: list[int] = []
     native_resources: list[tuple[str, str]] = []
+    # 1: a trace request the fast path was on for, whose bytes were not canonical (all Python).
+    non_canonical: int = 0
 
 
 class MappedChunk(msgspec.Struct, array_like=True):
@@ -114,23 +116,28 @@ class RecordMapper:
         self.sampler_keys = sampler_keys
         self.digest_inferences = digest_inferences
         self._encoder = msgspec.json.Encoder()
+        self._non_canonical = 0
 
     def rows(self, record: WalRecord) -> RowBatch:
         message = REQUEST_TYPES[record.signal].FromString(record.request)
         if record.signal is Signal.TRACES:
-            native = self.native if self.native is not None and canonical(message, record.request) else None
+            native = self.native
+            if native is not None and not canonical(message, record.request):
+                native = None
+                self._non_canonical = 1
             return self.mapper.map_traces(message, record.project, record.received_ns, native)
         if record.signal is Signal.LOGS:
             return map_logs(self.mapper, message, record.project, record.received_ns)
         return map_metrics(message, record.project, record.received_ns, self.mapper.options)
 
     def map_record(self, record: WalRecord) -> MappedRecord:
+        self._non_canonical = 0
         try:
             batch = self.rows(record)
             if self.masker is not None:
                 # Before anything is encoded: masked text never reaches a table.
                 self.masker.apply(batch)
-            out = MappedRecord(seq=record.seq)
+            out = MappedRecord(seq=record.seq, non_canonical=self._non_canonical)
             if self.digest_inferences and batch.inferences:
                 out.inferences = [InferenceDigest(r.project_id, r.request_model, r.response_model, r.provider,
                                                   r.is_success, r.input_tokens, r.output_tokens,

@@ -97,6 +97,9 @@ class StatusCollector(Collector):
         yield masked
         yield _counter("otelgw_pipeline_map_errors", "Records the mapper failed on (dead-lettered).", None,
                        pipeline["map_errors"])
+        yield _counter("otelgw_fast_path_non_canonical_requests", "Trace requests the native fast path left to "
+                       "Python because their protobuf bytes were not canonical.", None,
+                       pipeline["fast_path_non_canonical"])
         yield _gauge("otelgw_pipeline_queue_records", "Durable records not yet read by the mapper.",
                      wal["durable_seq"] - wal["consumed_seq"])
         yield _gauge("otelgw_writer_lag_seconds", "Age of the oldest accepted request whose rows are not yet in "
