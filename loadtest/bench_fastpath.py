@@ -5,6 +5,8 @@ process on the same requests (docs/performance.md, issue 11):
     python map    the mapper + secret masking + JSONEachRow encoding (a mapping worker's work)
     python walk   the same with the fast path on: what the worker still does (detection, unmapped
                   counts, eligibility) for spans it leaves to ClickHouse
+    python floor  what a worker could not avoid even with eligibility decided from bytes: decode
+                  the request and make each span's sampler digest (ids, status, times), no attributes
     json insert   chDB inserting those rows (JSONEachRow), into a Null copy of `spans` and `spans`
     pb flatten    chDB reading the request files (Protobuf) and building the same rows, into Null
     pb insert     the fast path's whole INSERT ... SELECT into `spans` (files + selection join)
@@ -103,6 +105,16 @@ def main() -> int:
             encode_batch(batch, ts(time.time_ns()))
 
     stages["python walk (fast path on)"] = best_of(3, python_walk)
+
+    def python_floor() -> None:
+        for body in requests:
+            request = ExportTraceServiceRequest.FromString(body)
+            digests = [(span.trace_id.hex(), span.span_id.hex(), span.status.code, span.start_time_unix_nano,
+                        span.end_time_unix_nano)
+                       for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
+            assert digests
+
+    stages["python floor (decode + digests)"] = best_of(3, python_floor)
     stages["json insert -> Null"] = best_of(3, lambda: client.raw_insert(
         "spans_null", insert_block=rows, settings=INSERT_SETTINGS, fmt="JSONEachRow"))
     stages["json insert -> spans"] = best_of(3, lambda: client.raw_insert(
