@@ -24,11 +24,10 @@ from otelgw.pipeline.anyvalue import attrs_to_dict, to_json, to_str
 # not at all): a JSON-embedded string holding one stays in Python.
 _JSON_UNSAFE = re.compile("[\x0b\x0e-\x1f\u2028\u2029]")
 
-# A span's position in its request as one number (what the writer's selection names): resource,
-# scope and span index. A request is far below 2**21 spans (max_request_bytes).
+# A span's position in its request as one number (how a position travels to the writer):
+# resource, scope and span index. An index past MAX_INDEX (a request of millions of empty scopes)
+# keeps its spans in Python: the mapper checks.
 POSITION_SHIFT = 21
-
-
 MAX_INDEX = 1 << POSITION_SHIFT
 # Bumped whenever the rules of what goes native change: it is part of the writer's deduplication
 # tokens for span rows, so a replay under other rules writes rows again rather than skipping them.
