@@ -288,6 +288,11 @@ def gateway() -> dict[str, Any]:
         timeseries(g, "Rows written/s by table", "Rows inserted into ClickHouse.",
                    [(f"sum by (table) (rate(otelgw_writer_rows_written_total{{{i}}}[{RATE}]))", "{{table}}")],
                    "short"),
+        timeseries(g, "Native fast path", "Span rows ClickHouse wrote from request bytes (fast_path=auto; 0 when "
+                   "off), and trace requests left to Python because their protobuf bytes were not canonical.",
+                   [(f"sum(rate(otelgw_writer_native_rows_total{{{i}}}[{RATE}]))", "native span rows/s"),
+                    (f"sum(rate(otelgw_fast_path_non_canonical_requests_total{{{i}}}[{RATE}]))",
+                     "non-canonical requests/s")], "short"),
         timeseries(g, "Insert errors, dead letters and map errors", "Failed insert attempts (retried), rows "
                    "ClickHouse rejected (kept in dead-letter files) and records the mapper failed on.",
                    [(f"sum(rate(otelgw_writer_insert_errors_total{{{i}}}[{RATE}]))", "insert errors/s"),
