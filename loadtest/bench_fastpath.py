@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "loadtest"))
 
 import bench_ingest  # noqa: E402
+from bench_stages import cpu_s  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
 from plain_spans import build_request  # noqa: E402
 
@@ -45,11 +45,6 @@ from otelgw.store.client import DSN, ClientFactory  # noqa: E402
 from otelgw.store.migrate import apply_migrations  # noqa: E402
 from otelgw.store.native import COLUMNS, NativeInserter  # noqa: E402
 from otelgw.store.writer import INSERT_SETTINGS  # noqa: E402
-
-
-def cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def best_of(runs: int, fn: object) -> float:

@@ -929,6 +929,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.spans <= 0 or args.batch <= 0 or args.concurrency <= 0:
         p.error("--spans, --batch and --concurrency must be positive")
+    if not 0.0 <= args.plain_share <= 1.0:
+        p.error("--plain-share must be between 0 and 1")
+    if args.plain_share and args.spans < args.batch:
+        p.error("--plain-share needs --spans of at least one --batch")
     return args
 
 

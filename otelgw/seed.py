@@ -14,6 +14,8 @@ import time
 import msgspec
 from clickhouse_connect.driver.client import Client
 
+from otelgw.store.client import quote_string
+
 # (model, provider, input $/M, output $/M)
 MODELS: list[tuple[str, str, float, float]] = [
     ("gpt-4o-mini", "openai", 0.15, 0.60),
@@ -44,7 +46,7 @@ class SeedReport(msgspec.Struct):
 
 
 def _array(values: list[str]) -> str:
-    return "[" + ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values) + "]"
+    return "[" + ", ".join(quote_string(v) for v in values) + "]"
 
 
 def _common(seed: int, projects: int, days: int, now_ns: int) -> str:

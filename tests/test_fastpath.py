@@ -31,6 +31,7 @@ from otelgw.pipeline.request import Signal
 from otelgw.pipeline.rows import EncodedBatch, RowBatch, encode_batch, ts
 from otelgw.pipeline.sampler import SamplingConfig, SpanDigest, TailSampler, trace_hash_percent
 from otelgw.pipeline.workers import build_mapper
+from otelgw.protowire import len_field
 from otelgw.receiver.decode import Encoding, decode
 from otelgw.store.client import DSN, ClientFactory
 from otelgw.store.migrate import apply_migrations
@@ -189,6 +190,10 @@ def test_fast_path_setting() -> None:
     assert fast_path_on(Config(fast_path="auto"))
     assert not fast_path_on(Config(fast_path="auto", clickhouse_dsn="http://localhost:8123"))
     assert Config(fast_path="sometimes").validate() == ["fast_path: 'sometimes' is not auto or off"]
+    # ClickHouse reads the request files by a glob under data_dir.
+    assert Config(fast_path="auto", data_dir="/tmp/otelgw[1]").validate() == [
+        "fast_path: data_dir must not contain * ? { } [ ] : or ' (ClickHouse globs its files)"]
+    assert Config(data_dir="/tmp/otelgw[1]").validate() == []
 
 
 def _sdk_spans(url: str, service: str) -> list[str]:
@@ -302,18 +307,8 @@ def test_a_replayed_native_insert_is_deduplicated(chdb_path: Path, tmp_path: Pat
 
 # -- requests protobuf accepts but ClickHouse's reader would not read the same ------------------
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | 0x80 if n else byte)
-        if not n:
-            return bytes(out)
-
-
 def _field(number: int, payload: bytes | str) -> bytes:
-    data = payload.encode() if isinstance(payload, str) else payload
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
+    return len_field(number, payload.encode() if isinstance(payload, str) else payload)
 
 
 def _span_bytes(n: int, extra: bytes = b"") -> bytes:

@@ -78,6 +78,7 @@ from otelgw.pipeline.rows import (
     ts,
 )
 from otelgw.pipeline.workers import build_mapper
+from otelgw.protowire import len_field as field  # one length-delimited field
 from otelgw.receiver.decode import DecodeError, Encoding, decode
 from otelgw.semconv import load_tables
 
@@ -349,22 +350,6 @@ def _load_fixtures() -> list[Payload]:
                 encoding = Encoding.JSON if path.suffix == ".json" else Encoding.PROTOBUF
                 found.append(Payload(f"{path.parent.name}/{path.name}", Signal(stem), encoding, path.read_bytes()))
     return found
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if not value:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
-
-
-def field(number: int, payload: bytes) -> bytes:
-    """One length-delimited protobuf field."""
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def kv(key: str, value: AnyValue) -> KeyValue:

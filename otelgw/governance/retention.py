@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 from clickhouse_connect.driver.client import Client
 
+from otelgw.store.client import quote_string
 from otelgw.store.cluster import ddl_target
 
 DEFAULTS_PROJECT = "*"
@@ -119,11 +120,6 @@ RULES: tuple[Rule, ...] = (
 TABLES: tuple[str, ...] = tuple(dict.fromkeys(rule.table for rule in RULES))
 
 
-def quote(value: str) -> str:
-    """A ClickHouse string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def days_expression(kind: str, defaults: RetentionPolicy, projects: list[RetentionPolicy]) -> str:
     """The days of `kind` for a row's project_id: the default as a literal, or a `transform` over
     the projects whose value differs from it."""
@@ -132,7 +128,7 @@ def days_expression(kind: str, defaults: RetentionPolicy, projects: list[Retenti
                        if p.project != DEFAULTS_PROJECT and p.days(kind) != default)
     if not differing:
         return str(default)
-    names = ", ".join(quote(name) for name, _ in differing)
+    names = ", ".join(quote_string(name) for name, _ in differing)
     values = ", ".join(str(days) for _, days in differing)
     return f"transform(project_id, [{names}], CAST([{values}], 'Array(UInt16)'), toUInt16({default}))"
 

@@ -116,28 +116,29 @@ class RecordMapper:
         self.sampler_keys = sampler_keys
         self.digest_inferences = digest_inferences
         self._encoder = msgspec.json.Encoder()
-        self._non_canonical = 0
 
     def rows(self, record: WalRecord) -> RowBatch:
+        return self._rows(record)[0]
+
+    def _rows(self, record: WalRecord) -> tuple[RowBatch, bool]:
+        """The record's rows, and whether the fast path had to pass on it (bytes not canonical)."""
         message = REQUEST_TYPES[record.signal].FromString(record.request)
         if record.signal is Signal.TRACES:
             native = self.native
-            if native is not None and not canonical(message, record.request):
-                native = None
-                self._non_canonical = 1
-            return self.mapper.map_traces(message, record.project, record.received_ns, native)
+            declined = native is not None and not canonical(message, record.request)
+            batch = self.mapper.map_traces(message, record.project, record.received_ns, None if declined else native)
+            return batch, declined
         if record.signal is Signal.LOGS:
-            return map_logs(self.mapper, message, record.project, record.received_ns)
-        return map_metrics(message, record.project, record.received_ns, self.mapper.options)
+            return map_logs(self.mapper, message, record.project, record.received_ns), False
+        return map_metrics(message, record.project, record.received_ns, self.mapper.options), False
 
     def map_record(self, record: WalRecord) -> MappedRecord:
-        self._non_canonical = 0
         try:
-            batch = self.rows(record)
+            batch, declined = self._rows(record)
             if self.masker is not None:
                 # Before anything is encoded: masked text never reaches a table.
                 self.masker.apply(batch)
-            out = MappedRecord(seq=record.seq, non_canonical=self._non_canonical)
+            out = MappedRecord(seq=record.seq, non_canonical=int(declined))
             if self.digest_inferences and batch.inferences:
                 out.inferences = [InferenceDigest(r.project_id, r.request_model, r.response_model, r.provider,
                                                   r.is_success, r.input_tokens, r.output_tokens,

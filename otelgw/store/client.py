@@ -25,6 +25,11 @@ class StoreError(RuntimeError):
     pass
 
 
+def quote_string(value: str) -> str:
+    """A ClickHouse string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def quote_ident(name: str) -> str:
     if not name or not set(name) <= _IDENT_OK:
         raise StoreError(f"database name {name!r} must be letters, digits and underscores")

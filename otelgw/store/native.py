@@ -23,6 +23,7 @@ import msgspec
 
 from otelgw.pipeline.fastpath import NativeSpans, unpack_position
 from otelgw.pipeline.rows import MAX_NS
+from otelgw.store.client import quote_string
 
 # Reader-side proto: the OTLP field numbers, one level of array values (kvlist values are read as
 # bytes: spans holding them stay on the Python path). ClickHouse reads only the fields in STRUCT.
@@ -146,7 +147,7 @@ SELECT _file AS file,
   tupleElement(ss.scope, 'name') AS scope_name, tupleElement(ss.scope, 'version') AS scope_version,
   {_EVENTS} AS events,
   {_LINKS} AS links
-FROM file('@FILES@', ProtobufSingle, $${STRUCT}$$)
+FROM file(@FILES@, ProtobufSingle, $${STRUCT}$$)
 ARRAY JOIN resource_spans AS rs, arrayEnumerate(resource_spans) AS ri
 ARRAY JOIN rs.scope_spans AS ss, arrayEnumerate(rs.scope_spans) AS si
 ARRAY JOIN ss.spans AS s, arrayEnumerate(ss.spans) AS pi
@@ -159,7 +160,7 @@ SELECT p.trace_id, p.span_id, p.parent_span_id, p.trace_state, sel.project, sel.
   p.end_ns - p.start_ns, p.status_code, p.status_message, p.attributes, p.resource_attributes,
   p.scope_name, p.scope_version, p.events, p.links, '', now64(3)
 FROM ({_FLAT}) AS p
-INNER JOIN file('@SELECTION@', JSONEachRow,
+INNER JOIN file(@SELECTION@, JSONEachRow,
                 'file String, r UInt64, s UInt64, i UInt64, project String, service String') AS sel
   ON p.file = sel.file AND p.r_index = sel.r AND p.s_index = sel.s AND p.p_index = sel.i
 """
@@ -169,11 +170,6 @@ SETTINGS: dict[str, Any] = {
     # msgspec does not escape '/', so neither may the events' and links' JSON.
     "output_format_json_escape_forward_slashes": 0,
 }
-
-
-def _quoted(path: str) -> str:
-    """A path inside a single-quoted SQL string (data_dir is the operator's, any characters)."""
-    return path.replace("\\", "\\\\").replace("'", "\\'")
 
 
 class _Selected(msgspec.Struct):
@@ -205,11 +201,11 @@ class NativeInserter:
 
     def flatten(self, files: str) -> str:
         """The SELECT of every span's row in the files, before the selection (benchmarks)."""
-        return _FLAT.replace("@FILES@", _quoted(files))
+        return _FLAT.replace("@FILES@", quote_string(files))
 
     def statement(self, table: str, files: str, selection: str) -> str:
-        return (_INSERT.replace("@TABLE@", table).replace("@FILES@", _quoted(files))
-                .replace("@SELECTION@", _quoted(selection)))
+        return (_INSERT.replace("@TABLE@", table).replace("@FILES@", quote_string(files))
+                .replace("@SELECTION@", quote_string(selection)))
 
     def settings(self) -> dict[str, Any]:
         return {**SETTINGS, "format_schema": f"{self.work_dir / 'otlp.proto'}:ExportTraceServiceRequest"}
