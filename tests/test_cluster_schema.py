@@ -115,6 +115,21 @@ def test_cluster_schema_has_the_single_node_columns(chdb, schemas: tuple[str, st
     assert sorted(views) == sorted(single_views) and len(views) == 5
 
 
+def test_skip_indexes_match_and_the_previews_have_none(chdb, schemas: tuple[str, str, _Db]) -> None:
+    """The cluster's local tables get the single node's skip indexes, and neither keeps the
+    preview ngram filters migration 012 dropped (no search used them; they cost every insert)."""
+    single, cluster, _ = schemas
+
+    def indexes(database: str) -> set[tuple[str, str, str]]:
+        return {(t.removesuffix("_local"), n, e) for t, n, e in chdb.rows(
+            f"SELECT table, name, expr FROM system.data_skipping_indices WHERE database = '{database}'")}
+
+    one = indexes(single)
+    assert ("inferences", "idx_inference_id", "inference_id") in one
+    assert indexes(cluster) == one
+    assert not [i for i in one if "preview" in i[1]]
+
+
 def test_unknown_statements_and_tables_are_refused() -> None:
     with pytest.raises(ValueError, match="sharded"):
         cluster_statements("CREATE TABLE IF NOT EXISTS mystery (a UInt8) ENGINE = MergeTree ORDER BY a", CLUSTER)
