@@ -17,6 +17,7 @@ import collections
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import threading
@@ -420,10 +421,15 @@ class MappingPool:
             return
         processes = list(getattr(procs, "_processes", {}).values())
         procs.shutdown(wait=False, cancel_futures=True)
+        # Wait on the exit sentinels rather than join(): the pool's own thread joins (reaps) the
+        # same processes, and of two waitpid() callers the loser sees a worker that already
+        # exited as alive (a false "did not stop" and a SIGTERM to a pid that may be reused).
+        running = {process.sentinel: process for process in processes}
         deadline = time.monotonic() + timeout
-        for process in processes:
-            process.join(max(deadline - time.monotonic(), 0.0))
-            if process.is_alive():
-                log.warning("a mapping worker did not stop in time; terminating it", extra={"pid": process.pid})
-                process.terminate()
-                process.join(5.0)
+        while running and (left := deadline - time.monotonic()) > 0:
+            for sentinel in multiprocessing.connection.wait(list(running), left):
+                running.pop(sentinel)  # type: ignore[call-overload]
+        for process in running.values():
+            log.warning("a mapping worker did not stop in time; terminating it", extra={"pid": process.pid})
+            process.terminate()
+            process.join(5.0)
