@@ -822,6 +822,70 @@ def test_fixtures_are_present() -> None:
         assert decoded is not None and decoded.rejected == 0, payload.name
 
 
+# -- message JSON: the typed decode of the OTel text-parts shape against the general path --------
+
+_PART_VALUES = st.one_of(st.text(max_size=12), st.none(), st.integers(), st.lists(st.text(max_size=4), max_size=2),
+                         st.dictionaries(st.sampled_from(["text", "content"]), st.text(max_size=4), max_size=2))
+_PART = st.fixed_dictionaries(
+    {"type": st.one_of(st.sampled_from(["text", "input_text", "output_text", "tool_call", "reasoning", "image_url"]),
+                       st.none(), st.integers())},
+    optional={"content": _PART_VALUES, "text": st.text(max_size=6), "id": st.text(max_size=4)})
+_MESSAGE = st.fixed_dictionaries(
+    {"role": st.one_of(st.sampled_from(["system", "user", "assistant", "tool", ""]), st.none(), st.integers())},
+    optional={"parts": st.one_of(st.lists(_PART, max_size=3), st.text(max_size=6)),
+              "finish_reason": st.one_of(st.sampled_from(["stop", "length", ""]), st.none(), st.integers()),
+              "content": st.text(max_size=6), "name": st.text(max_size=4), "tool_call_id": st.text(max_size=4),
+              "id": st.text(max_size=4), "type": st.just("message")})
+
+
+# The shape itself, with hostile text (escapes, empty strings, non-ASCII, keys repeated below).
+_TEXT_MESSAGE = st.fixed_dictionaries(
+    {"role": st.one_of(st.sampled_from(["system", "user", "assistant", "tool", ""]), st.text(max_size=5)),
+     "parts": st.lists(st.fixed_dictionaries({"type": st.sampled_from(["text", "input_text", "output_text"]),
+                                              "content": st.one_of(st.just(""), st.text(max_size=12))}), max_size=3)},
+    optional={"finish_reason": st.one_of(st.none(), st.text(max_size=6))})
+
+
+@FUZZ
+@given(messages=st.lists(st.one_of(_TEXT_MESSAGE, _MESSAGE), max_size=4),
+       default_role=st.sampled_from(["", "user", "assistant"]), as_bytes=st.booleans(), compact=st.booleans())
+def test_text_parts_messages_decode_like_the_general_path(messages: list[Any], default_role: str, as_bytes: bool,
+                                                          compact: bool) -> None:
+    """`from_json` decodes the OTel text-parts shape into structs (fast) and anything else the
+    general way: wherever the fast decode answers, it must give the general path's messages."""
+    text = json.dumps(messages, separators=(",", ":") if compact else None, ensure_ascii=False)
+    value: str | bytes = text.encode() if as_bytes else text
+    fast = otel_messages._text_parts_messages(value, default_role)
+    general = otel_messages._from_json_general(value, default_role)
+    assert otel_messages.from_json(value, default_role) == (general if fast is None else fast)
+    if fast is not None:
+        event("typed decode")
+        assert fast == general
+    def text_parts_shape(m: dict[str, Any]) -> bool:
+        return (isinstance(m.get("role"), str) and isinstance(m.get("parts"), list)
+                and set(m) <= {"role", "parts", "finish_reason"}
+                and (m.get("finish_reason") is None or isinstance(m["finish_reason"], str))
+                and all(set(p) == {"type", "content"} and p["type"] in ("text", "input_text", "output_text")
+                        and isinstance(p["content"], str) for p in m["parts"]))
+
+    if all(text_parts_shape(m) for m in messages):
+        assert fast is not None  # the shape it exists for does take the fast path
+
+
+@pytest.mark.parametrize("value", [
+    '[{"role":"user","parts":[{"type":"text","content":"a"}],"role":"system"}]',  # a key twice: the last wins
+    '[{"role":"user","parts":[{"type":"text","content":"a","content":"b"}]}]',
+    ' [{"role":"user","parts":[{"type":"text","content":"a"}]}]',  # not JSON text for the mapper: plain text
+    '[{"role":"user","parts":[{"type":"text","content":"\\u0073k-\\ud83d\\ude00"}]}]',
+    b'[{"role":"user","parts":[{"type":"text","content":"\xff"}]}]',  # not UTF-8
+    '[{"role":"user","parts":[{"type":"text","content":"a"}]}] trailing',
+    '[]', '[{"role":"tool","parts":[]}]', '[{"role":"","parts":[{"type":"output_text","content":""}]}]',
+])
+def test_text_parts_messages_edge_cases(value: str | bytes) -> None:
+    for default_role in ("", "assistant"):
+        assert otel_messages.from_json(value, default_role) == otel_messages._from_json_general(value, default_role)
+
+
 # -- raw bytes -----------------------------------------------------------------------------------
 
 SIGNALS = st.sampled_from(list(Signal))
