@@ -180,6 +180,9 @@ class Plan(msgspec.Struct):
     message_prefixes: tuple[str, ...]
     # key -> carries messages? Bounded; attribute key sets repeat span after span.
     _message_key_cache: dict[str, bool] = {}
+    # (a span's attribute keys, has events) -> the fields to read and their sources in rank
+    # order (genai.extract_fields). Bounded, for the same reason.
+    fields_cache: dict[tuple[tuple[str, ...], bool], list[tuple[str, Any, list[Source]]]] = {}
 
     def carries_messages(self, key: str) -> bool:
         hit = self._message_key_cache.get(key)

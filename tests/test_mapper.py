@@ -241,3 +241,31 @@ def test_attribute_and_message_limits() -> None:
     assert row.attributes["big"].endswith(TRUNCATED) and len(row.attributes["big"]) == 1000 + len(TRUNCATED)
     (message,) = batch.messages
     assert message.content == "y" * 2000 + TRUNCATED
+
+
+def test_field_sources_cached_per_key_set_are_bounded_and_change_nothing() -> None:
+    """extract_fields remembers, per attribute key set, which sources to read: a warm mapper maps
+    exactly as a cold one, and hostile key sets (many, or long) do not grow the cache past its bound."""
+    def request(spans: list[dict[str, Any]]) -> ExportTraceServiceRequest:
+        out = ExportTraceServiceRequest()
+        scope_spans = out.resource_spans.add().scope_spans.add()
+        for n, attrs in enumerate(spans):
+            span = scope_spans.spans.add(trace_id=b"\x01" * 16, span_id=(n + 1).to_bytes(8, "big"), name="chat m",
+                                         start_time_unix_nano=START, end_time_unix_nano=START + 5_000_000)
+            span.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in attrs.items())
+        return out
+
+    base = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 3}
+    spans = [{**base, f"x.{n}": n} for n in range(1500)]  # 1,500 key sets
+    spans += [{**base, "llm.token_count.prompt": 99, "k" * 5000: 1}, base, {**base, "gen_ai.usage.input_tokens": "7"}]
+    mapper = build_mapper(Config())
+    warm_up = mapper.map_traces(request(spans), "", 1)
+    plan = mapper.conventions.plan(mapper.conventions.detect(base, "test"))
+    assert 0 < len(plan.fields_cache) <= 1024
+    assert not any(sum(map(len, keys)) > 4096 for keys, _ in plan.fields_cache)
+    warm = mapper.map_traces(request(spans), "", 1)
+    cold = build_mapper(Config()).map_traces(request(spans), "", 1)
+    assert [r.input_tokens for r in warm.inferences[-3:]] == [10, 10, 7]
+    for table in ("inferences", "messages", "spans"):
+        assert getattr(warm, table) == getattr(cold, table) == getattr(warm_up, table), table

@@ -11,7 +11,7 @@ import msgspec
 
 from otelgw.pipeline import messages as msgs
 from otelgw.pipeline.messages import Message
-from otelgw.semconv import FIELD_TYPES, Conventions, Family, MessageSpec, Source
+from otelgw.semconv import FIELD_TYPES, Conventions, Family, MessageSpec, Plan, Source
 
 
 class SpanEvent(msgspec.Struct):
@@ -193,26 +193,39 @@ class _Reader:
         return value
 
 
-def extract_fields(conv: Conventions, family: Family | None, view: SpanView) -> Extracted:
-    plan = conv.plan(family)
-    reader = _Reader(view)
+def _fields_to_read(plan: Plan, keys: tuple[str, ...], has_events: bool) -> list[tuple[str, Any, list[Source]]]:
+    """The fields a span with these attribute keys can fill, each with its sources in rank order."""
+    cache_key = (keys, has_events)
+    found = plan.fields_cache.get(cache_key)
+    if found is not None:
+        return found
     candidates: dict[str, list[tuple[int, Source]]] = {}
     by_key = plan.by_key
-    for key in view.attrs:
+    for key in keys:
         hits = by_key.get(key)
         if hits:
             for field, rank, src in hits:
                 candidates.setdefault(field, []).append((rank, src))
     for field, rank, src in plan.keyless:
-        if src.kind == "span_name" or view.events:
+        if src.kind == "span_name" or has_events:
             candidates.setdefault(field, []).append((rank, src))
+    found = [(field, FIELD_TYPES[field], [src for _, src in sorted(ranked, key=_rank)])
+             for field, ranked in candidates.items()]
+    # Keys come from requests: at most 1,024 sets of at most 4 KiB of key text are kept.
+    if sum(map(len, keys)) <= 4096:
+        if len(plan.fields_cache) >= 1024:
+            plan.fields_cache.clear()
+        plan.fields_cache[cache_key] = found
+    return found
+
+
+def extract_fields(conv: Conventions, family: Family | None, view: SpanView) -> Extracted:
+    plan = conv.plan(family)
+    reader = _Reader(view)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for field, ranked in candidates.items():
-        kind = FIELD_TYPES[field]
-        if len(ranked) > 1:
-            ranked.sort(key=_rank)
-        for _, src in ranked:
+    for field, kind, ranked in _fields_to_read(plan, tuple(view.attrs), bool(view.events)):
+        for src in ranked:
             raw = reader.read(src)
             if raw is None:
                 continue
