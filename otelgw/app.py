@@ -24,7 +24,7 @@ from otelgw.api import erasure as erasure_api
 from otelgw.api import retention as retention_api
 from otelgw.api.app import build_api_app
 from otelgw.auth import Authenticator
-from otelgw.config import Config, ConfigError, fast_path_on, parse_addr, wal_fsync
+from otelgw.config import Config, ConfigError, fast_path_on, parse_addr, wal_fsync, worker_inserts_on
 from otelgw.governance.audit import Auditor
 from otelgw.governance.erasure import ErasureRunner
 from otelgw.pipeline.admission import Admission
@@ -131,8 +131,10 @@ class Gateway:
                                              inputs.masking, [__version__, protobuf_version, tables_digest()]))
         mapper, masker = local.mapper, local.masker
         pool = MappingPool(local, mapping_workers(cfg), cfg, inputs)
+        chunk_log = CutLog(wal_dir, "chunks.log") if worker_inserts_on(cfg, pool.workers) else None
         self.pipeline = Pipeline(mapper, self.writer, self.wal, admission, dead_letter_dir, sampler,
-                                 inference_series=self.telemetry.inferences, masker=masker, pool=pool)
+                                 inference_series=self.telemetry.inferences, masker=masker, pool=pool,
+                                 chunk_log=chunk_log)
         self.telemetry.watch_status(self.status)
         self.reader = Reader(self._read_clients)
         self.auth = Authenticator(lambda: KeyStore(self._read_clients.get()).all(),

@@ -112,6 +112,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # mapper writes every row. Off by default because on this project's measurements it costs
     # more than it saves (docs/performance.md, issue 11).
     fast_path: str = "off"
+    # With a ClickHouse server DSN and worker processes, each worker inserts the rows it mapped
+    # (all but tail-sampled spans) itself, instead of sending them back for the gateway process to
+    # insert: the gateway process is one gateway's ceiling (docs/scaling.md). auto: on with a
+    # server DSN and workers > 1; off: the gateway process's writer inserts everything.
+    worker_inserts: str = "auto"
 
     def validate(self) -> list[str]:
         errors: list[str] = []
@@ -138,6 +143,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.fast_path == "auto" and re.search(r"[*?{}\[\]:']", str(Path(self.data_dir).resolve())):
             # ClickHouse reads the fast path's files by a glob under data_dir.
             errors.append("fast_path: data_dir must not contain * ? { } [ ] : or ' (ClickHouse globs its files)")
+        if self.worker_inserts not in ("auto", "off"):
+            errors.append(f"worker_inserts: {self.worker_inserts!r} is not auto or off")
         if not 0 <= self.workers <= 256:
             errors.append("workers: must be 0 (one per CPU) to 256")
         if self.project_rate_limit < 0:
@@ -166,6 +173,12 @@ def fast_path_on(cfg: Config) -> bool:
     """The fast path reads request files from the gateway's disk, so it needs the embedded store;
     with a server the gateway would have to send the bytes (measured, not built: docs/scaling.md)."""
     return cfg.fast_path == "auto" and cfg.clickhouse_dsn.startswith("chdb:")
+
+
+def worker_inserts_on(cfg: Config, workers: int) -> bool:
+    """Workers insert their own rows only into a server: one process owns an embedded chDB."""
+    return (cfg.worker_inserts == "auto" and workers > 1 and not cfg.clickhouse_dsn.startswith("chdb:")
+            and not fast_path_on(cfg))
 
 
 def wal_fsync(cfg: Config) -> int | None:

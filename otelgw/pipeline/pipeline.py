@@ -28,9 +28,9 @@ from otelgw.pipeline.mapper import Mapper
 from otelgw.pipeline.request import Decoded, Signal
 from otelgw.pipeline.rows import EncodedBatch, RowBatch
 from otelgw.pipeline.sampler import BufferedSpan, TailSampler
-from otelgw.pipeline.wal import WalError, WalFull, WalRecord, WriteAheadLog
+from otelgw.pipeline.wal import CutLog, WalError, WalFull, WalRecord, WriteAheadLog
 from otelgw.pipeline.workers import MappedChunk, MappingPool, RecordMapper
-from otelgw.store.writer import BatchWriter
+from otelgw.store.writer import BatchWriter, block_token
 from otelgw.telemetry.inference import InferenceSeries
 
 if TYPE_CHECKING:
@@ -70,13 +70,19 @@ class PipelineStats(msgspec.Struct):
     # Trace requests the fast path could not take because their bytes were not canonical.
     fast_path_non_canonical: int = 0
     replay_target_seq: int = 0
+    # worker_inserts: chunks whose rows their worker inserted (all tables, or some), and chunks
+    # whose worker could not insert some table (the writer took the rest, same tokens).
+    worker_inserted_chunks: int = 0
+    worker_insert_fallbacks: int = 0
 
 
 class Pipeline:
     def __init__(self, mapper: Mapper, writer: BatchWriter, wal: WriteAheadLog, admission: Admission,
                  dead_letter_dir: str | Path, sampler: TailSampler | None = None,
                  inference_series: InferenceSeries | None = None, masker: Masker | None = None,
-                 pool: MappingPool | None = None) -> None:
+                 pool: MappingPool | None = None, chunk_log: CutLog | None = None) -> None:
+        """`chunk_log`: the workers insert the rows they map (worker_inserts); each mapping
+        chunk's log range is logged there first, so a replay rebuilds the same chunks."""
         self._sampler = sampler
         self._masker = masker
         self._inference_series = inference_series
@@ -98,6 +104,8 @@ class Pipeline:
         self._consumer: asyncio.Task[None] | None = None
         self._closing = False
         self._pending_cuts: collections.deque[tuple[int, int]] = collections.deque()
+        self._chunk_log = chunk_log
+        self._pending_chunks: collections.deque[tuple[int, int]] = collections.deque()
         self._inflight_appends = 0
         signals = [s.value for s in Signal]
         self.stats = PipelineStats(
@@ -126,6 +134,8 @@ class Pipeline:
             self.wal.skip_to(cuts[-1][1])
         # Only cuts the log still holds whole can be rebuilt; the rest replays as new blocks.
         self._pending_cuts.extend(cut for cut in cuts if cut[1] <= self.wal.durable_seq)
+        if self._chunk_log is not None:
+            self._pending_chunks.extend(c for c in self._chunk_log.pending(checkpoint) if c[1] <= self.wal.durable_seq)
         self.stats.replay_target_seq = self.wal.durable_seq
         self._writer.on_commit = self._committed
         if self.wal.pending_records():
@@ -170,6 +180,8 @@ class Pipeline:
         self.wal.checkpoint(seq)
         self.admission.release_through(seq)
         self._writer.prune_cuts(seq)
+        if self._chunk_log is not None:
+            self._chunk_log.prune(seq)
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -251,10 +263,36 @@ class Pipeline:
             if kept:
                 self._release(kept)
 
+    def _worker_inserts(self, chunk: MappedChunk) -> dict[str, Any]:
+        """What the writer does for a chunk whose worker inserted its rows: count them, and
+        insert what the worker could not, under the tokens the worker used."""
+        if chunk.token_range is None:
+            return {}
+        first, last = chunk.token_range
+        self.stats.worker_inserted_chunks += 1
+        leftovers: dict[str, list[bytes]] = {}
+        rows: dict[str, int] = {}
+        for mapped in chunk.records:
+            for table, block in mapped.blocks.items():
+                leftovers.setdefault(table, []).append(block)
+                rows[table] = rows.get(table, 0) + mapped.rows.get(table, 0)
+            mapped.blocks, mapped.rows = {}, {}
+        if chunk.insert_error:
+            self.stats.worker_insert_fallbacks += 1
+            log.warning("a mapping worker could not insert its rows; the writer inserts them",
+                        extra={"first_seq": first, "last_seq": last, "error": chunk.insert_error})
+        prefix = self._writer.token_prefix
+        return {"prebuilt": [(table, b"".join(parts), rows[table], block_token(prefix, first, last, table))
+                             for table, parts in leftovers.items()],
+                "inserted": (chunk.inserted_rows, chunk.inserted_s)}
+
     def _apply(self, records: list[WalRecord], chunk: MappedChunk) -> None:
         """Hand one mapped chunk to the sampler, the metrics and the writer, in log order."""
         for counts in chunk.masking:
             self._masking.merge(counts)
+        # With the chunk's first record: the writer commits it with (or before) the records it
+        # covers.
+        inserts = self._worker_inserts(chunk)
         for record, mapped in zip(records, chunk.records, strict=True):
             encoded = EncodedBatch(blocks=mapped.blocks, rows=mapped.rows)
             # Fast path: spans ClickHouse writes from this record's bytes.
@@ -288,7 +326,8 @@ class Pipeline:
                     hold, cut_end = record.seq < last, (last if record.seq == last else 0)
                 if record.seq >= last:
                     self._pending_cuts.popleft()
-            self._writer.add(encoded, record.seq, hold=hold, cut_end=cut_end, native=native)
+            self._writer.add(encoded, record.seq, hold=hold, cut_end=cut_end, native=native, **inserts)
+            inserts = {}
         self.tick()
 
     def _dead_letter(self, record: WalRecord) -> None:
@@ -307,9 +346,17 @@ class Pipeline:
             while True:
                 self.wal.durable_changed.clear()
                 if len(inflight) < limit:
-                    records = self._cursor.read(self.wal.durable_seq, _READ_BYTES)
+                    records, rebuilt = self._next_chunk()
                     if records:
-                        task = asyncio.ensure_future(self.mapping.map(records))
+                        token_prefix = None
+                        if self._chunk_log is not None:
+                            # Logged before any worker inserts under its range (a replay after a
+                            # crash rebuilds it); a rebuilt chunk is logged already.
+                            if not rebuilt:
+                                await loop.run_in_executor(None, self._chunk_log.append, records[0].seq,
+                                                           records[-1].seq)
+                            token_prefix = self._writer.token_prefix
+                        task = asyncio.ensure_future(self.mapping.map(records, token_prefix))
                         inflight.append((records, self._cursor.position, task))
                         continue
                 if inflight:
@@ -328,6 +375,23 @@ class Pipeline:
         finally:
             for _, _, task in inflight:
                 task.cancel()
+
+    def _next_chunk(self) -> tuple[list[WalRecord], bool]:
+        """The next records to map, and whether they rebuild a chunk logged before a crash (then
+        exactly its range; fresh chunks stop short of the next logged one)."""
+        up_to, max_bytes = self.wal.durable_seq, _READ_BYTES
+        while self._pending_chunks:
+            first, last = self._pending_chunks[0]
+            if self._cursor.position >= first:
+                self._pending_chunks.popleft()  # partly before the checkpoint: replayed as new chunks
+                continue
+            if self._cursor.position + 1 == first:
+                records = self._cursor.read(last, 1 << 62)
+                self._pending_chunks.popleft()
+                return records, True
+            up_to = min(up_to, first - 1)
+            break
+        return self._cursor.read(up_to, max_bytes), False
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
@@ -378,6 +442,8 @@ class Pipeline:
         # Idle workers exit at once; the floor covers a loaded machine starting their exit.
         await loop.run_in_executor(None, self.mapping.shutdown, max(deadline - time.monotonic(), 5.0))
         self._cursor.close()
+        if self._chunk_log is not None:
+            self._chunk_log.close()
         await self.wal.close()
         return drained and flushed and self.wal.checkpoint_seq >= self.wal.durable_seq
 

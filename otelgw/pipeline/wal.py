@@ -516,10 +516,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class CutLog:
     """`cuts.log` in the WAL directory: one "first last" line per insert block, appended and
     fsynced before the block is inserted. A replay after a crash cuts the same blocks, so their
-    deduplication tokens repeat and ClickHouse drops the copy it already has."""
+    deduplication tokens repeat and ClickHouse drops the copy it already has. (`chunks.log`: the
+    same for the mapping chunks whose rows the workers insert themselves.)"""
 
-    def __init__(self, directory: str | Path) -> None:
-        self.path = Path(directory) / "cuts.log"
+    def __init__(self, directory: str | Path, name: str = "cuts.log") -> None:
+        self.path = Path(directory) / name
         self._lock = threading.Lock()
         self._fh: BinaryIO | None = None
         self._last: tuple[int, int] = (0, 0)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from otelgw.config import fast_path_on
+from otelgw.config import fast_path_on, worker_inserts_on
 from otelgw.governance.masking import MaskingFile, MaskingStats, load_masking, masker_from_config
 from otelgw.jsonlog import setup_logging
 from otelgw.pipeline.anyvalue import to_str
@@ -44,6 +44,7 @@ from otelgw.pipeline.sampler import SpanDigest, digest_spans
 from otelgw.pipeline.wal import WalRecord
 from otelgw.pricing import Pricing
 from otelgw.semconv import load_conventions
+from otelgw.store.worker_inserts import ChunkInserter
 
 if TYPE_CHECKING:
     from otelgw.config import Config
@@ -103,6 +104,13 @@ class MappedChunk(msgspec.Struct, array_like=True):
     masking: list[MaskingStats] = []
     worker_pid: int = 0
     cpu_s: float = 0.0
+    # worker_inserts: the log range the worker named its inserts by (None: it inserted nothing),
+    # the rows and seconds of the tables that went in, and why the rest did not (those rows are
+    # still in `records`, for the gateway's writer under the same tokens).
+    token_range: tuple[int, int] | None = None
+    inserted_rows: dict[str, int] = {}
+    inserted_s: dict[str, float] = {}
+    insert_error: str = ""
 
 
 class RecordMapper:
@@ -178,7 +186,7 @@ class RecordMapper:
 
 # Per-process state of a pool worker, set once by its initializer: a ProcessPoolExecutor task can
 # only reach it through a module global. The gateway process never sets it.
-_WORKER: dict[str, RecordMapper | str] = {}
+_WORKER: dict[str, RecordMapper | ChunkInserter | str] = {}
 
 
 class MapperInputs(msgspec.Struct, frozen=True):
@@ -247,6 +255,8 @@ def _init_worker(cfg: Config, inputs: MapperInputs, parent: int) -> None:
     # the process, and let its tasks raise instead.
     try:
         _WORKER["mapper"] = build_record_mapper(cfg, inputs)
+        if worker_inserts_on(cfg, workers=2):  # this is one of several worker processes
+            _WORKER["inserter"] = ChunkInserter(cfg.clickhouse_dsn)
     except Exception as exc:
         _WORKER["error"] = f"{type(exc).__name__}: {exc}"
 
@@ -267,8 +277,12 @@ def _mapper() -> RecordMapper:
     return mapper
 
 
-def _map_in_worker(records: list[WalRecord]) -> bytes:
-    return msgspec.msgpack.encode(_mapper().map_chunk(records))
+def _map_in_worker(records: list[WalRecord], token_prefix: str | None = None) -> bytes:
+    chunk = _mapper().map_chunk(records)
+    inserter = _WORKER.get("inserter")
+    if token_prefix is not None and isinstance(inserter, ChunkInserter):
+        inserter.insert(chunk, records[0].seq, records[-1].seq, token_prefix)
+    return msgspec.msgpack.encode(chunk)
 
 
 def _warm() -> int:
@@ -327,9 +341,12 @@ class MappingPool:
         procs = self._procs
         return [p.pid for p in getattr(procs, "_processes", {}).values() if p.pid] if procs else []
 
-    async def map(self, records: list[WalRecord]) -> MappedChunk:
+    async def map(self, records: list[WalRecord], token_prefix: str | None = None) -> MappedChunk:
+        """`token_prefix`: the workers insert the chunk's rows themselves under tokens named by
+        it and the chunk's log range (worker_inserts; a chunk mapped anywhere else comes back
+        with its rows, `token_range` None)."""
         try:
-            chunk = await self._map_remote(records, 0)
+            chunk = await self._map_remote(records, 0, token_prefix)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -346,22 +363,23 @@ class MappingPool:
     async def _map_here(self, records: list[WalRecord]) -> MappedChunk:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self.local.map_chunk, records)
 
-    async def _map_remote(self, records: list[WalRecord], crashes: int) -> MappedChunk:
+    async def _map_remote(self, records: list[WalRecord], crashes: int, token_prefix: str | None = None) -> MappedChunk:
         pool = self._procs
         if pool is None:
             return await self._map_here(records)
         generation = self._generation
         self._live[generation] += 1
         try:
-            blob = await asyncio.wrap_future(pool.submit(_map_in_worker, records))
+            blob = await asyncio.wrap_future(pool.submit(_map_in_worker, records, token_prefix))
         except WorkerInitError as exc:
             await self._fall_back(pool, str(exc))
-            return await self._map_remote(records, crashes)
+            return await self._map_remote(records, crashes, token_prefix)
         except BrokenProcessPool:
             alone = self._live[generation] == 1
             await self._replace(pool)
             if len(records) > 1:
                 # Some record killed a worker (or the OS did): find it by mapping them one by one.
+                # Their rows come back for the writer (no chunk range covers a lone record).
                 parts = [await self._map_remote([r], 0) for r in records]
                 return MappedChunk([p.records[0] for p in parts], [m for p in parts for m in p.masking],
                                    parts[0].worker_pid, sum(p.cpu_s for p in parts))
@@ -372,7 +390,7 @@ class MappingPool:
                 self.stats.crashed_records += 1
                 error = f"a mapping worker died {CRASH_ATTEMPTS} times on this record alone"
                 return MappedChunk([MappedRecord(seq=records[0].seq, error=error)])
-            return await self._map_remote(records, crashes)
+            return await self._map_remote(records, crashes, token_prefix)
         else:
             self._live[generation] -= 1
         return self._decoder.decode(blob)

@@ -52,6 +52,11 @@ _CODE = re.compile(r"Code: (\d+)")
 _MAX_BACKOFF_S = 30.0
 
 
+def block_token(prefix: str, first: int, last: int, table: str, spans: str = "spans@off") -> str:
+    """The deduplication token of one table's rows from log records first..last."""
+    return f"{prefix}:{first}-{last}:{spans if table == 'spans' else table}"
+
+
 def is_data_error(exc: BaseException) -> bool:
     match = _CODE.search(str(exc))
     return bool(match) and int(match.group(1)) in DATA_ERROR_CODES
@@ -88,6 +93,11 @@ class _Taken(msgspec.Struct):
     rows: dict[str, int]
     first: int
     last: int
+    # Blocks cut elsewhere (a mapping chunk's rows its worker could not insert): (table, block,
+    # rows, token), inserted under their own tokens.
+    prebuilt: list[tuple[str, bytes, int, str]]
+    # Rows workers inserted themselves: (rows by table, seconds by table), for the statistics.
+    inserted: list[tuple[dict[str, int], dict[str, float]]]
 
 
 class _Abort(Exception):
@@ -132,6 +142,8 @@ class BatchWriter:
         self._native: list[NativeSpans] = []
         self._native_plain: list[NativeSpans] = []
         self._native_rows = 0
+        self._prebuilt: list[tuple[str, bytes, int, str]] = []
+        self._inserted: list[tuple[dict[str, int], dict[str, float]]] = []
         # The oldest log record the buffered (and the in-flight) rows depend on: the checkpoint
         # must stay below it until they are committed.
         self._floor = 0
@@ -172,15 +184,18 @@ class BatchWriter:
 
     def add(self, batch: EncodedBatch, seq: int = 0, *, hold: bool = False, cut_end: int = 0,
             timeout: float | None = None, floor: int = 0, tokened: bool = True,
-            native: list[NativeSpans] | None = None) -> bool:
+            native: list[NativeSpans] | None = None, prebuilt: list[tuple[str, bytes, int, str]] | None = None,
+            inserted: tuple[dict[str, int], dict[str, float]] | None = None) -> bool:
         """Buffer the rows of log record `seq`; waits while the buffer is full. `hold` keeps the
         writer from flushing (a replayed block is being rebuilt); `cut_end` flushes right after
         this record (the replayed block is complete). `native`: spans for the fast path (their
         request bytes count against the buffer). False if it timed out or the writer is stopped
-        (the caller still owns the rows)."""
+        (the caller still owns the rows). `prebuilt`: (table, block, rows, token) to insert as they
+        are, with this flush; `inserted`: rows a worker inserted, counted with this flush."""
         if native and self._native_inserter is None:
             raise ValueError("fast-path spans given to a writer without a native inserter")
-        size = sum(len(b) for b in batch.blocks.values()) + sum(len(n.source.payload) for n in native or ())
+        size = (sum(len(b) for b in batch.blocks.values()) + sum(len(n.source.payload) for n in native or ())
+                + sum(len(p[1]) for p in prebuilt or ()))
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             # A block that must end at a given record (a replayed cut) is taken by the writer
@@ -205,6 +220,10 @@ class BatchWriter:
             if native:
                 (self._native if tokened else self._native_plain).extend(native)
                 self._native_rows += sum(len(n.positions) for n in native)
+            if prebuilt:
+                self._prebuilt.extend(prebuilt)
+            if inserted:
+                self._inserted.append(inserted)
             if floor:
                 self._floor = min(self._floor, floor) if self._floor else floor
             self._bytes += size
@@ -255,7 +274,8 @@ class BatchWriter:
 
     def _take(self) -> _Taken:
         taken = _Taken(self._buffers, self._plain, self._native, self._native_plain, self._rows,
-                       self._first_seq, self._last_seq)
+                       self._first_seq, self._last_seq, self._prebuilt, self._inserted)
+        self._prebuilt, self._inserted = [], []
         self._buffers = {t: [] for t in TABLES}
         self._plain = {t: [] for t in TABLES}
         self._native, self._native_plain = [], []
@@ -293,7 +313,10 @@ class BatchWriter:
                 self._cond.notify_all()  # producers waiting for room
             try:
                 self._write_plain(taken.plain, taken.native_plain)
+                for table, block, rows, token in taken.prebuilt:
+                    self._insert(table, block, rows, token)
                 self._write_block(taken.buffers, taken.native, taken.rows, first, last)
+                self._count_inserted(taken.inserted)
                 with self._cond:
                     self._inflight_floor = 0
                 # After every flush, not only those with new records: sampled spans released
@@ -330,12 +353,20 @@ class BatchWriter:
             self._cuts.append(first, last)
         for table in TABLES:
             if buffers[table]:
-                token = f"{self.token_prefix}:{first}-{last}:{self._spans_token if table == 'spans' else table}"
+                token = block_token(self.token_prefix, first, last, table, self._spans_token)
                 self._insert(table, b"".join(buffers[table]), rows[table], token)
         if native:
             self._insert_native(native, f"{self.token_prefix}:{first}-{last}:{self._spans_token}-native")
         if last:
             self.stats.committed_seq = last
+
+    def _count_inserted(self, inserted: list[tuple[dict[str, int], dict[str, float]]]) -> None:
+        # On the writer thread, like every other update of the row counts.
+        for rows, seconds in inserted:
+            for table, count in rows.items():
+                self.stats.rows_written[table] = self.stats.rows_written.get(table, 0) + count
+                if self.on_insert is not None:
+                    self.on_insert(table, count, seconds.get(table, 0.0))
 
     def _insert(self, table: str, block: bytes, rows: int, token: str | None) -> None:
         """Insert one block, retrying a failing store for as long as it takes. A block the

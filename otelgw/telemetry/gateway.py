@@ -100,6 +100,11 @@ class StatusCollector(Collector):
         yield _counter("otelgw_fast_path_non_canonical_requests", "Trace requests the native fast path left to "
                        "Python because their protobuf bytes were not canonical.", None,
                        pipeline["fast_path_non_canonical"])
+        yield _counter("otelgw_worker_inserted_chunks", "Mapping chunks whose rows their worker process inserted "
+                       "itself (worker_inserts, a ClickHouse server).", None, pipeline["worker_inserted_chunks"])
+        yield _counter("otelgw_worker_insert_fallbacks", "Mapping chunks whose worker could not insert all of its "
+                       "rows; the gateway's writer inserted the rest under the same tokens.", None,
+                       pipeline["worker_insert_fallbacks"])
         yield _gauge("otelgw_pipeline_queue_records", "Durable records not yet read by the mapper.",
                      wal["durable_seq"] - wal["consumed_seq"])
         yield _gauge("otelgw_writer_lag_seconds", "Age of the oldest accepted request whose rows are not yet in "

@@ -1,0 +1,56 @@
+"""Rows a mapping worker inserts itself (`worker_inserts`, a ClickHouse server DSN).
+
+One insert per table of a mapping chunk, named by the chunk's write-ahead-log range like the
+writer's blocks; the gateway logs the range (`chunks.log`) before the chunk is mapped, so a replay
+after a crash rebuilds the same chunk and repeats the tokens, and ClickHouse keeps one copy.
+One attempt per table: whatever fails goes back to the gateway with the chunk, and its writer
+retries it under the same token (a store that is down, bad data split and dead-lettered), so a
+worker never waits out an outage and never decides to drop anything.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from otelgw.pipeline.rows import TABLES
+from otelgw.store.client import DSN, ClientFactory
+from otelgw.store.writer import INSERT_SETTINGS, block_token
+
+if TYPE_CHECKING:
+    from otelgw.pipeline.workers import MappedChunk
+
+
+class ChunkInserter:
+    """Lives in a worker process; its HTTP client is made on first use."""
+
+    def __init__(self, dsn: str) -> None:
+        self._clients = ClientFactory(DSN(dsn))
+
+    def insert(self, chunk: MappedChunk, first: int, last: int, prefix: str) -> None:
+        """Insert the chunk's rows table by table; the tables that went in leave the records
+        (their counts and seconds go to `chunk.inserted_*`). Stops at the first failure: the rest
+        stay in the records, for the gateway's writer to insert under the same tokens."""
+        chunk.token_range = (first, last)
+        for table in TABLES:
+            parts = [record.blocks[table] for record in chunk.records if table in record.blocks]
+            if not parts:
+                continue
+            rows = sum(record.rows.get(table, 0) for record in chunk.records)
+            settings = {**INSERT_SETTINGS, "insert_deduplication_token": block_token(prefix, first, last, table)}
+            started = time.monotonic()
+            try:
+                self._clients.get().raw_insert(table, insert_block=b"".join(parts), settings=settings,
+                                               fmt="JSONEachRow")
+            except Exception as exc:  # every driver error: the gateway's writer classifies and retries
+                chunk.insert_error = f"{table}: {type(exc).__name__}: {str(exc)[:300]}"
+                self._clients.discard()
+                return
+            chunk.inserted_rows[table] = rows
+            chunk.inserted_s[table] = time.monotonic() - started
+            for record in chunk.records:
+                record.blocks.pop(table, None)
+                record.rows.pop(table, None)
+
+    def close(self) -> None:
+        self._clients.close()
