@@ -96,6 +96,9 @@ def start_gateway(chdb_path: Path, database: str, data_dir: Path, **overrides: A
         # the whole suite checks it stores what the Python path does (OTELGW_TEST_FAST_PATH=off
         # runs the suite without it).
         "fast_path": os.environ.get("OTELGW_TEST_FAST_PATH", "auto"),
+        # Off by default too; on for every test gateway given a ClickHouse server DSN
+        # (OTELGW_TEST_WORKER_INSERTS=off runs without).
+        "worker_inserts": os.environ.get("OTELGW_TEST_WORKER_INSERTS", "auto"),
     }
     settings.update(overrides)
     return RunningGateway(Config(**settings))

@@ -39,6 +39,8 @@ class GatewayProcess:
             "OTELGW_TAIL_SAMPLING": "false",
             # As in conftest: test gateways run the native fast path unless told otherwise.
             "OTELGW_FAST_PATH": os.environ.get("OTELGW_TEST_FAST_PATH", "auto"),
+            # Likewise worker inserts, wherever a test points a gateway at a ClickHouse server.
+            "OTELGW_WORKER_INSERTS": os.environ.get("OTELGW_TEST_WORKER_INSERTS", "auto"),
             **{f"OTELGW_{k.upper()}": str(v) for k, v in settings.items()},
         })
         self.proc: subprocess.Popen[bytes] | None = None

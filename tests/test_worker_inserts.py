@@ -31,7 +31,8 @@ PER_REQUEST = 100
 
 
 def _gateway(workdir: Path, server: ChServer, database: str, **settings: str) -> GatewayProcess:
-    return GatewayProcess(workdir, clickhouse_dsn=server.dsn(database), workers="2", **settings)
+    return GatewayProcess(workdir, clickhouse_dsn=server.dsn(database), workers="2", worker_inserts="auto",
+                          **settings)
 
 
 def _counts(server: ChServer, database: str) -> dict[str, int]:
@@ -143,8 +144,9 @@ def test_store_down_during_worker_inserts_falls_back_to_the_writer(tmp_path: Pat
 
 def test_worker_inserts_setting() -> None:
     server = "http://localhost:8123/otelgw"
-    assert worker_inserts_on(Config(clickhouse_dsn=server), workers=2)
-    assert not worker_inserts_on(Config(clickhouse_dsn=server), workers=1)  # mapping on a thread
-    assert not worker_inserts_on(Config(), workers=2)  # embedded chDB: one process owns the directory
-    assert not worker_inserts_on(Config(clickhouse_dsn=server, worker_inserts="off"), workers=2)
+    assert not worker_inserts_on(Config(clickhouse_dsn=server), workers=2)  # off by default
+    assert worker_inserts_on(Config(clickhouse_dsn=server, worker_inserts="auto"), workers=2)
+    assert not worker_inserts_on(Config(clickhouse_dsn=server, worker_inserts="auto"), workers=1)  # a thread
+    # Embedded chDB: one process owns the directory.
+    assert not worker_inserts_on(Config(worker_inserts="auto"), workers=2)
     assert Config(worker_inserts="sometimes").validate() == ["worker_inserts: 'sometimes' is not auto or off"]

@@ -44,6 +44,10 @@ __all__ = ["Overloaded", "Pipeline", "RateLimited", "ShuttingDown"]
 # process, small enough that several workers each get a share of a burst. At most
 # `_TASKS_PER_WORKER` tasks per worker are in flight, which bounds the memory mapping holds.
 _READ_BYTES = 2 * 1024 * 1024
+# When workers insert their chunks themselves, each chunk is one insert per table: 8 MiB (~5k
+# GenAI spans) keeps ClickHouse's per-insert cost near the writer's (~1.3k-span inserts cost the
+# server 1.8x the CPU of the writer's flushes; 8 MiB chunks 1.1x; docs/performance.md).
+_READ_BYTES_WORKER_INSERTS = 8 * 1024 * 1024
 _TASKS_PER_WORKER = 2
 
 
@@ -379,7 +383,8 @@ class Pipeline:
     def _next_chunk(self) -> tuple[list[WalRecord], bool]:
         """The next records to map, and whether they rebuild a chunk logged before a crash (then
         exactly its range; fresh chunks stop short of the next logged one)."""
-        up_to, max_bytes = self.wal.durable_seq, _READ_BYTES
+        up_to = self.wal.durable_seq
+        max_bytes = _READ_BYTES if self._chunk_log is None else _READ_BYTES_WORKER_INSERTS
         while self._pending_chunks:
             first, last = self._pending_chunks[0]
             if self._cursor.position >= first:
