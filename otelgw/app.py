@@ -131,10 +131,13 @@ class Gateway:
                                              inputs.masking, [__version__, protobuf_version, tables_digest()]))
         mapper, masker = local.mapper, local.masker
         pool = MappingPool(local, mapping_workers(cfg), cfg, inputs)
-        chunk_log = CutLog(wal_dir, "chunks.log") if worker_inserts_on(cfg, pool.workers) else None
+        # Read at every start, whatever worker_inserts is now: chunks logged before a crash
+        # replay under their own tokens.
         self.pipeline = Pipeline(mapper, self.writer, self.wal, admission, dead_letter_dir, sampler,
                                  inference_series=self.telemetry.inferences, masker=masker, pool=pool,
-                                 chunk_log=chunk_log)
+                                 chunk_log=CutLog(wal_dir, "chunks.log"),
+                                 worker_inserts=worker_inserts_on(cfg, pool.workers),
+                                 worker_insert_min_bytes=cfg.worker_insert_min_bytes)
         self.telemetry.watch_status(self.status)
         self.reader = Reader(self._read_clients)
         self.auth = Authenticator(lambda: KeyStore(self._read_clients.get()).all(),

@@ -120,6 +120,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # workers wait on their inserts and ClickHouse gets smaller, more frequent inserts
     # (docs/performance.md).
     worker_inserts: str = "off"
+    # With worker_inserts on, only mapping chunks of at least this many request bytes are inserted
+    # by their worker; smaller ones (below saturation) go to the writer, whose one-second flushes
+    # make fewer, larger inserts.
+    worker_insert_min_bytes: int = 4 * 1024 * 1024
 
     def validate(self) -> list[str]:
         errors: list[str] = []
@@ -133,7 +137,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                      "preview_chars", "attribute_value_max_chars", "wal_max_bytes", "wal_segment_bytes",
                      "max_inflight_requests", "max_inflight_per_connection", "max_attributes_per_span",
                      "max_attribute_chars", "max_message_chars", "metrics_max_models", "metrics_max_projects",
-                     "metrics_max_providers"):
+                     "metrics_max_providers", "worker_insert_min_bytes"):
             if getattr(self, name) <= 0:
                 errors.append(f"{name}: must be greater than 0")
         if self.clickhouse_cluster and not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", self.clickhouse_cluster):

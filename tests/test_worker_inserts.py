@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import clickhouse_connect
 import pytest
 from chserver import ChServer
 from gateway_process import GatewayProcess
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from otlp_client import post
 from test_overload import genai_request
 
@@ -31,8 +33,14 @@ PER_REQUEST = 100
 
 
 def _gateway(workdir: Path, server: ChServer, database: str, **settings: str) -> GatewayProcess:
-    return GatewayProcess(workdir, clickhouse_dsn=server.dsn(database), workers="2", worker_inserts="auto",
-                          **settings)
+    # Every chunk inserted by its worker, however small (production: chunks of 4 MiB or more).
+    return GatewayProcess(workdir, clickhouse_dsn=server.dsn(database), **{
+        "workers": "2", "worker_inserts": "auto", "worker_insert_min_bytes": "1", **settings})
+
+
+def _chunk_ranges(workdir: Path) -> list[tuple[int, int]]:
+    text = (workdir / "data" / "wal" / "chunks.log").read_text()
+    return [(int(a), int(b)) for a, b in (line.split() for line in text.splitlines() if line.strip())]
 
 
 def _counts(server: ChServer, database: str) -> dict[str, int]:
@@ -62,6 +70,9 @@ def test_workers_insert_their_rows_once(tmp_path: Path) -> None:
         spans = _send(gateway, 8)
         gateway.wait(lambda: _drained(gateway), 60, "drained")
         status = gateway.status()
+        # The checkpoint never stops inside a logged chunk (a replay rebuilds chunks whole).
+        checkpoint = status["pipeline"]["wal"]["checkpoint_seq"]
+        assert checkpoint > 0 and not [c for c in _chunk_ranges(tmp_path / "gw") if c[0] <= checkpoint < c[1]]
         assert status["pipeline"]["worker_inserted_chunks"] >= 1
         assert status["pipeline"]["worker_insert_fallbacks"] == 0
         # Counted as written although the gateway process's writer never saw them.
@@ -81,8 +92,16 @@ def test_workers_insert_their_rows_once(tmp_path: Path) -> None:
         server.stop()
 
 
-@pytest.mark.parametrize("keep_chunk_log", [True, False], ids=["chunks.log", "without chunks.log (control)"])
-def test_kill_after_worker_inserts_replays_without_duplicates(tmp_path: Path, keep_chunk_log: bool) -> None:
+@pytest.mark.parametrize(("keep_chunk_log", "restart"), [
+    (True, {}),
+    # Restarted with worker inserts off and mapping on a thread: the logged chunks are rebuilt
+    # all the same and the writer inserts them under the chunks' tokens (the path a chunk whose
+    # worker died takes too).
+    (True, {"worker_inserts": "off", "workers": "1"}),
+    (False, {}),
+], ids=["chunks.log", "chunks.log, restarted without worker inserts", "without chunks.log (control)"])
+def test_kill_after_worker_inserts_replays_without_duplicates(tmp_path: Path, keep_chunk_log: bool,
+                                                              restart: dict[str, str]) -> None:
     server = ChServer(tmp_path / "clickhouse").start()
     database = "crash"
     # The writer never flushes before the kill, so nothing is checkpointed: the restart replays
@@ -98,8 +117,7 @@ def test_kill_after_worker_inserts_replays_without_duplicates(tmp_path: Path, ke
         assert chunk_log.read_text().strip()
         if not keep_chunk_log:
             chunk_log.unlink()
-        restarted = _gateway(tmp_path / "gw", server, database, flush_interval_ms="200")
-        gateway = restarted
+        gateway = _gateway(tmp_path / "gw", server, database, **{"flush_interval_ms": "200", **restart})
         gateway.start()
         gateway.wait(lambda: _drained(gateway) and gateway.status()["pipeline"]["replayed"], 60, "replayed")
         assert gateway.terminate() == 0
@@ -112,6 +130,54 @@ def test_kill_after_worker_inserts_replays_without_duplicates(tmp_path: Path, ke
             # Replayed as new chunks: other tokens, so ClickHouse stores them again (a merge of the
             # ReplacingMergeTree tables would fold them; the rollups would keep counting twice).
             assert counts["inferences"] > spans and counts["rollup_requests"] > spans
+    finally:
+        gateway.kill()
+        server.stop()
+
+
+def test_kill_under_load_with_tail_sampling_replays_without_duplicates(tmp_path: Path) -> None:
+    """The default sampler holds the checkpoint back to the oldest record with an undecided trace,
+    which may be in the middle of a chunk whose rows its worker inserted: the checkpoint stops at
+    the chunk's start instead, so a replay rebuilds the chunk whole and its tokens repeat
+    (without that, this test stores 100-600 rows twice). Tail-sampled spans are written without
+    tokens and rely on their ReplacingMergeTree key: not counted here."""
+    server = ChServer(tmp_path / "clickhouse").start()
+    database = "sampled"
+    policies = tmp_path / "sampling.toml"
+    policies.write_text('decision_wait_s = 0.5\n\n[[policies]]\nname = "all"\ntype = "always_sample"\n')
+    settings = {"flush_interval_ms": "100", "tail_sampling": "true", "sampling_file": str(policies)}
+    gateway = _gateway(tmp_path / "gw", server, database, **settings)
+    acked = 0
+    try:
+        gateway.start()
+        def send(r: int) -> int:
+            request = ExportTraceServiceRequest.FromString(genai_request(1 + r * PER_REQUEST, PER_REQUEST, 200))
+            if r % 8 == 4:
+                # One long trace with a span in the middle of every burst: undecided until the
+                # end, it holds the sampler's floor (and the checkpoint) inside the first chunk.
+                request.resource_spans[0].scope_spans[0].spans[0].trace_id = b"\x7e" * 16
+            body = request.SerializeToString()
+            return PER_REQUEST if post(f"{gateway.http_url}/v1/traces", body).status == 200 else 0
+
+        # Bursts of concurrent requests (chunks of several records), decided and committed while
+        # later bursts arrive, so the checkpoint moves while chunks are in flight.
+        with ThreadPoolExecutor(8) as senders:
+            for burst in range(8):
+                acked += sum(senders.map(send, range(burst * 8, burst * 8 + 8)))
+                time.sleep(0.3)
+        checkpoint = gateway.status()["pipeline"]["wal"]["checkpoint_seq"]
+        gateway.kill()
+        chunks = _chunk_ranges(tmp_path / "gw")
+        # Held below the long trace's first span, and not inside its chunk: at its start.
+        assert not [c for c in chunks if c[0] <= checkpoint < c[1]], (checkpoint, chunks)
+        assert any(last > first for first, last in _chunk_ranges(tmp_path / "gw")), "no chunk of several records"
+        gateway = _gateway(tmp_path / "gw", server, database, **settings)
+        gateway.start()
+        gateway.wait(lambda: _drained(gateway) and gateway.status()["pipeline"]["replayed"], 60, "replayed")
+        assert gateway.terminate() == 0
+        counts = _counts(server, database)
+        assert counts["unique"] == acked
+        assert (counts["inferences"], counts["messages"], counts["rollup_requests"]) == (acked, acked, acked)
     finally:
         gateway.kill()
         server.stop()

@@ -30,7 +30,8 @@ from otelgw.pipeline.rows import EncodedBatch, RowBatch
 from otelgw.pipeline.sampler import BufferedSpan, TailSampler
 from otelgw.pipeline.wal import CutLog, WalError, WalFull, WalRecord, WriteAheadLog
 from otelgw.pipeline.workers import MappedChunk, MappingPool, RecordMapper
-from otelgw.store.writer import BatchWriter, block_token
+from otelgw.store.worker_inserts import chunk_token
+from otelgw.store.writer import BatchWriter
 from otelgw.telemetry.inference import InferenceSeries
 
 if TYPE_CHECKING:
@@ -84,9 +85,12 @@ class Pipeline:
     def __init__(self, mapper: Mapper, writer: BatchWriter, wal: WriteAheadLog, admission: Admission,
                  dead_letter_dir: str | Path, sampler: TailSampler | None = None,
                  inference_series: InferenceSeries | None = None, masker: Masker | None = None,
-                 pool: MappingPool | None = None, chunk_log: CutLog | None = None) -> None:
-        """`chunk_log`: the workers insert the rows they map (worker_inserts); each mapping
-        chunk's log range is logged there first, so a replay rebuilds the same chunks."""
+                 pool: MappingPool | None = None, chunk_log: CutLog | None = None,
+                 worker_inserts: bool = False, worker_insert_min_bytes: int = 4 * 1024 * 1024) -> None:
+        """`worker_inserts`: the workers insert the rows of chunks of at least
+        `worker_insert_min_bytes` themselves; each such chunk's log range goes to `chunk_log`
+        first, and a replay rebuilds the chunks logged there (whatever the setting is then), so
+        their tokens repeat."""
         self._sampler = sampler
         self._masker = masker
         self._inference_series = inference_series
@@ -109,7 +113,13 @@ class Pipeline:
         self._closing = False
         self._pending_cuts: collections.deque[tuple[int, int]] = collections.deque()
         self._chunk_log = chunk_log
+        self._worker_inserts = worker_inserts and chunk_log is not None
+        self._worker_insert_min_bytes = worker_insert_min_bytes
+        # Logged chunks to rebuild (a replay), and every logged chunk not yet checkpointed past:
+        # the checkpoint never stops inside one, so a replay can rebuild it whole.
         self._pending_chunks: collections.deque[tuple[int, int]] = collections.deque()
+        self._chunk_ranges: collections.deque[tuple[int, int]] = collections.deque()
+        self._replay_end = 0
         self._inflight_appends = 0
         signals = [s.value for s in Signal]
         self.stats = PipelineStats(
@@ -134,12 +144,18 @@ class Pipeline:
         self._writer.token_prefix = f"otelgw-{self.wal.id}"
         checkpoint = self.wal.checkpoint_seq
         cuts = self._writer.pending_cuts(checkpoint)
-        if cuts and cuts[-1][1] > self.wal.durable_seq:
-            self.wal.skip_to(cuts[-1][1])
+        chunks = self._chunk_log.pending(checkpoint) if self._chunk_log is not None else []
+        # Numbers already in tokens are never handed out again (fsync off and a power loss).
+        named = max([c[1] for c in cuts[-1:] + chunks[-1:]], default=0)
+        if named > self.wal.durable_seq:
+            self.wal.skip_to(named)
         # Only cuts the log still holds whole can be rebuilt; the rest replays as new blocks.
         self._pending_cuts.extend(cut for cut in cuts if cut[1] <= self.wal.durable_seq)
-        if self._chunk_log is not None:
-            self._pending_chunks.extend(c for c in self._chunk_log.pending(checkpoint) if c[1] <= self.wal.durable_seq)
+        self._pending_chunks.extend(c for c in chunks if c[1] <= self.wal.durable_seq)
+        self._chunk_ranges.extend(self._pending_chunks)
+        # Records from before the crash that no logged chunk covers go to the writer, as they
+        # did before (it rebuilds its own cuts); new chunks are only for new records.
+        self._replay_end = self.wal.durable_seq
         self.stats.replay_target_seq = self.wal.durable_seq
         self._writer.on_commit = self._committed
         if self.wal.pending_records():
@@ -181,6 +197,12 @@ class Pipeline:
         for floor in (self._sampler.floor_seq if self._sampler else 0, self._writer.pending_floor()):
             if floor:
                 seq = min(seq, floor - 1)
+        # Never inside a logged chunk: a replay rebuilds chunks whole (their tokens repeat).
+        ranges = self._chunk_ranges
+        while ranges and ranges[0][1] <= seq:
+            ranges.popleft()
+        if ranges and ranges[0][0] <= seq:
+            seq = ranges[0][0] - 1
         self.wal.checkpoint(seq)
         self.admission.release_through(seq)
         self._writer.prune_cuts(seq)
@@ -267,13 +289,14 @@ class Pipeline:
             if kept:
                 self._release(kept)
 
-    def _worker_inserts(self, chunk: MappedChunk) -> dict[str, Any]:
+    def _chunk_inserts(self, chunk: MappedChunk) -> dict[str, Any]:
         """What the writer does for a chunk whose worker inserted its rows: count them, and
         insert what the worker could not, under the tokens the worker used."""
         if chunk.token_range is None:
             return {}
         first, last = chunk.token_range
-        self.stats.worker_inserted_chunks += 1
+        if chunk.inserted_rows:
+            self.stats.worker_inserted_chunks += 1
         leftovers: dict[str, list[bytes]] = {}
         rows: dict[str, int] = {}
         for mapped in chunk.records:
@@ -286,7 +309,7 @@ class Pipeline:
             log.warning("a mapping worker could not insert its rows; the writer inserts them",
                         extra={"first_seq": first, "last_seq": last, "error": chunk.insert_error})
         prefix = self._writer.token_prefix
-        return {"prebuilt": [(table, b"".join(parts), rows[table], block_token(prefix, first, last, table))
+        return {"prebuilt": [(table, b"".join(parts), rows[table], chunk_token(prefix, first, last, table))
                              for table, parts in leftovers.items()],
                 "inserted": (chunk.inserted_rows, chunk.inserted_s)}
 
@@ -296,7 +319,7 @@ class Pipeline:
             self._masking.merge(counts)
         # With the chunk's first record: the writer commits it with (or before) the records it
         # covers.
-        inserts = self._worker_inserts(chunk)
+        inserts = self._chunk_inserts(chunk)
         for record, mapped in zip(records, chunk.records, strict=True):
             encoded = EncodedBatch(blocks=mapped.blocks, rows=mapped.rows)
             # Fast path: spans ClickHouse writes from this record's bytes.
@@ -350,17 +373,20 @@ class Pipeline:
             while True:
                 self.wal.durable_changed.clear()
                 if len(inflight) < limit:
-                    records, rebuilt = self._next_chunk()
+                    records, token_range = self._next_chunk()
                     if records:
-                        token_prefix = None
-                        if self._chunk_log is not None:
-                            # Logged before any worker inserts under its range (a replay after a
-                            # crash rebuilds it); a rebuilt chunk is logged already.
-                            if not rebuilt:
-                                await loop.run_in_executor(None, self._chunk_log.append, records[0].seq,
-                                                           records[-1].seq)
-                            token_prefix = self._writer.token_prefix
-                        task = asyncio.ensure_future(self.mapping.map(records, token_prefix))
+                        if token_range is None and self._inserts_by_worker(records):
+                            token_range = (records[0].seq, records[-1].seq)
+                            try:
+                                # Logged before any worker inserts under its range.
+                                await loop.run_in_executor(None, self._chunk_log.append, *token_range)
+                                self._chunk_ranges.append(token_range)
+                            except OSError as exc:
+                                log.error("cannot log a mapping chunk; the writer inserts its rows",
+                                          extra={"error": str(exc)})
+                                token_range = None
+                        prefix = self._writer.token_prefix if token_range is not None else None
+                        task = asyncio.ensure_future(self.mapping.map(records, prefix, token_range))
                         inflight.append((records, self._cursor.position, task))
                         continue
                 if inflight:
@@ -380,23 +406,34 @@ class Pipeline:
             for _, _, task in inflight:
                 task.cancel()
 
-    def _next_chunk(self) -> tuple[list[WalRecord], bool]:
-        """The next records to map, and whether they rebuild a chunk logged before a crash (then
-        exactly its range; fresh chunks stop short of the next logged one)."""
-        up_to = self.wal.durable_seq
-        max_bytes = _READ_BYTES if self._chunk_log is None else _READ_BYTES_WORKER_INSERTS
+    def _inserts_by_worker(self, records: list[WalRecord]) -> bool:
+        return (self._worker_inserts and self._chunk_log is not None and records[0].seq > self._replay_end
+                and sum(len(r.request) for r in records) >= self._worker_insert_min_bytes)
+
+    def _next_chunk(self) -> tuple[list[WalRecord], tuple[int, int] | None]:
+        """The next records to map, and the logged chunk they rebuild after a crash (then
+        exactly its range, under its tokens), or None (fresh records; they stop short of the
+        next logged chunk)."""
+        max_bytes = _READ_BYTES_WORKER_INSERTS if self._worker_inserts else _READ_BYTES
         while self._pending_chunks:
             first, last = self._pending_chunks[0]
-            if self._cursor.position >= first:
-                self._pending_chunks.popleft()  # partly before the checkpoint: replayed as new chunks
-                continue
-            if self._cursor.position + 1 == first:
-                records = self._cursor.read(last, 1 << 62)
+            if self._cursor.position >= first:  # cannot happen: the checkpoint stops before a chunk
                 self._pending_chunks.popleft()
-                return records, True
-            up_to = min(up_to, first - 1)
-            break
-        return self._cursor.read(up_to, max_bytes), False
+                continue
+            if self._cursor.position + 1 < first:
+                records = self._cursor.read(min(self.wal.durable_seq, first - 1), max_bytes)
+                if records:
+                    return records, None
+                # Nothing before it (numbers skipped after a lost tail): rebuild it now.
+            records = []
+            while self._cursor.position < last:
+                more = self._cursor.read(last, _READ_BYTES_WORKER_INSERTS)
+                if not more:
+                    break
+                records += more
+            self._pending_chunks.popleft()
+            return records, (first, last)
+        return self._cursor.read(self.wal.durable_seq, max_bytes), None
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:

@@ -277,11 +277,12 @@ def _mapper() -> RecordMapper:
     return mapper
 
 
-def _map_in_worker(records: list[WalRecord], token_prefix: str | None = None) -> bytes:
+def _map_in_worker(records: list[WalRecord], token_prefix: str | None = None,
+                   token_range: tuple[int, int] | None = None) -> bytes:
     chunk = _mapper().map_chunk(records)
     inserter = _WORKER.get("inserter")
-    if token_prefix is not None and isinstance(inserter, ChunkInserter):
-        inserter.insert(chunk, records[0].seq, records[-1].seq, token_prefix)
+    if token_prefix is not None and token_range is not None and isinstance(inserter, ChunkInserter):
+        inserter.insert(chunk, token_range, token_prefix)
     return msgspec.msgpack.encode(chunk)
 
 
@@ -341,18 +342,22 @@ class MappingPool:
         procs = self._procs
         return [p.pid for p in getattr(procs, "_processes", {}).values() if p.pid] if procs else []
 
-    async def map(self, records: list[WalRecord], token_prefix: str | None = None) -> MappedChunk:
-        """`token_prefix`: the workers insert the chunk's rows themselves under tokens named by
-        it and the chunk's log range (worker_inserts; a chunk mapped anywhere else comes back
-        with its rows, `token_range` None)."""
+    async def map(self, records: list[WalRecord], token_prefix: str | None = None,
+                  token_range: tuple[int, int] | None = None) -> MappedChunk:
+        """`token_prefix`, `token_range`: a chunk logged in chunks.log, whose rows go into
+        ClickHouse under tokens named by them: inserted by its worker (worker_inserts), or,
+        mapped anywhere else (a thread, records re-mapped after a worker died, a worker that
+        does not insert), returned with `token_range` set for the writer to insert them so."""
         try:
-            chunk = await self._map_remote(records, 0, token_prefix)
+            chunk = await self._map_remote(records, 0, token_prefix, token_range)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the consumer is stopping
             # A pool this task had submitted to was shut down under it: map here instead.
             chunk = await self._map_here(records)
+        if token_prefix is not None and chunk.token_range is None:
+            chunk.token_range = token_range
         self.stats.chunks += 1
         self.stats.records += len(records)
         if chunk.worker_pid:
@@ -363,23 +368,25 @@ class MappingPool:
     async def _map_here(self, records: list[WalRecord]) -> MappedChunk:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self.local.map_chunk, records)
 
-    async def _map_remote(self, records: list[WalRecord], crashes: int, token_prefix: str | None = None) -> MappedChunk:
+    async def _map_remote(self, records: list[WalRecord], crashes: int, token_prefix: str | None = None,
+                          token_range: tuple[int, int] | None = None) -> MappedChunk:
         pool = self._procs
         if pool is None:
             return await self._map_here(records)
         generation = self._generation
         self._live[generation] += 1
         try:
-            blob = await asyncio.wrap_future(pool.submit(_map_in_worker, records, token_prefix))
+            blob = await asyncio.wrap_future(pool.submit(_map_in_worker, records, token_prefix, token_range))
         except WorkerInitError as exc:
             await self._fall_back(pool, str(exc))
-            return await self._map_remote(records, crashes, token_prefix)
+            return await self._map_remote(records, crashes, token_prefix, token_range)
         except BrokenProcessPool:
             alone = self._live[generation] == 1
             await self._replace(pool)
             if len(records) > 1:
                 # Some record killed a worker (or the OS did): find it by mapping them one by one.
-                # Their rows come back for the writer (no chunk range covers a lone record).
+                # Their rows come back (map() gives them the chunk's tokens, which also covers
+                # what the dead worker may have inserted already).
                 parts = [await self._map_remote([r], 0) for r in records]
                 return MappedChunk([p.records[0] for p in parts], [m for p in parts for m in p.masking],
                                    parts[0].worker_pid, sum(p.cpu_s for p in parts))
@@ -390,7 +397,7 @@ class MappingPool:
                 self.stats.crashed_records += 1
                 error = f"a mapping worker died {CRASH_ATTEMPTS} times on this record alone"
                 return MappedChunk([MappedRecord(seq=records[0].seq, error=error)])
-            return await self._map_remote(records, crashes, token_prefix)
+            return await self._map_remote(records, crashes, token_prefix, token_range)
         else:
             self._live[generation] -= 1
         return self._decoder.decode(blob)

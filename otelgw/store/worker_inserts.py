@@ -15,10 +15,16 @@ from typing import TYPE_CHECKING
 
 from otelgw.pipeline.rows import TABLES
 from otelgw.store.client import DSN, ClientFactory
-from otelgw.store.writer import INSERT_SETTINGS, block_token
+from otelgw.store.writer import INSERT_SETTINGS
 
 if TYPE_CHECKING:
     from otelgw.pipeline.workers import MappedChunk
+
+
+def chunk_token(prefix: str, first: int, last: int, table: str) -> str:
+    """The deduplication token of one table's rows of the mapping chunk of log records
+    first..last (a namespace of its own: never equal to a writer block's token)."""
+    return f"{prefix}:chunk:{first}-{last}:{table}"
 
 
 class ChunkInserter:
@@ -27,17 +33,18 @@ class ChunkInserter:
     def __init__(self, dsn: str) -> None:
         self._clients = ClientFactory(DSN(dsn))
 
-    def insert(self, chunk: MappedChunk, first: int, last: int, prefix: str) -> None:
+    def insert(self, chunk: MappedChunk, token_range: tuple[int, int], prefix: str) -> None:
         """Insert the chunk's rows table by table; the tables that went in leave the records
         (their counts and seconds go to `chunk.inserted_*`). Stops at the first failure: the rest
         stay in the records, for the gateway's writer to insert under the same tokens."""
-        chunk.token_range = (first, last)
+        chunk.token_range = token_range
+        first, last = token_range
         for table in TABLES:
             parts = [record.blocks[table] for record in chunk.records if table in record.blocks]
             if not parts:
                 continue
             rows = sum(record.rows.get(table, 0) for record in chunk.records)
-            settings = {**INSERT_SETTINGS, "insert_deduplication_token": block_token(prefix, first, last, table)}
+            settings = {**INSERT_SETTINGS, "insert_deduplication_token": chunk_token(prefix, first, last, table)}
             started = time.monotonic()
             try:
                 self._clients.get().raw_insert(table, insert_block=b"".join(parts), settings=settings,
