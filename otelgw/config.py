@@ -116,9 +116,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # (all but tail-sampled spans) itself, instead of sending them back for the gateway process to
     # insert: the gateway process is one gateway's ceiling (docs/scaling.md). auto: on with a
     # server DSN and workers > 1; off (the default): the gateway process's writer inserts
-    # everything. Off by default: measured, it saves the gateway process ~15% of its CPU but
-    # workers wait on their inserts and ClickHouse gets smaller, more frequent inserts
-    # (docs/performance.md).
+    # everything. Off by default: measured, it saves the gateway process ~19% of its CPU but
+    # workers wait on their inserts and ClickHouse gets smaller, more frequent inserts (~10%
+    # more server CPU; docs/performance.md).
     worker_inserts: str = "off"
     # With worker_inserts on, only mapping chunks of at least this many request bytes are inserted
     # by their worker; smaller ones (below saturation) go to the writer, whose one-second flushes
