@@ -150,6 +150,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.fast_path == "auto" and re.search(r"[*?{}\[\]:']", str(Path(self.data_dir).resolve())):
             # ClickHouse reads the fast path's files by a glob under data_dir.
             errors.append("fast_path: data_dir must not contain * ? { } [ ] : or ' (ClickHouse globs its files)")
+        if self.worker_insert_min_bytes > 8 * 1024 * 1024:
+            errors.append("worker_insert_min_bytes: at most 8388608 (the largest mapping chunk)")
         if self.worker_inserts not in ("auto", "off"):
             errors.append(f"worker_inserts: {self.worker_inserts!r} is not auto or off")
         if not 0 <= self.workers <= 256:

@@ -144,6 +144,7 @@ def test_cut_log(tmp_path: Path) -> None:
     with open(cuts.path, "ab") as fh:
         fh.write(b"31 4")  # torn last line
     assert cuts.pending(5) == [(6, 9), (10, 30)]
+    assert cuts.pending(7) == [(6, 9), (10, 30)]  # the checkpoint stopped inside a cut: kept
     cuts.prune(9, every=1)
     assert cuts.path.read_text() == "10 30\n"
     cuts.close()
@@ -190,6 +191,37 @@ def test_replay_after_crash_between_insert_and_checkpoint_stores_once(chdb_path:
         assert post_otlp(second.http_url, "logs", _logs_body(1000, 10), "json").status == 200
         second.settle()
         assert second.scalar("SELECT count() FROM logs") == 1010
+    finally:
+        assert second.stop()
+
+
+def test_replay_rebuilds_the_tail_of_a_block_the_checkpoint_stopped_inside(chdb_path: Path, tmp_path: Path) -> None:
+    """The tail sampler's floor (or a logged chunk's start) can leave the checkpoint inside a
+    block that went in whole: the replay rebuilds the block's tail under the block's logged
+    range, so ClickHouse drops it instead of storing those rows twice."""
+    from conftest import start_gateway, wait_until
+    from otlp_client import post_otlp
+
+    first = start_gateway(chdb_path, "t_straddle", tmp_path, flush_interval_ms=60_000)
+    pipeline = first.gateway.pipeline
+    real_checkpoint = pipeline._checkpoint
+    pipeline._checkpoint = lambda seq: real_checkpoint(min(seq, 2))  # stops inside the block
+    for start in range(0, 1000, 250):
+        assert post_otlp(first.http_url, "logs", _logs_body(start, 250), "json").status == 200
+    wait_until(lambda: pipeline._applied_seq == 4, timeout=30)
+    assert first.gateway.writer.flush(30)
+    wait_until(lambda: first.gateway.wal.checkpoint_seq == 2, timeout=30)
+    assert first.scalar("SELECT count() FROM logs") == 1000
+    assert CutLog(first.gateway.wal.dir).pending(2) == [(1, 4)]
+    first.stop()
+
+    second = start_gateway(chdb_path, "t_straddle", tmp_path)
+    try:
+        wait_until(lambda: second.gateway.pipeline.replayed, timeout=30)
+        second.settle()
+        assert second.scalar("SELECT count() FROM logs") == 1000  # records 3-4 not stored again
+        assert second.scalar("SELECT uniqExact(body) FROM logs") == 1000
+        assert second.gateway.wal.checkpoint_seq == 4
     finally:
         assert second.stop()
 

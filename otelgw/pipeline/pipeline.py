@@ -120,6 +120,7 @@ class Pipeline:
         self._pending_chunks: collections.deque[tuple[int, int]] = collections.deque()
         self._chunk_ranges: collections.deque[tuple[int, int]] = collections.deque()
         self._replay_end = 0
+        self._releasing_floor = 0
         self._inflight_appends = 0
         signals = [s.value for s in Signal]
         self.stats = PipelineStats(
@@ -194,7 +195,8 @@ class Pipeline:
             self._uncommitted.popleft()
         # Records with spans still waiting for a sampling decision, or kept spans not yet
         # committed, hold the checkpoint back: a crash must replay them.
-        for floor in (self._sampler.floor_seq if self._sampler else 0, self._writer.pending_floor()):
+        for floor in (self._releasing_floor, self._sampler.floor_seq if self._sampler else 0,
+                      self._writer.pending_floor()):
             if floor:
                 seq = min(seq, floor - 1)
         # Never inside a logged chunk: a replay rebuilds chunks whole (their tokens repeat).
@@ -285,9 +287,15 @@ class Pipeline:
     def tick(self, flush_all: bool = False) -> None:
         """Decide the traces whose wait is over (the apply thread calls this)."""
         if self._sampler is not None:
-            kept = self._sampler.tick(flush_all=flush_all)
-            if kept:
-                self._release(kept)
+            # The sampler's floor moves past the kept spans before the writer has them: until
+            # it does, their records hold the checkpoint from here.
+            self._releasing_floor = self._sampler.floor_seq
+            try:
+                kept = self._sampler.tick(flush_all=flush_all)
+                if kept:
+                    self._release(kept)
+            finally:
+                self._releasing_floor = 0
 
     def _chunk_inserts(self, chunk: MappedChunk) -> dict[str, Any]:
         """What the writer does for a chunk whose worker inserted its rows: count them, and
@@ -345,15 +353,17 @@ class Pipeline:
                         self._release(late)
             self.stats.records_mapped += 1
             self.stats.fast_path_non_canonical += mapped.non_canonical
-            hold, cut_end = False, 0
+            hold, cut_end, cut_start = False, 0, 0
             if self._pending_cuts:
-                # Rebuilding a block that was cut before a crash: same records, same token.
+                # Rebuilding a block that was cut before a crash: same records (those after the
+                # checkpoint, if it stopped inside the block), same token.
                 first, last = self._pending_cuts[0]
                 if first <= record.seq <= last:
-                    hold, cut_end = record.seq < last, (last if record.seq == last else 0)
+                    hold, cut_end, cut_start = record.seq < last, (last if record.seq == last else 0), first
                 if record.seq >= last:
                     self._pending_cuts.popleft()
-            self._writer.add(encoded, record.seq, hold=hold, cut_end=cut_end, native=native, **inserts)
+            self._writer.add(encoded, record.seq, hold=hold, cut_end=cut_end, native=native, cut_start=cut_start,
+                             **inserts)
             inserts = {}
         self.tick()
 
@@ -377,14 +387,9 @@ class Pipeline:
                     if records:
                         if token_range is None and self._inserts_by_worker(records):
                             token_range = (records[0].seq, records[-1].seq)
-                            try:
-                                # Logged before any worker inserts under its range.
-                                await loop.run_in_executor(None, self._chunk_log.append, *token_range)
-                                self._chunk_ranges.append(token_range)
-                            except OSError as exc:
-                                log.error("cannot log a mapping chunk; the writer inserts its rows",
-                                          extra={"error": str(exc)})
-                                token_range = None
+                            # Logged before any worker inserts under its range. A failed append
+                            # may still reach the file, so no fallback to the writer: retry.
+                            await self._log_chunk(token_range)
                         prefix = self._writer.token_prefix if token_range is not None else None
                         task = asyncio.ensure_future(self.mapping.map(records, prefix, token_range))
                         inflight.append((records, self._cursor.position, task))
@@ -406,6 +411,19 @@ class Pipeline:
             for _, _, task in inflight:
                 task.cancel()
 
+    async def _log_chunk(self, token_range: tuple[int, int]) -> None:
+        assert self._chunk_log is not None
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self._chunk_log.append, *token_range)
+                break
+            except OSError as exc:
+                log.error("cannot write chunks.log; retrying", extra={"error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        self._chunk_ranges.append(token_range)
+
     def _inserts_by_worker(self, records: list[WalRecord]) -> bool:
         return (self._worker_inserts and self._chunk_log is not None and records[0].seq > self._replay_end
                 and sum(len(r.request) for r in records) >= self._worker_insert_min_bytes)
@@ -417,9 +435,10 @@ class Pipeline:
         max_bytes = _READ_BYTES_WORKER_INSERTS if self._worker_inserts else _READ_BYTES
         while self._pending_chunks:
             first, last = self._pending_chunks[0]
-            if self._cursor.position >= first:  # cannot happen: the checkpoint stops before a chunk
+            if self._cursor.position >= last:
                 self._pending_chunks.popleft()
                 continue
+            # (A checkpoint inside a chunk, from a version without the rule: its tail is rebuilt.)
             if self._cursor.position + 1 < first:
                 records = self._cursor.read(min(self.wal.durable_seq, first - 1), max_bytes)
                 if records:

@@ -535,7 +535,9 @@ class CutLog:
             parts = line.split()
             if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
                 first, last = int(parts[0]), int(parts[1])
-                if last > checkpoint and first > checkpoint and (not cuts or first > cuts[-1][1]):
+                # One the checkpoint stopped inside (the sampler's floor) is kept: its tail is
+                # rebuilt under its logged range.
+                if last > checkpoint and (not cuts or first > cuts[-1][1]):
                     cuts.append((first, last))
         return cuts
 

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 def chunk_token(prefix: str, first: int, last: int, table: str) -> str:
     """The deduplication token of one table's rows of the mapping chunk of log records
     first..last (a namespace of its own: never equal to a writer block's token)."""
-    return f"{prefix}:chunk:{first}-{last}:{table}"
+    # Spans as the writer names them with the fast path off (never on with a server DSN).
+    return f"{prefix}:chunk:{first}-{last}:{'spans@off' if table == 'spans' else table}"
 
 
 class ChunkInserter:

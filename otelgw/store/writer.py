@@ -98,6 +98,9 @@ class _Taken(msgspec.Struct):
     prebuilt: list[tuple[str, bytes, int, str]]
     # Rows workers inserted themselves: (rows by table, seconds by table), for the statistics.
     inserted: list[tuple[dict[str, int], dict[str, float]]]
+    # The first record of the block as logged before a crash, when the replay rebuilds only its
+    # tail (the checkpoint had stopped inside it): the token and the cut keep the logged range.
+    token_first: int
 
 
 class _Abort(Exception):
@@ -144,6 +147,10 @@ class BatchWriter:
         self._native_rows = 0
         self._prebuilt: list[tuple[str, bytes, int, str]] = []
         self._inserted: list[tuple[dict[str, int], dict[str, float]]] = []
+        self._token_first = 0
+        # The floor of an add() waiting for room: its rows are not buffered yet, but the sampler
+        # has already let go of them.
+        self._adding_floor = 0
         # The oldest log record the buffered (and the in-flight) rows depend on: the checkpoint
         # must stay below it until they are committed.
         self._floor = 0
@@ -185,19 +192,23 @@ class BatchWriter:
     def add(self, batch: EncodedBatch, seq: int = 0, *, hold: bool = False, cut_end: int = 0,
             timeout: float | None = None, floor: int = 0, tokened: bool = True,
             native: list[NativeSpans] | None = None, prebuilt: list[tuple[str, bytes, int, str]] | None = None,
-            inserted: tuple[dict[str, int], dict[str, float]] | None = None) -> bool:
+            inserted: tuple[dict[str, int], dict[str, float]] | None = None, cut_start: int = 0) -> bool:
         """Buffer the rows of log record `seq`; waits while the buffer is full. `hold` keeps the
         writer from flushing (a replayed block is being rebuilt); `cut_end` flushes right after
         this record (the replayed block is complete). `native`: spans for the fast path (their
         request bytes count against the buffer). False if it timed out or the writer is stopped
         (the caller still owns the rows). `prebuilt`: (table, block, rows, token) to insert as they
-        are, with this flush; `inserted`: rows a worker inserted, counted with this flush."""
+        are, with this flush; `inserted`: rows a worker inserted, counted with this flush;
+        `cut_start`: the first record of the replayed cut this record belongs to."""
         if native and self._native_inserter is None:
             raise ValueError("fast-path spans given to a writer without a native inserter")
         size = (sum(len(b) for b in batch.blocks.values()) + sum(len(n.source.payload) for n in native or ())
                 + sum(len(p[1]) for p in prebuilt or ()))
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
+            if floor:
+                # Until the rows are buffered, the checkpoint must not pass them either.
+                self._adding_floor = floor
             # A block that must end at a given record (a replayed cut) is taken by the writer
             # thread before anything else is added to the buffer.
             while self._cut_now and not self._stopping:
@@ -206,10 +217,12 @@ class BatchWriter:
                    and not self._stopping):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
+                    self._adding_floor = 0
                     return False
                 self._cond.notify_all()
                 self._cond.wait(remaining if remaining is not None else 0.5)
             if self._stopping and self._thread is None:
+                self._adding_floor = 0
                 return False
             if not self._bytes and not self._first_seq:
                 self._oldest = time.monotonic()
@@ -226,11 +239,16 @@ class BatchWriter:
                 self._inserted.append(inserted)
             if floor:
                 self._floor = min(self._floor, floor) if self._floor else floor
+            self._adding_floor = 0
             self._bytes += size
             if seq:
+                if cut_start and not self._first_seq:
+                    self._token_first = cut_start
                 self._first_seq = self._first_seq or seq
                 self._last_seq = seq
-            self._holding = hold
+                # Only records hold or release a replayed cut (sampled spans released meanwhile
+                # must not end it early).
+                self._holding = hold
             if cut_end:
                 self._holding = False
                 self._cut_now = True
@@ -269,13 +287,14 @@ class BatchWriter:
     def pending_floor(self) -> int:
         """The oldest log record buffered or in-flight rows depend on (0: none)."""
         with self._cond:
-            floors = [f for f in (self._floor, self._inflight_floor) if f]
+            floors = [f for f in (self._floor, self._inflight_floor, self._adding_floor) if f]
         return min(floors, default=0)
 
     def _take(self) -> _Taken:
         taken = _Taken(self._buffers, self._plain, self._native, self._native_plain, self._rows,
-                       self._first_seq, self._last_seq, self._prebuilt, self._inserted)
+                       self._first_seq, self._last_seq, self._prebuilt, self._inserted, self._token_first)
         self._prebuilt, self._inserted = [], []
+        self._token_first = 0
         self._buffers = {t: [] for t in TABLES}
         self._plain = {t: [] for t in TABLES}
         self._native, self._native_plain = [], []
@@ -315,7 +334,7 @@ class BatchWriter:
                 self._write_plain(taken.plain, taken.native_plain)
                 for table, block, rows, token in taken.prebuilt:
                     self._insert(table, block, rows, token)
-                self._write_block(taken.buffers, taken.native, taken.rows, first, last)
+                self._write_block(taken.buffers, taken.native, taken.rows, taken.token_first or first, last)
                 self._count_inserted(taken.inserted)
                 with self._cond:
                     self._inflight_floor = 0
