@@ -145,8 +145,25 @@ def test_cut_log(tmp_path: Path) -> None:
         fh.write(b"31 4")  # torn last line
     assert cuts.pending(5) == [(6, 9), (10, 30)]
     assert cuts.pending(7) == [(6, 9), (10, 30)]  # the checkpoint stopped inside a cut: kept
+    assert cuts.highest() == 30
     cuts.prune(9, every=1)
     assert cuts.path.read_text() == "10 30\n"
+    cuts.close()
+
+
+def test_cut_log_overlapping_cuts(tmp_path: Path) -> None:
+    """fsync off and a power loss: records 8-10 of cut 1-10 were lost and renumbered, and 6-13 was
+    cut in the next run. The newest cut of those records is the one to rebuild, and every number
+    either names stays taken; a shorter cut with the same start (a rebuilt block flushed early at
+    a stop) does not replace the original range."""
+    cuts = CutLog(tmp_path)
+    for first, last in [(1, 10), (6, 13), (14, 20), (14, 17)]:
+        cuts.append(first, last)
+    assert cuts.pending(5) == [(6, 13), (14, 20)]
+    assert cuts.pending(12) == [(6, 13), (14, 20)]
+    assert cuts.highest() == 20
+    cuts.prune(5, every=1)
+    assert cuts.pending(0) == [(6, 13), (14, 20)]
     cuts.close()
 
 

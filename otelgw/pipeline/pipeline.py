@@ -147,7 +147,7 @@ class Pipeline:
         cuts = self._writer.pending_cuts(checkpoint)
         chunks = self._chunk_log.pending(checkpoint) if self._chunk_log is not None else []
         # Numbers already in tokens are never handed out again (fsync off and a power loss).
-        named = max([c[1] for c in cuts[-1:] + chunks[-1:]], default=0)
+        named = max(self._writer.highest_cut(), self._chunk_log.highest() if self._chunk_log is not None else 0)
         if named > self.wal.durable_seq:
             self.wal.skip_to(named)
         # Only cuts the log still holds whole can be rebuilt; the rest replays as new blocks.
@@ -195,7 +195,9 @@ class Pipeline:
             self._uncommitted.popleft()
         # Records with spans still waiting for a sampling decision, or kept spans not yet
         # committed, hold the checkpoint back: a crash must replay them.
-        for floor in (self._releasing_floor, self._sampler.floor_seq if self._sampler else 0,
+        # In this order: the apply thread sets the releasing floor, then moves the sampler's,
+        # then gives the writer its own.
+        for floor in (self._sampler.floor_seq if self._sampler else 0, self._releasing_floor,
                       self._writer.pending_floor()):
             if floor:
                 seq = min(seq, floor - 1)

@@ -526,20 +526,35 @@ class CutLog:
         self._last: tuple[int, int] = (0, 0)
         self._lines = 0
 
-    def pending(self, checkpoint: int) -> list[tuple[int, int]]:
-        """Cuts not yet checkpointed, in order (a torn last line is ignored)."""
+    def _ranges(self) -> list[tuple[int, int]]:
         if not self.path.exists():
             return []
-        cuts: list[tuple[int, int]] = []
+        out = []
         for line in self.path.read_bytes().split(b"\n"):
             parts = line.split()
-            if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
-                first, last = int(parts[0]), int(parts[1])
-                # One the checkpoint stopped inside (the sampler's floor) is kept: its tail is
-                # rebuilt under its logged range.
-                if last > checkpoint and (not cuts or first > cuts[-1][1]):
-                    cuts.append((first, last))
-        return cuts
+            if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit() and int(parts[0]) <= int(parts[1]):
+                out.append((int(parts[0]), int(parts[1])))
+        return out
+
+    def pending(self, checkpoint: int) -> list[tuple[int, int]]:
+        """Cuts not yet checkpointed, in order (a torn last line is ignored). One the checkpoint
+        stopped inside (the sampler's floor) is kept: its tail is rebuilt under its logged range.
+        Of overlapping cuts the newest wins (records renumbered after a lost tail were cut
+        again), except a shorter one with the same start (a rebuilt block flushed early at a
+        stop: the next start rebuilds it under the original range)."""
+        cuts: list[tuple[int, int]] = []
+        for first, last in self._ranges():
+            if cuts and first <= cuts[-1][1]:
+                if first == cuts[-1][0] and last <= cuts[-1][1]:
+                    continue
+                while cuts and first <= cuts[-1][1]:
+                    cuts.pop()
+            cuts.append((first, last))
+        return [c for c in cuts if c[1] > checkpoint]
+
+    def highest(self) -> int:
+        """The highest record number any cut names (whether or not still pending)."""
+        return max((last for _, last in self._ranges()), default=0)
 
     def append(self, first: int, last: int) -> None:
         with self._lock:

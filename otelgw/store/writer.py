@@ -179,6 +179,9 @@ class BatchWriter:
     def pending_cuts(self, checkpoint: int) -> list[tuple[int, int]]:
         return self._cuts.pending(checkpoint) if self._cuts else []
 
+    def highest_cut(self) -> int:
+        return self._cuts.highest() if self._cuts else 0
+
     def prune_cuts(self, checkpoint: int) -> None:
         if self._cuts:
             self._cuts.prune(checkpoint)
@@ -209,18 +212,22 @@ class BatchWriter:
             if floor:
                 # Until the rows are buffered, the checkpoint must not pass them either.
                 self._adding_floor = floor
-            # A block that must end at a given record (a replayed cut) is taken by the writer
-            # thread before anything else is added to the buffer.
-            while self._cut_now and not self._stopping:
-                self._cond.wait(0.5)
-            while (self._bytes and self._bytes + size > self._max_bytes and not self._holding
-                   and not self._stopping):
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    self._adding_floor = 0
-                    return False
-                self._cond.notify_all()
-                self._cond.wait(remaining if remaining is not None else 0.5)
+            try:
+                # A block that must end at a given record (a replayed cut) is taken by the writer
+                # thread before anything else is added to the buffer.
+                while self._cut_now and not self._stopping:
+                    self._cond.wait(0.5)
+                while (self._bytes and self._bytes + size > self._max_bytes and not self._holding
+                       and not self._stopping):
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        self._adding_floor = 0
+                        return False
+                    self._cond.notify_all()
+                    self._cond.wait(remaining if remaining is not None else 0.5)
+            except BaseException:
+                self._adding_floor = 0
+                raise
             if self._stopping and self._thread is None:
                 self._adding_floor = 0
                 return False
