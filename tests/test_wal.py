@@ -243,6 +243,35 @@ def test_replay_rebuilds_the_tail_of_a_block_the_checkpoint_stopped_inside(chdb_
         assert second.stop()
 
 
+def test_a_cut_log_the_disk_refuses_is_retried(chdb_path: Path, tmp_path: Path) -> None:
+    """The cut goes to disk before its insert; a full disk used to end the writer thread (nothing
+    written again until a restart). Now it is retried like a store that is down."""
+    from conftest import start_gateway, wait_until
+    from otlp_client import post_otlp
+
+    running = start_gateway(chdb_path, "t_cutlog_full", tmp_path)
+    try:
+        cuts = running.gateway.writer._cuts
+        real_append, refusals = cuts.append, []
+
+        def append(first: int, last: int) -> None:
+            if len(refusals) < 2:
+                refusals.append((first, last))
+                raise OSError(28, "No space left on device")
+            real_append(first, last)
+
+        cuts.append = append
+        assert post_otlp(running.http_url, "logs", _logs_body(0, 50), "json").status == 200
+        wait_until(lambda: running.scalar("SELECT count() FROM logs") == 50, timeout=30)
+        assert len(refusals) == 2
+        assert running.gateway.writer._thread.is_alive() and running.gateway.writer.stats.healthy
+        assert post_otlp(running.http_url, "logs", _logs_body(50, 10), "json").status == 200
+        running.settle()
+        assert running.scalar("SELECT count() FROM logs") == 60
+    finally:
+        assert running.stop()
+
+
 def test_lost_records_named_by_the_cut_log_are_never_renumbered(tmp_path: Path) -> None:
     """fsync off and a power loss: the cut log (fsynced) names records 1-8 but the log kept
     only 1-5. New records must not reuse 6-8, or their blocks would carry old tokens."""

@@ -376,7 +376,7 @@ class BatchWriter:
         if not first and not any(buffers.values()) and not native:
             return
         if first and self._cuts:
-            self._cuts.append(first, last)
+            self._append_cut(first, last)
         for table in TABLES:
             if buffers[table]:
                 token = block_token(self.token_prefix, first, last, table, self._spans_token)
@@ -385,6 +385,23 @@ class BatchWriter:
             self._insert_native(native, f"{self.token_prefix}:{first}-{last}:{self._spans_token}-native")
         if last:
             self.stats.committed_seq = last
+
+    def _append_cut(self, first: int, last: int) -> None:
+        """The cut must be on disk before its insert; a disk that refuses (full, read-only) is
+        retried like a store that is down, instead of ending the writer thread."""
+        assert self._cuts is not None
+        delay = 0.2
+        while True:
+            try:
+                self._cuts.append(first, last)
+                return
+            except OSError as exc:
+                self.stats.healthy = False
+                self.stats.last_error = f"cuts.log: {type(exc).__name__}: {exc}"
+                log.error("cannot write the cut log; retrying", extra={"error": self.stats.last_error})
+                if self._abort.wait(delay * (0.5 + random.random())):
+                    raise _Abort from exc
+                delay = min(delay * 2, _MAX_BACKOFF_S)
 
     def _count_inserted(self, inserted: list[tuple[dict[str, int], dict[str, float]]]) -> None:
         # On the writer thread, like every other update of the row counts.
