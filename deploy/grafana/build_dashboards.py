@@ -293,6 +293,11 @@ def gateway() -> dict[str, Any]:
                    [(f"sum(rate(otelgw_writer_native_rows_total{{{i}}}[{RATE}]))", "native span rows/s"),
                     (f"sum(rate(otelgw_fast_path_non_canonical_requests_total{{{i}}}[{RATE}]))",
                      "non-canonical requests/s")], "short"),
+        timeseries(g, "Worker inserts", "Mapping chunks whose worker process inserted their rows itself "
+                   "(worker_inserts=auto, a ClickHouse server; 0 when off), and chunks whose worker could not insert "
+                   "some table: the gateway's writer inserted the rest under the same tokens.",
+                   [(f"sum(rate(otelgw_worker_inserted_chunks_total{{{i}}}[{RATE}]))", "chunks/s"),
+                    (f"sum(rate(otelgw_worker_insert_fallbacks_total{{{i}}}[{RATE}]))", "fallbacks/s")], "short"),
         timeseries(g, "Insert errors, dead letters and map errors", "Failed insert attempts (retried), rows "
                    "ClickHouse rejected (kept in dead-letter files) and records the mapper failed on.",
                    [(f"sum(rate(otelgw_writer_insert_errors_total{{{i}}}[{RATE}]))", "insert errors/s"),
