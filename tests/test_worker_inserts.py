@@ -135,6 +135,40 @@ def test_kill_after_worker_inserts_replays_without_duplicates(tmp_path: Path, ke
         server.stop()
 
 
+def test_a_chunk_the_log_kept_only_in_part_is_rebuilt_under_its_tokens(tmp_path: Path) -> None:
+    """fsync off and a power loss after the workers inserted a chunk: the log comes back without
+    the chunk's last record. The records left are rebuilt as that chunk, under its tokens, so
+    ClickHouse drops them (they went in with the chunk), and new records get new numbers."""
+    server = ChServer(tmp_path / "clickhouse").start()
+    database = "torn"
+    gateway = _gateway(tmp_path / "gw", server, database, flush_interval_ms="600000", wal_fsync_ms="off")
+    try:
+        gateway.start()
+        spans = _send(gateway, 6)
+        gateway.wait(lambda: _counts(server, database)["inferences"] == spans, 60, "worker inserts")
+        gateway.kill()
+        wal = tmp_path / "gw" / "data" / "wal"
+        assert _chunk_ranges(tmp_path / "gw")[-1][1] == 6
+        segment = sorted(wal.glob("*.seg"))[-1]
+        with open(segment, "r+b") as fh:  # the last record torn: lost, as after a power loss
+            fh.truncate(segment.stat().st_size - 100)
+        gateway = _gateway(tmp_path / "gw", server, database, flush_interval_ms="200")
+        gateway.start()
+        gateway.wait(lambda: _drained(gateway) and gateway.status()["pipeline"]["replayed"], 60, "replayed")
+        assert gateway.status()["pipeline"]["wal"]["durable_seq"] == 5
+        more = genai_request(1 + 6 * PER_REQUEST, PER_REQUEST, 200)
+        assert post(f"{gateway.http_url}/v1/traces", more).status == 200
+        gateway.wait(lambda: _drained(gateway), 60, "drained")
+        assert gateway.status()["pipeline"]["wal"]["durable_seq"] == 7  # 6 is named by chunks.log
+        assert gateway.terminate() == 0
+        total = spans + PER_REQUEST
+        assert _counts(server, database) == {"inferences": total, "unique": total, "messages": total,
+                                             "spans": total, "rollup_requests": total}
+    finally:
+        gateway.kill()
+        server.stop()
+
+
 def test_kill_under_load_with_tail_sampling_replays_without_duplicates(tmp_path: Path) -> None:
     """The default sampler holds the checkpoint back to the oldest record with an undecided trace,
     which may be in the middle of a chunk whose rows its worker inserted: the checkpoint stops at

@@ -152,8 +152,14 @@ class Pipeline:
             self.wal.skip_to(named)
         # Only cuts the log still holds whole can be rebuilt; the rest replays as new blocks.
         self._pending_cuts.extend(cut for cut in cuts if cut[1] <= self.wal.durable_seq)
-        self._pending_chunks.extend(c for c in chunks if c[1] <= self.wal.durable_seq)
-        self._chunk_ranges.extend(self._pending_chunks)
+        # A chunk the log kept only in part (fsync off and a power loss) is rebuilt with what is
+        # left, under its tokens (its worker may have inserted it whole); new records are
+        # numbered past it (skip_to above).
+        self._pending_chunks.extend(chunks)
+        # For the checkpoint rule, such a chunk ends with the last record left (the rest never
+        # comes: waiting for it would hold the checkpoint, and /ready, for ever).
+        self._chunk_ranges.extend((first, min(last, self.wal.durable_seq)) for first, last in chunks
+                                  if first <= self.wal.durable_seq)
         # Records from before the crash that no logged chunk covers go to the writer, as they
         # did before (it rebuilds its own cuts); new chunks are only for new records.
         self._replay_end = self.wal.durable_seq
