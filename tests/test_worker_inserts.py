@@ -250,3 +250,7 @@ def test_worker_inserts_setting() -> None:
     # Embedded chDB: one process owns the directory.
     assert not worker_inserts_on(Config(worker_inserts="auto"), workers=2)
     assert Config(worker_inserts="sometimes").validate() == ["worker_inserts: 'sometimes' is not auto or off"]
+    assert Config(worker_insert_min_bytes=0).validate() == ["worker_insert_min_bytes: must be greater than 0"]
+    # A chunk is at most 8 MiB: a larger minimum would silently turn worker inserts off.
+    assert Config(worker_insert_min_bytes=16 * 1024 * 1024).validate() == [
+        "worker_insert_min_bytes: at most 8388608 (the largest mapping chunk)"]

@@ -59,6 +59,3 @@ class ChunkInserter:
             for record in chunk.records:
                 record.blocks.pop(table, None)
                 record.rows.pop(table, None)
-
-    def close(self) -> None:
-        self._clients.close()

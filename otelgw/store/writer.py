@@ -52,7 +52,7 @@ _CODE = re.compile(r"Code: (\d+)")
 _MAX_BACKOFF_S = 30.0
 
 
-def block_token(prefix: str, first: int, last: int, table: str, spans: str = "spans@off") -> str:
+def block_token(prefix: str, first: int, last: int, table: str, spans: str) -> str:
     """The deduplication token of one table's rows from log records first..last."""
     return f"{prefix}:{first}-{last}:{spans if table == 'spans' else table}"
 
@@ -221,48 +221,44 @@ class BatchWriter:
                        and not self._stopping):
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
-                        self._adding_floor = 0
                         return False
                     self._cond.notify_all()
                     self._cond.wait(remaining if remaining is not None else 0.5)
-            except BaseException:
+                if self._stopping and self._thread is None:
+                    return False
+                if not self._bytes and not self._first_seq:
+                    self._oldest = time.monotonic()
+                target = self._buffers if tokened else self._plain
+                for table, block in batch.blocks.items():
+                    target[table].append(block)
+                    self._rows[table] += batch.rows.get(table, 0)
+                if native:
+                    (self._native if tokened else self._native_plain).extend(native)
+                    self._native_rows += sum(len(n.positions) for n in native)
+                if prebuilt:
+                    self._prebuilt.extend(prebuilt)
+                if inserted:
+                    self._inserted.append(inserted)
+                if floor:
+                    self._floor = min(self._floor, floor) if self._floor else floor
+                self._bytes += size
+                if seq:
+                    if cut_start and not self._first_seq:
+                        self._token_first = cut_start
+                    self._first_seq = self._first_seq or seq
+                    self._last_seq = seq
+                    # Only records hold or release a replayed cut (sampled spans released meanwhile
+                    # must not end it early).
+                    self._holding = hold
+                if cut_end:
+                    self._holding = False
+                    self._cut_now = True
+                self.stats.buffered_bytes = self._bytes
+                if self._cut_now or self._full():
+                    self._cond.notify_all()
+                return True
+            finally:
                 self._adding_floor = 0
-                raise
-            if self._stopping and self._thread is None:
-                self._adding_floor = 0
-                return False
-            if not self._bytes and not self._first_seq:
-                self._oldest = time.monotonic()
-            target = self._buffers if tokened else self._plain
-            for table, block in batch.blocks.items():
-                target[table].append(block)
-                self._rows[table] += batch.rows.get(table, 0)
-            if native:
-                (self._native if tokened else self._native_plain).extend(native)
-                self._native_rows += sum(len(n.positions) for n in native)
-            if prebuilt:
-                self._prebuilt.extend(prebuilt)
-            if inserted:
-                self._inserted.append(inserted)
-            if floor:
-                self._floor = min(self._floor, floor) if self._floor else floor
-            self._adding_floor = 0
-            self._bytes += size
-            if seq:
-                if cut_start and not self._first_seq:
-                    self._token_first = cut_start
-                self._first_seq = self._first_seq or seq
-                self._last_seq = seq
-                # Only records hold or release a replayed cut (sampled spans released meanwhile
-                # must not end it early).
-                self._holding = hold
-            if cut_end:
-                self._holding = False
-                self._cut_now = True
-            self.stats.buffered_bytes = self._bytes
-            if self._cut_now or self._full():
-                self._cond.notify_all()
-        return True
 
     def _full(self) -> bool:
         return max(self._rows.values()) >= self._batch_rows or self._native_rows >= self._batch_rows
