@@ -151,6 +151,39 @@ def test_cut_log(tmp_path: Path) -> None:
     cuts.close()
 
 
+def test_cut_log_after_a_torn_line_and_a_failed_append(tmp_path: Path) -> None:
+    """A crash tore the last line: the next run's first cut must not be glued to it ("1" + "2 30"
+    would read as 12-30). A write the file system refuses half-way (here the file size limit:
+    a short write, then EFBIG) is taken back out and reported as `CutNotLogged`."""
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "cuts.log").write_bytes(b"1 5\n6 9\n1")  # torn: "10 11" was being written
+    script = textwrap.dedent(f"""
+        import resource, signal
+        from otelgw.pipeline.wal import CutLog, CutNotLogged
+        cuts = CutLog({str(tmp_path)!r})
+        cuts.append(2, 30)
+        size = cuts.path.stat().st_size
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 3, hard))
+        try:
+            cuts.append(31, 4000)
+        except CutNotLogged as exc:
+            print("refused", exc)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        cuts.append(31, 4001)
+        cuts.close()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused cuts.log:")
+    assert (tmp_path / "cuts.log").read_bytes() == b"1 5\n6 9\n2 30\n31 4001\n"
+    assert CutLog(tmp_path).highest() == 4001
+
+
 def test_cut_log_overlapping_cuts(tmp_path: Path) -> None:
     """fsync off and a power loss: records 8-10 of cut 1-10 were lost and renumbered, and 6-13 was
     cut in the next run. The newest cut of those records is the one to rebuild, and every number

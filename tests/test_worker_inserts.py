@@ -242,6 +242,55 @@ def test_store_down_during_worker_inserts_falls_back_to_the_writer(tmp_path: Pat
         server.stop()
 
 
+def test_a_chunk_the_log_cannot_name_goes_to_the_writer(tmp_path: Path) -> None:
+    """chunks.log refuses a line (and took it back out): that chunk is inserted by the writer
+    under its own block tokens instead of stalling the consumer; a failure that may have left the
+    line in the file is retried (the chunk keeps its tokens). Rows land once either way."""
+    from conftest import start_gateway, wait_until
+
+    from otelgw.pipeline.wal import CutNotLogged
+
+    server = ChServer(tmp_path / "clickhouse").start()
+    running = start_gateway(tmp_path, "refused", tmp_path / "gw", clickhouse_dsn=server.dsn("refused"),
+                            workers=2, worker_inserts="auto", worker_insert_min_bytes=1, flush_interval_ms=200)
+    try:
+        chunk_log = running.gateway.pipeline._chunk_log
+        real_append, refused = chunk_log.append, []
+
+        def append(first: int, last: int) -> None:
+            if len(refused) < 2:
+                refused.append((first, last))
+                if len(refused) == 2:
+                    raise OSError(5, "Input/output error")  # unknown whether it is on disk: retried
+                raise CutNotLogged("chunks.log: [Errno 28] No space left on device")
+            real_append(first, last)
+
+        chunk_log.append = append
+        spans = 0
+        for r in range(4):
+            body = genai_request(1 + r * PER_REQUEST, PER_REQUEST, 200)
+            assert post(f"{running.http_url}/v1/traces", body).status == 200
+            spans += PER_REQUEST
+            running.settle()
+        stats = running.gateway.pipeline.stats
+        assert len(refused) == 2 and stats.chunk_log_failures == 2
+        # The retried range was logged and inserted by its worker; the one taken back was not.
+        logged = [tuple(map(int, line.split())) for line in chunk_log.path.read_text().splitlines()]
+        assert refused[1] in logged
+        assert refused[0] not in logged and refused[0][0] not in {first for first, _ in logged}
+        wait_until(lambda: stats.worker_inserted_chunks >= 2, timeout=30)
+        metrics = urllib.request.urlopen(f"{running.api_url}/metrics", timeout=10).read().decode()
+        assert "otelgw_chunk_log_failures_total 2.0" in metrics
+    finally:
+        stopped = running.stop()
+    try:
+        assert stopped
+        assert _counts(server, "refused") == {"inferences": spans, "unique": spans, "messages": spans,
+                                              "spans": spans, "rollup_requests": spans}
+    finally:
+        server.stop()
+
+
 def test_worker_inserts_setting() -> None:
     server = "http://localhost:8123/otelgw"
     assert not worker_inserts_on(Config(clickhouse_dsn=server), workers=2)  # off by default

@@ -28,7 +28,7 @@ from otelgw.pipeline.mapper import Mapper
 from otelgw.pipeline.request import Decoded, Signal
 from otelgw.pipeline.rows import EncodedBatch, RowBatch
 from otelgw.pipeline.sampler import BufferedSpan, TailSampler
-from otelgw.pipeline.wal import CutLog, WalError, WalFull, WalRecord, WriteAheadLog
+from otelgw.pipeline.wal import CutLog, CutNotLogged, WalError, WalFull, WalRecord, WriteAheadLog
 from otelgw.pipeline.workers import MappedChunk, MappingPool, RecordMapper
 from otelgw.store.worker_inserts import chunk_token
 from otelgw.store.writer import BatchWriter
@@ -79,6 +79,8 @@ class PipelineStats(msgspec.Struct):
     # whose worker could not insert some table (the writer took the rest, same tokens).
     worker_inserted_chunks: int = 0
     worker_insert_fallbacks: int = 0
+    # Appends to chunks.log that failed (each retried, or its chunk left to the writer).
+    chunk_log_failures: int = 0
 
 
 class Pipeline:
@@ -395,9 +397,8 @@ class Pipeline:
                     if records:
                         if token_range is None and self._inserts_by_worker(records):
                             token_range = (records[0].seq, records[-1].seq)
-                            # Logged before any worker inserts under its range. A failed append
-                            # may still reach the file, so no fallback to the writer: retry.
-                            await self._log_chunk(token_range)
+                            if not await self._log_chunk(token_range):
+                                token_range = None
                         prefix = self._writer.token_prefix if token_range is not None else None
                         task = asyncio.ensure_future(self.mapping.map(records, prefix, token_range))
                         inflight.append((records, self._cursor.position, task))
@@ -419,18 +420,29 @@ class Pipeline:
             for _, _, task in inflight:
                 task.cancel()
 
-    async def _log_chunk(self, token_range: tuple[int, int]) -> None:
+    async def _log_chunk(self, token_range: tuple[int, int]) -> bool:
+        """Log a chunk's range before any worker inserts under it. False: the line could not be
+        written and was taken back out, so the writer inserts the chunk instead (a worker insert
+        nothing on disk names would be duplicated by a replay that cuts the records otherwise).
+        A failure that may have left the line in the file is retried: the chunk must then keep
+        its tokens."""
         assert self._chunk_log is not None
         delay = 0.5
         while True:
             try:
                 await asyncio.get_running_loop().run_in_executor(None, self._chunk_log.append, *token_range)
                 break
+            except CutNotLogged as exc:
+                self.stats.chunk_log_failures += 1
+                log.error("cannot write chunks.log; the writer inserts this chunk", extra={"error": str(exc)})
+                return False
             except OSError as exc:
+                self.stats.chunk_log_failures += 1
                 log.error("cannot write chunks.log; retrying", extra={"error": str(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         self._chunk_ranges.append(token_range)
+        return True
 
     def _inserts_by_worker(self, records: list[WalRecord]) -> bool:
         return (self._worker_inserts and self._chunk_log is not None and records[0].seq > self._replay_end

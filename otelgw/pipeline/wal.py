@@ -513,6 +513,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+class CutNotLogged(OSError):
+    """A cut log append that failed and was rolled back: the line is not in the file."""
+
+
 class CutLog:
     """`cuts.log` in the WAL directory: one "first last" line per insert block, appended and
     fsynced before the block is inserted. A replay after a crash cuts the same blocks, so their
@@ -556,15 +560,38 @@ class CutLog:
         """The highest record number any cut names (whether or not still pending)."""
         return max((last for _, last in self._ranges()), default=0)
 
+    def _open(self) -> BinaryIO:
+        """Open for appending; a line torn by a crash is cut off first, or the next line would be
+        glued to it (and read as another range, or as none)."""
+        fh = open(self.path, "ab", buffering=0)  # noqa: SIM115  (kept open: appended every flush)
+        data = self.path.read_bytes()  # small: pruned every 256 cuts
+        if data and not data.endswith(b"\n"):
+            os.ftruncate(fh.fileno(), data.rfind(b"\n") + 1)
+            os.fsync(fh.fileno())
+        return fh
+
     def append(self, first: int, last: int) -> None:
+        """Raises `CutNotLogged` when the line could not be written and was taken back out (the
+        caller may do without it); any other OSError leaves it unknown whether the line is there."""
         with self._lock:
             if (first, last) == self._last:
                 return
             if self._fh is None:
-                self._fh = open(self.path, "ab")  # noqa: SIM115  (kept open: appended every flush)
-            self._fh.write(f"{first} {last}\n".encode())
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+                self._fh = self._open()
+            start = os.fstat(self._fh.fileno()).st_size
+            try:
+                line = f"{first} {last}\n".encode()
+                if self._fh.write(line) != len(line):
+                    raise OSError(f"short write to {self.path.name}")
+                os.fsync(self._fh.fileno())
+            except OSError as exc:
+                fh, self._fh = self._fh, None
+                try:
+                    os.ftruncate(fh.fileno(), start)
+                    os.fsync(fh.fileno())
+                finally:
+                    fh.close()
+                raise CutNotLogged(f"{self.path.name}: {exc}") from exc
             self._last = (first, last)
             self._lines += 1
 

@@ -87,9 +87,12 @@ class DSN:
 class ClientFactory:
     """Hands each thread its own client on the configured database, creating it once."""
 
-    def __init__(self, dsn: DSN, settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, dsn: DSN, settings: dict[str, Any] | None = None,
+                 options: dict[str, Any] | None = None) -> None:
+        """`settings`: ClickHouse session settings; `options`: the driver's own (timeouts)."""
         self.dsn = dsn
         self._settings = settings or {}
+        self._options = options or {}
         self._local = threading.local()
         self._lock = threading.Lock()
         self._clients: list[Client] = []
@@ -99,7 +102,8 @@ class ClientFactory:
         if self.dsn.embedded and self.dsn.path != ":memory:":
             os.makedirs(self.dsn.path, exist_ok=True)
         try:
-            return clickhouse_connect.get_client(dsn=self.dsn.client_dsn(with_database), settings=self._settings)
+            return clickhouse_connect.get_client(dsn=self.dsn.client_dsn(with_database), settings=self._settings,
+                                            **self._options)
         except Exception as exc:  # driver errors vary by transport; name the store either way
             raise StoreError(f"cannot connect to ClickHouse at {self.dsn.redacted()}: {exc}") from exc
 

@@ -32,7 +32,11 @@ class ChunkInserter:
     """Lives in a worker process; its HTTP client is made on first use."""
 
     def __init__(self, dsn: str) -> None:
-        self._clients = ClientFactory(DSN(dsn))
+        # The driver's default waits 300 s for an answer; a worker stuck that long holds up
+        # every chunk behind its own (results are applied in log order). An 8 MiB chunk takes
+        # well under a second; past the timeout the writer retries it under the same tokens, so
+        # an insert that did land late is not stored twice.
+        self._clients = ClientFactory(DSN(dsn), options={"connect_timeout": 5, "send_receive_timeout": 60})
 
     def insert(self, chunk: MappedChunk, token_range: tuple[int, int], prefix: str) -> None:
         """Insert the chunk's rows table by table; the tables that went in leave the records

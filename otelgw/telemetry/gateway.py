@@ -105,6 +105,8 @@ class StatusCollector(Collector):
         yield _counter("otelgw_worker_insert_fallbacks", "Mapping chunks whose worker could not insert all of its "
                        "rows; the gateway's writer inserted the rest under the same tokens.", None,
                        pipeline["worker_insert_fallbacks"])
+        yield _counter("otelgw_chunk_log_failures", "Appends to the WAL's chunks.log that failed (worker_inserts): "
+                       "retried, or the chunk left to the writer.", None, pipeline["chunk_log_failures"])
         yield _gauge("otelgw_pipeline_queue_records", "Durable records not yet read by the mapper.",
                      wal["durable_seq"] - wal["consumed_seq"])
         yield _gauge("otelgw_writer_lag_seconds", "Age of the oldest accepted request whose rows are not yet in "
