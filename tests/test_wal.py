@@ -142,7 +142,7 @@ def test_cut_log(tmp_path: Path) -> None:
         cuts.append(first, last)
     cuts.append(10, 30)  # the same cut again (a replay) is written once
     with open(cuts.path, "ab") as fh:
-        fh.write(b"31 4")  # torn last line
+        fh.write(b"31 40")  # torn last line ("31 400" was being written): never fsynced, no cut
     assert cuts.pending(5) == [(6, 9), (10, 30)]
     assert cuts.pending(7) == [(6, 9), (10, 30)]  # the checkpoint stopped inside a cut: kept
     assert cuts.highest() == 30

@@ -278,7 +278,9 @@ def test_a_chunk_the_log_cannot_name_goes_to_the_writer(tmp_path: Path) -> None:
         logged = [tuple(map(int, line.split())) for line in chunk_log.path.read_text().splitlines()]
         assert refused[1] in logged
         assert refused[0] not in logged and refused[0][0] not in {first for first, _ in logged}
-        wait_until(lambda: stats.worker_inserted_chunks >= 2, timeout=30)
+        # One chunk a request: the first went to the writer, the other three to their workers.
+        wait_until(lambda: stats.worker_inserted_chunks >= 3, timeout=30)
+        assert stats.worker_inserted_chunks == 3
         metrics = urllib.request.urlopen(f"{running.api_url}/metrics", timeout=10).read().decode()
         assert "otelgw_chunk_log_failures_total 2.0" in metrics
     finally:

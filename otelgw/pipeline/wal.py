@@ -534,14 +534,17 @@ class CutLog:
         if not self.path.exists():
             return []
         out = []
-        for line in self.path.read_bytes().split(b"\n"):
+        # The last line without its newline was torn by a crash before its fsync returned, so
+        # nothing was inserted under it; it is not a cut even if what is left reads as one ("10
+        # 11" of "10 112"), and the next append cuts it off.
+        for line in self.path.read_bytes().split(b"\n")[:-1]:
             parts = line.split()
             if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit() and int(parts[0]) <= int(parts[1]):
                 out.append((int(parts[0]), int(parts[1])))
         return out
 
     def pending(self, checkpoint: int) -> list[tuple[int, int]]:
-        """Cuts not yet checkpointed, in order (a torn last line is ignored). One the checkpoint
+        """Cuts not yet checkpointed, in order (a last line without its newline is ignored). One the checkpoint
         stopped inside (the sampler's floor) is kept: its tail is rebuilt under its logged range.
         Of overlapping cuts the newest wins (records renumbered after a lost tail were cut
         again), except a shorter one with the same start (a rebuilt block flushed early at a
@@ -564,10 +567,14 @@ class CutLog:
         """Open for appending; a line torn by a crash is cut off first, or the next line would be
         glued to it (and read as another range, or as none)."""
         fh = open(self.path, "ab", buffering=0)  # noqa: SIM115  (kept open: appended every flush)
-        data = self.path.read_bytes()  # small: pruned every 256 cuts
-        if data and not data.endswith(b"\n"):
-            os.ftruncate(fh.fileno(), data.rfind(b"\n") + 1)
-            os.fsync(fh.fileno())
+        try:
+            data = self.path.read_bytes()  # the pending cuts (prune drops the rest)
+            if data and not data.endswith(b"\n"):
+                os.ftruncate(fh.fileno(), data.rfind(b"\n") + 1)
+                os.fsync(fh.fileno())
+        except OSError:
+            fh.close()
+            raise
         return fh
 
     def append(self, first: int, last: int) -> None:
