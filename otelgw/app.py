@@ -42,7 +42,7 @@ from otelgw.pipeline.workers import (
 from otelgw.receiver.otlp_grpc import build_otlp_grpc_server
 from otelgw.receiver.otlp_http import build_otlp_http_app
 from otelgw.semconv import tables_digest
-from otelgw.store.client import DSN, ClientFactory
+from otelgw.store.client import DSN, ClientFactory, server_timeouts
 from otelgw.store.cluster import migrate_store
 from otelgw.store.gateways import HEARTBEAT_S, DuplicateWalId, GatewayRegistry
 from otelgw.store.keys import KeyStore
@@ -93,7 +93,8 @@ class Gateway:
         self.cfg = cfg
         self.ports = Ports()
         self.dsn = DSN(cfg.clickhouse_dsn)
-        self._write_clients = ClientFactory(self.dsn)
+        # The writer's (and migrations'): a hung server is given up on and retried.
+        self._write_clients = ClientFactory(self.dsn, options=server_timeouts(cfg.clickhouse_insert_timeout_s))
         self._read_clients = ClientFactory(self.dsn)
         wal_dir = Path(cfg.wal_dir) if cfg.wal_dir else Path(cfg.data_dir) / "wal"
         dead_letter_dir = Path(cfg.data_dir) / "dead-letter"

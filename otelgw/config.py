@@ -28,6 +28,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Where rows go: chdb://PATH (embedded, relative paths resolved against the working
     # directory) or http(s)://user:pass@host:8123/db (a ClickHouse server).
     clickhouse_dsn: str = "chdb://./data/otelgw"
+    # With a ClickHouse server: how long an insert (the writer's, or a worker's) waits without a
+    # byte from the server before it is given up and retried under the same deduplication token.
+    # The server keeps a slow insert alive with progress headers every max(10, this - 5) s, so
+    # values under ~15 s can cut off inserts that are only slow. chDB ignores it.
+    clickhouse_insert_timeout_s: float = 60.0
     # Where the gateway keeps its own files: the write-ahead log and dead-letter files.
     data_dir: str = "./data"
     # The write-ahead log's directory; empty means DATA_DIR/wal.
@@ -161,6 +166,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         fsync = str(self.wal_fsync_ms).strip().lower()
         if fsync != "off" and not (fsync.isdigit() and int(fsync) <= 10_000):
             errors.append(f"wal_fsync_ms: {self.wal_fsync_ms!r} must be milliseconds (0 to 10000) or off")
+        if not 1 <= self.clickhouse_insert_timeout_s <= 3600:
+            errors.append("clickhouse_insert_timeout_s: must be 1 to 3600 seconds")
         if self.shutdown_timeout_s <= 0:
             errors.append("shutdown_timeout_s: must be greater than 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

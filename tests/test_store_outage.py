@@ -90,6 +90,50 @@ def test_outage_under_load_delivers_everything_once(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_a_hung_store_is_given_up_on_and_retried(tmp_path: Path) -> None:
+    """SIGSTOP: the server accepts connections and never answers. The writer's and the workers'
+    inserts give up after `clickhouse_insert_timeout_s` (the driver's default would wait 300 s),
+    the writer reports the store unhealthy and retries under the same tokens, /ready says not
+    ready within seconds; after SIGCONT the server also runs the inserts it had queued, and
+    everything is stored once."""
+    server = ChServer(tmp_path / "clickhouse").start()
+    gateway = GatewayProcess(tmp_path / "gw", clickhouse_dsn=server.dsn("otelgw"), flush_interval_ms="100",
+                             clickhouse_insert_timeout_s="2", worker_insert_min_bytes="1")
+    try:
+        gateway.start()
+        for r in range(2):
+            assert post(f"{gateway.http_url}/v1/traces", genai_request(1 + r * 100, 100, 200)).status == 200
+        gateway.wait(lambda: gateway.status()["pipeline"]["wal"]["pending_records"] == 0, 60, "drained")
+        server.pause()
+        try:
+            for r in range(2, 5):
+                assert post(f"{gateway.http_url}/v1/traces", genai_request(1 + r * 100, 100, 200)).status == 200
+            began = time.monotonic()
+            gateway.wait(lambda: gateway.status()["writer"]["healthy"] is False, 30, "an insert given up on")
+            assert time.monotonic() - began < 20
+            assert "timed out" in gateway.status()["writer"]["last_error"].lower()
+            # Readiness answers (not ready) within seconds, probe after probe: pings give up and
+            # do not pile up on the query threads, which still answer what needs no store.
+            for _ in range(3):
+                asked = time.monotonic()
+                status, body = get_json(f"{gateway.api_url}/ready", timeout=15)
+                assert status == 503 and body["checks"]["store"] is False and time.monotonic() - asked < 8
+        finally:
+            server.resume()
+        gateway.wait(lambda: gateway.status()["pipeline"]["wal"]["pending_records"] == 0, 60, "drained")
+        assert gateway.status()["writer"]["healthy"] is True
+        assert gateway.terminate() == 0
+        assert _stored_ids(server, "otelgw") >= set(range(1, 501))
+        client = clickhouse_connect.get_client(dsn=server.dsn("otelgw"))
+        # Before merges: the inserts the server ran late and their retries left one copy.
+        assert client.query("SELECT count(), uniqExact(span_id) FROM inferences").result_rows[0] == (500, 500)
+    finally:
+        server.resume()
+        if gateway.proc and gateway.proc.poll() is None:
+            gateway.proc.kill()
+        server.stop()
+
+
 def test_full_wal_refuses_then_recovers(tmp_path: Path) -> None:
     server = ChServer(tmp_path / "clickhouse").start()
     gateway = GatewayProcess(tmp_path / "gw", clickhouse_dsn=server.dsn("otelgw"), flush_interval_ms="100",

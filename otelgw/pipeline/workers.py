@@ -256,7 +256,7 @@ def _init_worker(cfg: Config, inputs: MapperInputs, parent: int) -> None:
     try:
         _WORKER["mapper"] = build_record_mapper(cfg, inputs)
         if worker_inserts_on(cfg, workers=2):  # this is one of several worker processes
-            _WORKER["inserter"] = ChunkInserter(cfg.clickhouse_dsn)
+            _WORKER["inserter"] = ChunkInserter(cfg.clickhouse_dsn, cfg.clickhouse_insert_timeout_s)
     except Exception as exc:
         _WORKER["error"] = f"{type(exc).__name__}: {exc}"
 

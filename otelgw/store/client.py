@@ -84,6 +84,12 @@ class DSN:
         return self.raw
 
 
+def server_timeouts(seconds: float) -> dict[str, Any]:
+    """Driver options for a client that gives up on a ClickHouse server silent for `seconds`
+    (the driver's default waits 300 s)."""
+    return {"connect_timeout": min(10.0, seconds), "send_receive_timeout": seconds}
+
+
 class ClientFactory:
     """Hands each thread its own client on the configured database, creating it once."""
 
@@ -101,9 +107,10 @@ class ClientFactory:
     def _open(self, with_database: bool) -> Client:
         if self.dsn.embedded and self.dsn.path != ":memory:":
             os.makedirs(self.dsn.path, exist_ok=True)
+        options = {} if self.dsn.embedded else self._options  # (chDB warns about HTTP options)
         try:
             return clickhouse_connect.get_client(dsn=self.dsn.client_dsn(with_database), settings=self._settings,
-                                            **self._options)
+                                                 **options)
         except Exception as exc:  # driver errors vary by transport; name the store either way
             raise StoreError(f"cannot connect to ClickHouse at {self.dsn.redacted()}: {exc}") from exc
 

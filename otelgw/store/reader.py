@@ -11,16 +11,21 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from otelgw.store.client import ClientFactory
+from otelgw.store.client import ClientFactory, server_timeouts
 from otelgw.store.queries import load
 
 _END = object()
+_PING_TIMEOUT_S = 5.0
 
 
 class Reader:
     def __init__(self, clients: ClientFactory, max_workers: int = 4) -> None:
         self._clients = clients
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="otelgw-query")
+        # Readiness pings: a server that does not answer within seconds is not ready, and one
+        # ping at a time, so probes of a hung server do not take every query thread.
+        self._ping_clients = ClientFactory(clients.dsn, options=server_timeouts(_PING_TIMEOUT_S))
+        self._ping_future: asyncio.Future[bool] | None = None
 
     def _run(self, sql: str, params: dict[str, Any], settings: dict[str, Any] | None) -> list[dict[str, Any]]:
         result = self._clients.call(lambda client: client.query(sql, parameters=params, settings=settings))
@@ -83,14 +88,20 @@ class Reader:
 
     def _ping(self) -> bool:
         try:
-            self._clients.get().query("SELECT 1")
+            self._ping_clients.get().query("SELECT 1")
             return True
         except Exception:
-            self._clients.discard()
+            self._ping_clients.discard()
             return False
 
     async def ping(self) -> bool:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._ping)
+        if self._ping_future is None or self._ping_future.done():
+            self._ping_future = asyncio.get_running_loop().run_in_executor(self._pool, self._ping)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._ping_future), _PING_TIMEOUT_S + 1)
+        except TimeoutError:
+            return False
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._ping_clients.close()

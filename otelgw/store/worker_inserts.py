@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from otelgw.pipeline.rows import TABLES
-from otelgw.store.client import DSN, ClientFactory
+from otelgw.store.client import DSN, ClientFactory, server_timeouts
 from otelgw.store.writer import INSERT_SETTINGS
 
 if TYPE_CHECKING:
@@ -31,12 +31,11 @@ def chunk_token(prefix: str, first: int, last: int, table: str) -> str:
 class ChunkInserter:
     """Lives in a worker process; its HTTP client is made on first use."""
 
-    def __init__(self, dsn: str) -> None:
-        # The driver's default waits 300 s for an answer; a worker stuck that long holds up
-        # every chunk behind its own (results are applied in log order). An 8 MiB chunk takes
-        # well under a second; past the timeout the writer retries it under the same tokens, so
-        # an insert that did land late is not stored twice.
-        self._clients = ClientFactory(DSN(dsn), options={"connect_timeout": 5, "send_receive_timeout": 60})
+    def __init__(self, dsn: str, timeout_s: float) -> None:
+        # A worker waiting on a hung server holds up every chunk behind its own (results are
+        # applied in log order); past the timeout the writer retries the chunk under the same
+        # tokens, so an insert that did land late is not stored twice.
+        self._clients = ClientFactory(DSN(dsn), options=server_timeouts(timeout_s))
 
     def insert(self, chunk: MappedChunk, token_range: tuple[int, int], prefix: str) -> None:
         """Insert the chunk's rows table by table; the tables that went in leave the records
