@@ -78,9 +78,9 @@ def migrate(cfg: Config) -> list[str]:
         clients.close()
 
 
-async def _start_site(app: web.Application, addr: str) -> tuple[web.AppRunner, int]:
+async def _start_site(app: web.Application, addr: str, auto_decompress: bool = True) -> tuple[web.AppRunner, int]:
     host, port = parse_addr(addr)  # type: ignore[misc]  # validated with the config
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=auto_decompress)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
@@ -198,7 +198,8 @@ class Gateway:
         if cfg.otlp_http_addr:
             app = build_otlp_http_app(self.pipeline, self.auth, cfg.max_request_bytes, self._decode_pool,
                                       self.telemetry.receiver)
-            runner, self.ports.otlp_http = await _start_site(app, cfg.otlp_http_addr)
+            # The receiver decompresses its bodies itself (receiver/body.py).
+            runner, self.ports.otlp_http = await _start_site(app, cfg.otlp_http_addr, auto_decompress=False)
             self._runners.append(runner)
         if cfg.otlp_grpc_addr:
             self._grpc, self.ports.otlp_grpc = build_otlp_grpc_server(

@@ -78,6 +78,47 @@ def test_compressed_protobuf(gateway, encoding: str) -> None:
     assert stored_tokens(gateway, trace) == [(12, 5)]
 
 
+def test_bodies_that_end_early_are_refused(gateway) -> None:
+    """A request of two resources, compressed, cut off in transit right after the first resource:
+    aiohttp's own gzip decoder took that as a complete (smaller, valid) request, stored the first
+    resource and answered 200 — the rest lost. Every stream must reach its end marker; bodies of
+    several gzip members or zstd frames are whole requests (RFC 1952, RFC 8878)."""
+    first_trace, second_trace = "c1" * 16, "c2" * 16
+    first = request_protobuf(span_json(first_trace, "00000000000000c1"), service="first")
+    second = request_protobuf(span_json(second_trace, "00000000000000c2"), service="second")
+    whole = first + second  # protobuf: two requests back to back are one of both resources
+    stored = gzip.compress(whole, compresslevel=0)  # one stored block: header 10 + 5, data, trailer 8
+    assert stored[15:15 + len(whole)] == whole
+    cut = {
+        "gzip after the first resource": (stored[:15 + len(first)], "gzip"),
+        "gzip without its trailer": (gzip.compress(whole)[:-8], "gzip"),
+        "deflate cut": (zlib.compress(whole)[:-4], "deflate"),
+        "zstd cut": (zstandard.compress(whole)[:-3], "zstd"),
+    }
+    for what, (body, encoding) in cut.items():
+        result = post(f"{gateway.http_url}/v1/traces", body, headers={"Content-Encoding": encoding})
+        assert result.status == 400 and b"truncated" in result.body, what
+    for what, body, encoding in (("deflate with bytes after its end", zlib.compress(whole) + b"xx", "deflate"),
+                                 ("gzip with garbage after its member", gzip.compress(whole) + b"junk", "gzip"),
+                                 ("not gzip at all", b"hello, world", "gzip")):
+        assert post(f"{gateway.http_url}/v1/traces", body, headers={"Content-Encoding": encoding}).status == 400, what
+    assert stored_tokens(gateway, first_trace) == [] and stored_tokens(gateway, second_trace) == []
+    # Whole bodies in several members / frames, and raw deflate (no zlib header), are taken.
+    for body, encoding in ((gzip.compress(first) + gzip.compress(second), "gzip"),
+                           (zstandard.compress(first) + zstandard.compress(second), "zstd"),
+                           (_raw_deflate(whole), "deflate")):
+        assert post(f"{gateway.http_url}/v1/traces", body, headers={"Content-Encoding": encoding}).status == 200
+    assert stored_tokens(gateway, first_trace) == [(12, 5)] and stored_tokens(gateway, second_trace) == [(12, 5)]
+    # An encoding the receiver does not speak: 415 in the request's encoding, before any decoding.
+    result = post(f"{gateway.http_url}/v1/traces", b"x", headers={"Content-Encoding": "br"})
+    assert result.status == 415 and b"unsupported Content-Encoding 'br'" in result.body
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=-15)
+    return compressor.compress(data) + compressor.flush()
+
+
 def test_chunked_body_without_content_length(gateway) -> None:
     trace = "5" * 32
     body = request_protobuf(span_json(trace, "00000000000000b2"))
@@ -136,7 +177,7 @@ BAD_INPUTS = [
     ("unknown content encoding", b"x", "application/x-protobuf", {"Content-Encoding": "br2"}, 415,
      "unsupported Content-Encoding"),
     ("gzip header that is not gzip", b"not gzip at all", "application/x-protobuf", {"Content-Encoding": "gzip"}, 400,
-     "cannot read request body"),
+     "body is not valid gzip"),
 ]
 
 
@@ -178,6 +219,13 @@ def test_oversize_and_compression_bomb(chdb_path, tmp_path) -> None:
         zbomb = zstandard.compress(b"\0" * (64 * 1024 * 1024))
         result = post(f"{small.http_url}/v1/traces", zbomb, headers={"Content-Encoding": "zstd"})
         assert result.status == 413
+        dbomb = zlib.compress(b"\0" * (64 * 1024 * 1024), 9)
+        result = post(f"{small.http_url}/v1/traces", dbomb, headers={"Content-Encoding": "deflate"})
+        assert result.status == 413
+        # Members each under the limit, together over it.
+        members = gzip.compress(b"\0" * 40_000) * 2
+        result = post(f"{small.http_url}/v1/traces", members, headers={"Content-Encoding": "gzip"})
+        assert result.status == 413 and b"after decompression" in result.body
         # And the same gateway still takes a normal request.
         ok = post(f"{small.http_url}/v1/traces", request_protobuf(span_json("a" * 32, "00000000000000f1")))
         assert ok.status == 200

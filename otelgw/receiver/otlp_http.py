@@ -1,13 +1,15 @@
 """OTLP/HTTP receiver (aiohttp): /v1/traces, /v1/logs, /v1/metrics, and the Langfuse SDK path.
 
-aiohttp decodes gzip, deflate and zstd bodies and applies client_max_size to the decoded size,
-so a compression bomb is cut off with 413 before it is in memory whole. Answers follow the OTLP
+Bodies are decompressed by `receiver/body.py`, not by aiohttp (whose gzip decoder accepts a
+truncated stream): gzip, deflate and zstd, bounded to max_request_bytes while they are
+decompressed (413), streams that end early refused (400). Answers follow the OTLP
 spec: the response in the request's encoding, google.rpc.Status bodies on errors, 503 with
 Retry-After when the gateway cannot take more.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -24,6 +26,8 @@ from otelgw.jsonlog import log_context
 from otelgw.pipeline.admission import Overloaded, RateLimited
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Signal
+from otelgw.receiver.body import ENCODINGS as body_encodings
+from otelgw.receiver.body import BodyError, decompress
 from otelgw.receiver.decode import DecodeError, Encoding
 from otelgw.receiver.ingest import BadProject, clean_project, http_connection, ingest
 from otelgw.telemetry.gateway import ReceiverInstruments
@@ -44,7 +48,8 @@ CONTENT_TYPES: dict[str, Encoding] = {
     "application/json": Encoding.JSON,
 }
 MEDIA_TYPE = {Encoding.PROTOBUF: "application/x-protobuf", Encoding.JSON: "application/json"}
-CONTENT_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate", "zstd"})
+# Decompressed off the event loop past this size.
+_INLINE_BODY_BYTES = 64 * 1024
 PROJECT_HEADER = "x-otelgw-project"
 
 PIPELINE_KEY: web.AppKey[Pipeline] = web.AppKey("pipeline", Pipeline)
@@ -95,7 +100,7 @@ async def _export(request: web.Request) -> web.Response:
         return error_response(415, f"unsupported Content-Type {request.content_type!r}: use "
                                    "application/x-protobuf or application/json", None)
     content_encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if content_encoding not in CONTENT_ENCODINGS:
+    if content_encoding not in body_encodings:
         return error_response(415, f"unsupported Content-Encoding {content_encoding!r}: use gzip, deflate, "
                                    "zstd or none", encoding)
     try:
@@ -113,13 +118,20 @@ async def _export(request: web.Request) -> web.Response:
         with pipeline.admission.slot(connection):
             pipeline.check_open(project, connection)
             try:
-                body = await request.read()
+                raw = await request.read()
             except web.HTTPRequestEntityTooLarge:
-                return error_response(413, f"request body exceeds {request.client_max_size} bytes "
-                                           "(after decompression)", encoding)
+                return error_response(413, f"request body exceeds {request.client_max_size} bytes", encoding)
             except (RequestPayloadError, HttpProcessingError, ValueError) as exc:
-                # RequestPayloadError / ContentEncodingError: a body that does not decompress.
                 return error_response(400, f"cannot read request body: {exc}".strip(), encoding)
+            try:
+                if content_encoding in ("", "identity") or len(raw) <= _INLINE_BODY_BYTES:
+                    body = decompress(raw, content_encoding, request.client_max_size)
+                else:
+                    body = await asyncio.get_running_loop().run_in_executor(
+                        request.app[EXECUTOR_KEY], decompress, raw, content_encoding, request.client_max_size)
+            except BodyError as exc:
+                return error_response(exc.status, str(exc), encoding)
+            del raw
             response = await ingest(pipeline, request.app[EXECUTOR_KEY], signal, body, encoding, project, connection)
     except DecodeError as exc:
         return error_response(400, str(exc), encoding)

@@ -1,0 +1,99 @@
+"""OTLP/HTTP request bodies, decompressed here rather than by aiohttp.
+
+aiohttp's gzip (and zstd) decoder takes a stream that ends early as complete: a request of
+several resources cut off in transit decodes to the resources before the cut, which parse as a
+valid, smaller OTLP request — acknowledged with 200 and the rest lost. Here every stream must
+reach its end (gzip and zstd may hold several members/frames, as RFC 1952 and RFC 8878 allow),
+and the output is bounded while it is produced, so a compression bomb stops at `max_bytes`.
+"""
+
+from __future__ import annotations
+
+import sys
+import zlib
+
+if sys.version_info >= (3, 14):
+    from compression.zstd import ZstdDecompressor, ZstdError
+else:
+    from backports.zstd import ZstdDecompressor, ZstdError
+
+ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate", "zstd"})
+
+
+class BodyError(Exception):
+    """A body that cannot be used: `status` 400 (not valid in its encoding) or 413 (too large)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def decompress(raw: bytes, encoding: str, max_bytes: int) -> bytes:
+    """The body `raw` sent with Content-Encoding `encoding` (lower case, one of ENCODINGS)."""
+    if encoding in ("", "identity"):
+        out = raw
+    elif encoding in ("gzip", "x-gzip"):
+        out = _zlib(raw, 16 + zlib.MAX_WBITS, "gzip", max_bytes, members=True)
+    elif encoding == "deflate":
+        # RFC 9110's deflate is the zlib format; some clients send the raw deflate stream.
+        wbits = zlib.MAX_WBITS if _zlib_header(raw) else -zlib.MAX_WBITS
+        out = _zlib(raw, wbits, "deflate", max_bytes, members=False)
+    elif encoding == "zstd":
+        out = _zstd(raw, max_bytes)
+    else:
+        raise BodyError(400, f"unsupported Content-Encoding {encoding!r}")
+    if len(out) > max_bytes:
+        raise _too_large(max_bytes)
+    return out
+
+
+def _too_large(max_bytes: int) -> BodyError:
+    return BodyError(413, f"request body exceeds {max_bytes} bytes (after decompression)")
+
+
+def _zlib_header(raw: bytes) -> bool:
+    return len(raw) >= 2 and raw[0] & 0x0F == 8 and (raw[0] << 8 | raw[1]) % 31 == 0
+
+
+def _zlib(raw: bytes, wbits: int, name: str, max_bytes: int, members: bool) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    data = raw
+    while True:
+        stream = zlib.decompressobj(wbits)
+        try:
+            chunk = stream.decompress(data, max_bytes - size + 1)
+        except zlib.error as exc:
+            raise BodyError(400, f"body is not valid {name}: {exc}") from exc
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        parts.append(chunk)
+        if not stream.eof:
+            raise BodyError(400, f"{name} body is truncated (the stream ends before its end marker)")
+        data = stream.unused_data
+        if not data:
+            return b"".join(parts)
+        if not members:
+            raise BodyError(400, f"{len(data)} bytes after the end of the {name} stream")
+
+
+def _zstd(raw: bytes, max_bytes: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    data = raw
+    while True:
+        stream = ZstdDecompressor()
+        try:
+            chunk = stream.decompress(data, max_bytes - size + 1)
+        except ZstdError as exc:
+            raise BodyError(400, f"body is not valid zstd: {exc}") from exc
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        parts.append(chunk)
+        if not stream.eof:
+            raise BodyError(400, "zstd body is truncated (a frame ends early)")
+        data = stream.unused_data
+        if not data:
+            return b"".join(parts)
