@@ -78,9 +78,10 @@ def migrate(cfg: Config) -> list[str]:
         clients.close()
 
 
-async def _start_site(app: web.Application, addr: str, auto_decompress: bool = True) -> tuple[web.AppRunner, int]:
+async def _start_site(app: web.Application, addr: str, **handler: Any) -> tuple[web.AppRunner, int]:
+    """`handler`: aiohttp's request handler options (auto_decompress, max_line_size)."""
     host, port = parse_addr(addr)  # type: ignore[misc]  # validated with the config
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=auto_decompress)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **handler)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
@@ -193,7 +194,9 @@ class Gateway:
             api[erasure_api.RUNNER_KEY] = self.erasure
             api[retention_api.CLUSTER_KEY] = cfg.clickhouse_cluster
             await self.auditor.start()
-            self._api_runner, self.ports.api = await _start_site(api, cfg.api_addr)
+            # TraceQL travels in the URL (Grafana's Tempo data source): longer than aiohttp's
+            # 8 KiB request line, as Go's HTTP server (Tempo's) allows.
+            self._api_runner, self.ports.api = await _start_site(api, cfg.api_addr, max_line_size=64 * 1024)
         await self.erasure.start()  # resumes the erasure jobs a stop interrupted
         if cfg.otlp_http_addr:
             app = build_otlp_http_app(self.pipeline, self.auth, cfg.max_request_bytes, self._decode_pool,

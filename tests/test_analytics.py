@@ -254,6 +254,21 @@ def test_validation_errors_name_the_field(gateway, body: dict[str, Any], field: 
     assert field in answer["error"]["message"], answer
 
 
+def test_dates_past_what_the_store_holds(gateway) -> None:
+    """Times outside 1900 .. 2262 (DateTime64(9)) are its ends; each of these was a 500 (year
+    10000 or 0 in a bucket, a float timestamp out of range)."""
+    hour = {"metrics": ["request_count"], "frequency_unit": "hour"}
+    status, answer = api(gateway, {**hour, "from_date": "9999-12-31T23:00:00", "to_date": "253402300900"})
+    assert status == 200 and [i["time_period"] for i in answer["items"]] == ["2262-04-11T23:00:00"], answer
+    for far in ("99999999999999", "9999999999999999999"):
+        status, answer = api(gateway, {**hour, "from_date": far})
+        assert status == 400 and "to_date must be after from_date" in answer["error"]["message"], answer
+    status, answer = api(gateway, {**hour, "from_date": "0001-01-01T00:00:00+14:00", "frequency_unit": "day"})
+    assert status == 400 and "buckets" in answer["error"]["message"], answer
+    status, answer = api(gateway, {**hour, "from_date": "0001-01-01T00:00:00+14:00", "frequency_unit": "year"})
+    assert status == 200 and min(i["time_period"] for i in answer["items"]) == "1900-01-01T00:00:00", answer
+
+
 def test_ingested_spans_reach_the_rollups(gateway) -> None:
     """Spans sent over OTLP land in the rollups through the views, counted once each."""
     fixture = next(f for f in all_fixtures() if f.name == "otelv2-chat")

@@ -166,6 +166,11 @@ def test_audit_api_filters_pagination_and_scope(gw) -> None:
     # Action and time filters, newest first; the API flushes queued events before it reads.
     status, page = audit_api(gw, admin, action="inference.read", from_date=f"{start:.6f}")
     assert status == 200 and page["total_count"] == 4 and len(page["items"]) == 4
+    # Past what the store holds: its end (it wrapped around and matched nothing), or a clear 400.
+    far_status, far = audit_api(gw, admin, action="inference.read", from_date=f"{start:.6f}", to_date="9999-12-31")
+    assert far_status == 200 and far["total_count"] == 4
+    far_status, far = audit_api(gw, admin, from_date="9" * 400)
+    assert far_status == 400 and "from_date" in far["error"]["message"]
     times = [item["time"] for item in page["items"]]
     assert times == sorted(times, reverse=True)
     assert page["items"][0]["project"] == "beta" and page["items"][0]["key_id"] == gw.key_ids["global-admin"]

@@ -175,6 +175,20 @@ def test_langfuse_cost_attribute_preferred_and_zero_cost_repriced() -> None:
     assert (batch.inferences[0].cost_usd, batch.inferences[0].cost_source) == (2.5, "pricing")
 
 
+def test_implausible_waits_and_costs_are_not_reported() -> None:
+    """A negative TTFT was stored as -5000 ms; a cost of ±1e308 turned every sum it joined into
+    0 or inf. They are kept as not reported (a cost then comes from the pricing table)."""
+    batch = map_span("chat gpt-4o", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                                     "gen_ai.usage.input_tokens": 1_000_000, "gen_ai.latency.time_to_first_token": -5,
+                                     "gen_ai.latency.time_in_queue": -1, "gen_ai.usage.cost": -1e308})
+    (row,) = batch.inferences
+    assert (row.ttft_ms, row.ttft_source, row.queue_ms) == (None, "", None)
+    assert (row.cost_usd, row.cost_source) == (2.5, "pricing")
+    batch = map_span("gen", {"langfuse.observation.type": "generation", "langfuse.observation.model.name": "nope",
+                             "langfuse.observation.cost_details": json.dumps({"total": 1e308})})
+    assert (batch.inferences[0].cost_usd, batch.inferences[0].cost_source) == (0.0, "")
+
+
 def test_unmapped_attributes_counted_per_key_and_scope() -> None:
     batch = map_span("chat m", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
                                 "gen_ai.brand_new": "v1", "llm.other": 3, "http.method": "GET"}, scope="lib-x")

@@ -109,6 +109,30 @@ def test_resent_records_are_reported_as_duplicates_and_not_written_twice(gateway
                           ids=ids) == 3
 
 
+def test_records_a_span_cannot_hold_are_validation_failures(gateway) -> None:
+    """Each of these took the whole batch down with a 500 (a naive time compared with an aware
+    one; times and counts past what an OTLP span holds); now each is its own validation failure,
+    and the good records beside them land."""
+    mixed = record(request_arrival_time="2026-03-10T10:30:00", request_forward_time="2026-03-10T10:30:00.5Z")
+    bad = [record(request_arrival_time="0001-01-01T00:00:00+00:00"),
+           record(request_arrival_time="9999-12-31T00:00:00+00:00", request_forward_time="9999-12-31T00:00:01+00:00"),
+           record(request_end_time="2026-03-10T10:29:00"),
+           record(input_tokens=2**64),
+           record(status_code=2**70),
+           record(status_code=-(2**70))]
+    status, answer = send(gateway, envelope(mixed, *bad))
+    assert status == 200, answer
+    assert answer["param"]["summary"] == {"total_entries": 7, "successfully_inserted": 1, "duplicates_skipped": 0,
+                                          "validation_failures": 6}
+    errors = {e["index"]: e["error"] for e in answer["param"]["details"]["validation_errors"]}
+    assert "outside 1970-01-01 .. 2262-04-11" in errors[1] and "outside" in errors[2]
+    assert "request_end_time must not be before" in errors[3]
+    gateway.settle()
+    row = gateway.query("SELECT latency_ms FROM inferences FINAL WHERE inference_id = {i:UUID}",
+                        i=mixed["inference_id"])
+    assert row == [{"latency_ms": 500.0}]
+
+
 def test_bad_envelopes_get_a_clear_400(gateway) -> None:
     status, answer = send(gateway, envelope(record(is_success="maybe"), record(inference_id="not-a-uuid")))
     assert status == 400 and "no valid record in 2 entries" in answer["error"]["message"]

@@ -3,11 +3,13 @@ pagination, validation), detail with its timing waterfall, feedback, export."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
 import time
 import urllib.request
+import uuid
 from typing import Any
 
 import pytest
@@ -107,6 +109,10 @@ def test_cursor_pages_match_offset_pages(seeded) -> None:
         assert [i["inference_id"] for i in by_offset] == seen[800:1200], sort_by
 
 
+def _cursor(fields: list) -> str:
+    return base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+
+
 @pytest.mark.parametrize("body,field", [
     ({"from_date": "yesterday"}, "from_date"),
     ({"from_date": FROM, "limit": 1001}, "limit"),
@@ -116,6 +122,13 @@ def test_cursor_pages_match_offset_pages(seeded) -> None:
     ({"to_date": "2026-01-01"}, "from_date"),
     ({"from_date": "2026-01-02", "to_date": "2026-01-01"}, "from_date"),
     ({"from_date": FROM, "cursor": "garbage!"}, "cursor"),
+    # Tampered cursors: each reached ClickHouse as a value it could not take (500).
+    ({"from_date": FROM, "cursor": _cursor(["timestamp", "desc", 1e300, "not-a-uuid"])}, "cursor"),
+    ({"from_date": FROM, "cursor": _cursor(["timestamp", "desc", 1.5, str(uuid.uuid4())])}, "cursor"),
+    ({"from_date": FROM, "cursor": _cursor(["timestamp", "desc", 2**63, str(uuid.uuid4())])}, "cursor"),
+    ({"from_date": FROM, "sort_by": "latency", "cursor": _cursor(["latency", "desc", 1.5, "x"])}, "cursor"),
+    # Past UInt64 it wrapped around and matched everything.
+    ({"from_date": FROM, "min_tokens": 2**64}, "min_tokens"),
     ({"from_date": FROM, "limit": "ten"}, "limit"),
 ])
 def test_listing_validation(seeded, body: dict, field: str) -> None:
@@ -270,3 +283,8 @@ def test_time_window(seeded) -> None:
     recent = lst(seeded, from_date=str(now - 86400), to_date=str(now + 60))
     everything = lst(seeded)
     assert 0 < recent["total_count"] < everything["total_count"]
+    # Times past what DateTime64(9) holds are its ends: they wrapped around as Int64 and matched
+    # nothing.
+    for far in ({"from_date": "1000-01-01", "to_date": "9999-12-31"}, {"to_date": "99999999999999"},
+                {"from_date": "0001-01-01T00:00:00+14:00", "to_date": "9999-12-31T23:59:59-14:00"}):
+        assert lst(seeded, **far)["total_count"] == everything["total_count"], far

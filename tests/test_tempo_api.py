@@ -145,6 +145,26 @@ def test_search_traceql_and_tags(gateway) -> None:
     for bad in ['{ span.x = }', '{ foo = "x" }', 'span.x = "y"', '{ .a = "b" } | rate()', '{ .a =~ "(" }']:
         status, body = _tempo(gateway, "/api/search", q=bad, **window)
         assert status == 400 and "position" in body["error"]["message"], (bad, body)
+    # Python's re takes these patterns, ClickHouse's RE2 does not; a string where a duration goes;
+    # parentheses past the parser's depth: each was a 500.
+    for bad, fragment in [('{ name =~ "(a)\\\\1" }', "regular expression"),
+                          ('{ name =~ "(?=a)" }', "regular expression"),
+                          ('{ name =~ "a{2000}" }', "regular expression"),
+                          ('{ duration = "abc" }', "duration"),
+                          ("(" * 200 + "{}" + ")" * 200, "nest"),
+                          ("{ " + "(" * 200 + 'name = "a"' + ")" * 200 + " }", "nest"),
+                          ("(" * 1200 + "{}" + ")" * 1200, "too long"),
+                          (" || ".join(['{ name = "a" }'] * 600), "too long")]:
+        status, body = _tempo(gateway, "/api/search", q=bad, **window)
+        assert status == 400 and fragment in body["error"]["message"], (bad[:40], body)
+    # Durations past Int64 nanoseconds are the largest; a window past 2262 ends there (both
+    # overflowed: a 500, and a window that wrapped around to hold nothing).
+    huge = "9" * 400
+    assert _tempo(gateway, "/api/search", q="{ duration > " + huge + "s }", **window)[0] == 200
+    assert _tempo(gateway, "/api/search", minDuration=huge + "s", **window)[0] == 200
+    status, body = _tempo(gateway, "/api/search", q="{}", limit="1000", start=str(now - 600), end="10000000000")
+    assert status == 200 and trace_id in {t["traceID"] for t in body["traces"]}
+    assert _tempo(gateway, f"/api/traces/{trace_id}", end="10000000000")[0] == 200
     # The legacy tags parameter (logfmt) and duration bounds.
     status, body = _tempo(gateway, "/api/search", tags='service.name="rag-app" db.system=qdrant',
                           minDuration="0ms", maxDuration="1h", **window)

@@ -90,15 +90,41 @@ def rfc3339_ns(ns: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
 
 
+# What ClickHouse's DateTime64(9) holds (1900-01-01 .. 2262-04-11, within Int64 nanoseconds). A
+# time outside is taken as the nearest end, so "to 9999-12-31" means "to the end" instead of
+# wrapping around as an Int64 parameter (which matched nothing, and erased nothing).
+MIN_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(2262, 4, 11, 23, 47, 16, tzinfo=UTC)
+MIN_NS = int(MIN_TIME.timestamp()) * 1_000_000_000
+MAX_NS = int(MAX_TIME.timestamp()) * 1_000_000_000
+
+
+def clamp_ns(ns: int) -> int:
+    return min(max(ns, MIN_NS), MAX_NS)
+
+
+def clamp_time(at: datetime) -> datetime:
+    """`at` (zone-aware) moved into the storable range."""
+    try:
+        at = at.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 with an offset that takes it past datetime's range
+        return MIN_TIME if at.year < 1900 else MAX_TIME
+    return min(max(at, MIN_TIME), MAX_TIME)
+
+
 def parse_time_ns(value: str, field: str) -> int:
-    """ISO 8601 (a date alone, or a time without zone, is UTC) or unix seconds, to ns."""
+    """ISO 8601 (a date alone, or a time without zone, is UTC) or unix seconds, to ns, clamped to
+    the storable range."""
     text = value.strip()
     try:
+        if len(text) > 64:
+            raise ValueError("too long")
         if text.replace(".", "", 1).isdigit():
-            return int(float(text) * 1_000_000_000)
+            seconds = float(text)
+            return MAX_NS if seconds == float("inf") else clamp_ns(int(seconds * 1_000_000_000))
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise ApiError(400, "invalid_request", f"{field}: {value!r} is not an ISO 8601 date or time") from exc
+        raise ApiError(400, "invalid_request", f"{field}: {value[:80]!r} is not an ISO 8601 date or time") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1_000_000) * 1000
+    return clamp_ns(int(clamp_time(parsed).timestamp() * 1_000_000) * 1000)

@@ -11,6 +11,7 @@ SortKey = Literal["timestamp", "tokens", "latency", "cost", "ttft"]
 ExportFormat = Literal["csv", "json", "jsonl", "parquet"]
 FeedbackType = Literal["boolean", "rating", "comment", "demonstration"]
 MAX_LIMIT = 1000
+INT64_MAX = 2**63 - 1
 
 # ISO 8601 (a date alone or a time without zone is UTC), or unix seconds.
 DateTime = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"}, max_length=64)]
@@ -23,8 +24,8 @@ class InferenceFilter(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     to_date: DateTime | None = None
     project_id: str | None = None
     is_success: bool | None = None
-    min_tokens: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    max_tokens: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    min_tokens: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)] | None = None
     max_latency_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
     model: str | None = None
     provider: str | None = None
@@ -39,7 +40,7 @@ class InferenceFilter(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ListRequest(InferenceFilter, forbid_unknown_fields=True, kw_only=True):
     sort_by: SortKey = "timestamp"
     sort_order: Literal["asc", "desc"] = "desc"
-    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    offset: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)] = 0
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 50
     cursor: str | None = None
 

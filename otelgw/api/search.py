@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from otelgw.api.common import READER_KEY, ApiError, json_response, principal
-from otelgw.api.traceql import DURATION_NS, TraceQLError, compile_query, tags_to_query
+from otelgw.api.common import READER_KEY, ApiError, clamp_ns, json_response, principal
+from otelgw.api.traceql import TraceQLError, compile_query, duration_ns, tags_to_query
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
@@ -40,7 +40,7 @@ def _duration_ns(request: web.Request, name: str) -> int | None:
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", raw.strip())
     if match is None:
         raise ApiError(400, "invalid_request", f"{name} must be a duration such as 100ms or 2s")
-    return int(float(match.group(1)) * DURATION_NS[match.group(2)])
+    return duration_ns(float(match.group(1)), match.group(2))
 
 
 def _window(request: web.Request) -> tuple[int, int]:
@@ -49,7 +49,7 @@ def _window(request: web.Request) -> tuple[int, int]:
     start = _int(request, "start", end - DEFAULT_WINDOW_S, 0, 2**40)
     if start > end:
         raise ApiError(400, "invalid_request", "start must not be after end")
-    return start * 1_000_000_000, end * 1_000_000_000 + 999_999_999
+    return clamp_ns(start * 1_000_000_000), clamp_ns(end * 1_000_000_000 + 999_999_999)
 
 
 async def search(request: web.Request) -> web.Response:
@@ -105,7 +105,15 @@ async def search(request: web.Request) -> web.Response:
         ORDER BY start_ns DESC
         LIMIT {{limit:UInt32}}"""
     started = time.perf_counter()
-    rows = await request.app[READER_KEY].sql(sql, params)
+    try:
+        rows = await request.app[READER_KEY].sql(sql, params)
+    except Exception as exc:
+        # Python's re took the pattern, ClickHouse's RE2 does not (backreferences, lookaround,
+        # repeats past 1000, \Z): the query's fault, not the server's.
+        if "Code: 427." in str(exc):
+            message = str(exc).split("Code: 427.", 1)[1].split("(CANNOT_COMPILE_REGEXP)")[0].strip()
+            raise ApiError(400, "invalid_traceql", f"bad regular expression for RE2: {message[:300]}") from exc
+        raise
     keys = [key for key, _ in compiled.attributes]
     traces = []
     for row in rows:

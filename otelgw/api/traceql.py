@@ -76,9 +76,18 @@ class Compiled(msgspec.Struct):
     needs_trace: bool
 
 
+# Bounds on a query's shape: the parser recurses once per parenthesis, and ClickHouse's own
+# parser refuses SQL nested past ~1000 levels.
+MAX_DEPTH = 32
+MAX_TOKENS = 2000
+
+
 class _Parser:
     def __init__(self, query: str) -> None:
         self.tokens = tokenize(query)
+        if len(self.tokens) > MAX_TOKENS:
+            raise TraceQLError(f"query too long (more than {MAX_TOKENS} tokens)", 0)
+        self.depth = 0
         self.i = 0
         self.params: dict[str, Any] = {}
         self.attributes: dict[str, str] = {}
@@ -123,12 +132,22 @@ class _Parser:
             left = f"({left} AND {self.spanset_atom()})"
         return left
 
+    def open_paren(self) -> None:
+        token = self.take("(")
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise TraceQLError(f"parentheses nest deeper than {MAX_DEPTH}", token.pos)
+
+    def close_paren(self) -> None:
+        self.take(")")
+        self.depth -= 1
+
     def spanset_atom(self) -> str:
         token = self.peek()
         if token.text == "(":
-            self.take()
+            self.open_paren()
             inner = self.spanset_or()
-            self.take(")")
+            self.close_paren()
             return inner
         if token.text != "{":
             raise TraceQLError(f"expected a span set {{ ... }}, found {token.text or 'end of query'!r}", token.pos)
@@ -154,9 +173,9 @@ class _Parser:
 
     def cond_atom(self) -> str:
         if self.peek().text == "(":
-            self.take()
+            self.open_paren()
             inner = self.cond_or()
-            self.take(")")
+            self.close_paren()
             return inner
         return self.comparison()
 
@@ -207,9 +226,12 @@ class _Parser:
                 raise TraceQLError(f"bad regular expression: {exc}", value.pos) from exc
             test = f"match({expr}, {self.param(f'^(?:{pattern})$', 'String')})"
             return test if op == "=~" else f"NOT {test}"
+        if domain == "num" and value.kind not in ("duration", "number"):
+            raise TraceQLError(f"{value.text or 'end of query'!r}: a duration compares with a duration (100ms) "
+                               "or a number of nanoseconds", value.pos)
         if value.kind == "duration":
             number, unit = re.match(r"([\d.]+)(\D+)", value.text).groups()  # type: ignore[union-attr]
-            nanos = int(float(number) * DURATION_NS[unit])
+            nanos = duration_ns(float(number), unit)
             if domain != "num":
                 expr = f"toFloat64OrNull({expr})"
             return f"{expr} {OPS[op]} {self.param(nanos, 'Int64')}"
@@ -226,6 +248,12 @@ class _Parser:
             if word in ("true", "false"):
                 return f"{expr} {OPS[op]} {self.param(word, 'String')}"
         raise TraceQLError(f"unsupported value {value.text or 'end of query'!r}", value.pos)
+
+
+def duration_ns(number: float, unit: str) -> int:
+    """`number` `unit`s in ns; past Int64 (longer than any span) is the largest."""
+    ns = number * DURATION_NS[unit]
+    return int(ns) if ns < 2**63 else 2**63 - 1
 
 
 def _unquote(text: str) -> str:

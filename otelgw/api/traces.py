@@ -20,7 +20,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status, TracesData
 
 from otelgw import __version__
-from otelgw.api.common import READER_KEY, ApiError, json_response, principal
+from otelgw.api.common import MAX_NS, READER_KEY, ApiError, clamp_ns, json_response, principal
 from otelgw.api.lookup import load_inference, parse_inference_id
 from otelgw.governance.audit import audit
 from otelgw.protowire import len_field
@@ -49,11 +49,12 @@ def _time_range(request: web.Request) -> tuple[int, int]:
             bounds.append(None)
             continue
         try:
-            bounds.append(int(value) * 1_000_000_000)
+            bounds.append(clamp_ns(int(value) * 1_000_000_000))
         except ValueError as exc:
             raise ApiError(400, "invalid_request", f"{name} must be unix seconds") from exc
+    # 0 is "not given", as in Tempo.
     start = bounds[0] or 0
-    end = bounds[1] or 2**63 - 1
+    end = bounds[1] or MAX_NS
     if start > end:
         raise ApiError(400, "invalid_request", "start must not be after end")
     return start, end

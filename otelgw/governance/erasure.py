@@ -41,6 +41,7 @@ from typing import Any
 import msgspec
 from clickhouse_connect.driver.client import Client
 
+from otelgw.api.common import clamp_time
 from otelgw.store.client import DSN, ClientFactory
 from otelgw.store.cluster import ddl_target
 
@@ -85,12 +86,13 @@ class SelectorError(ValueError):
 
 
 def _parse_time(value: str, field: str) -> datetime:
-    """ISO 8601: a date alone, or a time without zone, is UTC."""
+    """ISO 8601: a date alone, or a time without zone, is UTC. Clamped to what the tables can
+    hold (a range to 9999-12-31 means to the end, not a wrapped-around Int64 that erases nothing)."""
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError as exc:
-        raise SelectorError(f"{field}: {value!r} is not an ISO 8601 date or time") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        raise SelectorError(f"{field}: {value[:80]!r} is not an ISO 8601 date or time") from exc
+    return clamp_time(parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed)
 
 
 def _iso(at: datetime) -> str:

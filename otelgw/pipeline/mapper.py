@@ -53,6 +53,16 @@ class MapperOptions(msgspec.Struct, frozen=True):
 _NAMESPACE_URL = uuid.NAMESPACE_URL.bytes
 
 
+# A reported cost or wait outside these is not a measurement (a negative TTFT, a cost of 1e308
+# that would turn every sum it joins into inf or 0): kept as not reported.
+_MAX_COST_USD = 1e6
+_MAX_WAIT_MS = 1e9
+
+
+def _plausible(value: float | None, largest: float) -> float | None:
+    return value if value is not None and 0 <= value <= largest else None
+
+
 def derived_inference_id(trace_hex: str, span_hex: str) -> str:
     """uuid5(NAMESPACE_URL, "otelgw:<trace>:<span>"), computed without building UUID objects
     (this runs once per span)."""
@@ -254,7 +264,7 @@ class Mapper:
         cached = values.get("cached_input_tokens", 0)
         request_model = values.get("request_model", "")
         response_model = values.get("response_model", "")
-        cost = values.get("cost_usd")
+        cost = _plausible(values.get("cost_usd"), _MAX_COST_USD)
         cost_source = ext.sources.get("cost_usd", "")
         # A reported cost of 0 for a call that used tokens means "not computed" (OpenLIT without
         # its price list): the pricing table knows better.
@@ -266,7 +276,8 @@ class Mapper:
         if not finish_reason:
             finish_reason = next((m.finish_reason for m in outputs if m.finish_reason), "")
 
-        ttft = values.get("ttft_ms")
+        ttft = _plausible(values.get("ttft_ms"), _MAX_WAIT_MS)
+        queue_ms = _plausible(values.get("queue_ms"), _MAX_WAIT_MS)
         limit = self.options.attribute_value_max_chars
         attributes = {k: clip(v, limit) for k, v in attr_map.items()}
         batch.inferences.append(InferenceRow(
@@ -296,7 +307,7 @@ class Mapper:
             latency_ms=(end_ns - view.start_ns) / 1e6,
             ttft_ms=ttft,
             ttft_source=ext.sources.get("ttft_ms", "") if ttft is not None else "",
-            queue_ms=values.get("queue_ms"),
+            queue_ms=queue_ms,
             is_streaming=bool(values.get("is_streaming", False)),
             is_success=not failed,
             error_type=error_type,

@@ -23,7 +23,11 @@ from otelgw.pipeline.mapper import PROJECT_RESOURCE_ATTRIBUTE
 MAX_ENTRIES = 1000
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _Text = Annotated[str, msgspec.Meta(max_length=65_536)]
-_Count = Annotated[int, msgspec.Meta(ge=0)]
+# OTLP carries them as int64 attributes.
+_Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+# Span times are unsigned nanoseconds since 1970, and ClickHouse's DateTime64(9) ends in 2262.
+_FIRST = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST = datetime(2262, 4, 11, tzinfo=UTC)
 
 
 class BudRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -46,7 +50,7 @@ class BudRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     error_code: _Text | None = None
     error_message: _Text | None = None
     error_type: _Text | None = None
-    status_code: int | None = None
+    status_code: Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | None = None
     # CloudEvent fields Bud's schema also allows on a record; ignored.
     specversion: Any = None
     topic: Any = None
@@ -72,6 +76,16 @@ class BudRecord(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     is_streaming: bool | None = None
 
     def check(self) -> None:
+        """Times without a zone are UTC (as Bud writes them); all within 1970 .. 2262."""
+        for name in ("request_arrival_time", "request_forward_time", "request_end_time"):
+            moment = getattr(self, name)
+            if moment is None:
+                continue
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+                setattr(self, name, moment)
+            if not _FIRST <= moment < _LAST:
+                raise ValueError(f"{name}: {moment.isoformat()} is outside 1970-01-01 .. 2262-04-11")
         if self.request_forward_time < self.request_arrival_time:
             raise ValueError("request_forward_time must not be before request_arrival_time")
         if self.request_end_time is not None and self.request_end_time < self.request_arrival_time:

@@ -5,6 +5,8 @@ positions (sort value, inference id) so a deep page costs what the first one doe
 from __future__ import annotations
 
 import base64
+import math
+import uuid
 from typing import Any
 
 import msgspec
@@ -55,11 +57,19 @@ def encode_cursor(cursor: Cursor) -> str:
 
 
 def decode_cursor(text: str) -> Cursor:
+    """A cursor `encode_cursor` made; a ValueError for anything else (a tampered cursor must
+    not reach the query as a value ClickHouse cannot take)."""
     padded = text + "=" * (-len(text) % 4)
     try:
-        return msgspec.json.decode(base64.urlsafe_b64decode(padded), type=Cursor)
+        cursor = msgspec.json.decode(base64.urlsafe_b64decode(padded), type=Cursor)
+        cursor.inference_id = str(uuid.UUID(cursor.inference_id))
     except (ValueError, msgspec.DecodeError) as exc:
         raise ValueError("cursor is not one this API issued") from exc
+    timestamp = cursor.sort_by == "timestamp"
+    if (cursor.sort_by not in SORT_COLUMNS or cursor.order not in ("asc", "desc") or not math.isfinite(cursor.value)
+            or (timestamp and not (isinstance(cursor.value, int) and -2**63 <= cursor.value < 2**63))):
+        raise ValueError("cursor is not one this API issued")
+    return cursor
 
 
 def where(f: Filter) -> tuple[str, dict[str, Any]]:
