@@ -516,3 +516,16 @@ def test_restart_in_the_middle_finishes_the_job(chdb_path: Path, tmp_path_factor
         assert restarted.scalar("SELECT count() FROM erasure_targets WHERE job_id = {j:String}", j=job_id) == 0
     finally:
         assert restarted.stop()
+
+
+def test_a_range_to_the_stores_end_takes_the_rows_stored_at_it() -> None:
+    """Span times past 2262 are stored at the store's end (rows.MAX_NS); an exclusive end there
+    would leave them behind. Dates before 1900 or after 2262 are the store's ends."""
+    from otelgw.api.common import MAX_NS
+    from otelgw.governance.erasure import _selector_sql, build_selector
+
+    selector = build_selector(from_date="0001-01-01", to_date="9999-12-31")
+    assert selector == {"from_date": "1900-01-01T00:00:00.000000Z", "to_date": "2262-04-11T23:47:16.000000Z"}
+    assert _selector_sql(selector)[1]["end_ns"] == MAX_NS + 1
+    day = build_selector(from_date="2026-01-01", to_date="2026-01-02")
+    assert _selector_sql(day)[1]["end_ns"] == 1767312000 * 10**9

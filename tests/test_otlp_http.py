@@ -109,6 +109,11 @@ def test_bodies_that_end_early_are_refused(gateway) -> None:
                            (_raw_deflate(whole), "deflate")):
         assert post(f"{gateway.http_url}/v1/traces", body, headers={"Content-Encoding": encoding}).status == 200
     assert stored_tokens(gateway, first_trace) == [(12, 5)] and stored_tokens(gateway, second_trace) == [(12, 5)]
+    # A body of thousands of empty members (each member's end copied the rest of the input:
+    # quadratic time) is refused past 1,000 members.
+    for body, encoding in ((gzip.compress(b"") * 5000, "gzip"), (zstandard.compress(b"") * 5000, "zstd")):
+        result = post(f"{gateway.http_url}/v1/traces", body, headers={"Content-Encoding": encoding})
+        assert result.status == 400 and b"more than 1000" in result.body
     # An encoding the receiver does not speak: 415 in the request's encoding, before any decoding.
     result = post(f"{gateway.http_url}/v1/traces", b"x", headers={"Content-Encoding": "br"})
     assert result.status == 415 and b"unsupported Content-Encoding 'br'" in result.body

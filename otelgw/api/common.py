@@ -100,7 +100,9 @@ MAX_NS = int(MAX_TIME.timestamp()) * 1_000_000_000
 
 
 def clamp_ns(ns: int) -> int:
-    return min(max(ns, MIN_NS), MAX_NS)
+    """Into the storable range, or one past its end: the mapper stores later span times as
+    MAX_NS, and an exclusive `to` at MAX_NS would leave those rows out."""
+    return min(max(ns, MIN_NS), MAX_NS + 1)
 
 
 def clamp_time(at: datetime) -> datetime:
@@ -114,7 +116,7 @@ def clamp_time(at: datetime) -> datetime:
 
 def parse_time_ns(value: str, field: str) -> int:
     """ISO 8601 (a date alone, or a time without zone, is UTC) or unix seconds, to ns, clamped to
-    the storable range."""
+    the storable range (at or past its end: one past it, see `clamp_ns`)."""
     text = value.strip()
     try:
         if len(text) > 64:
@@ -127,4 +129,5 @@ def parse_time_ns(value: str, field: str) -> int:
         raise ApiError(400, "invalid_request", f"{field}: {value[:80]!r} is not an ISO 8601 date or time") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return clamp_ns(int(clamp_time(parsed).timestamp() * 1_000_000) * 1000)
+    parsed = clamp_time(parsed)
+    return MAX_NS + 1 if parsed >= MAX_TIME else clamp_ns(int(parsed.timestamp() * 1_000_000) * 1000)

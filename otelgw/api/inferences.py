@@ -13,6 +13,7 @@ from aiohttp import web
 from otelgw.api import waterfall
 from otelgw.api.common import (
     BASELINE_CACHE_KEY,
+    MAX_NS,
     READER_KEY,
     ApiError,
     decode_body,
@@ -157,8 +158,9 @@ async def get_inference(request: web.Request) -> web.Response:
     async def baseline_rows() -> list[dict[str, Any]]:
         if cached is not None:
             return cached
+        # (A row stored at the store's end: its "+ 1 second" would overflow DateTime64(9).)
         rows = await reader.rows("inferences", "model_baseline", project_id=row["project_id"], model=model,
-                                 until_ns=row["timestamp_ns"], hours=24)
+                                 until_ns=min(row["timestamp_ns"], MAX_NS - 1_000_000_000), hours=24)
         cache.put(cache_key, rows)
         return rows
 

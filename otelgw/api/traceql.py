@@ -15,6 +15,7 @@ parameters, never written into the SQL.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -80,6 +81,7 @@ class Compiled(msgspec.Struct):
 # parser refuses SQL nested past ~1000 levels.
 MAX_DEPTH = 32
 MAX_TOKENS = 2000
+MAX_PATTERN_CHARS = 1000
 
 
 class _Parser:
@@ -118,19 +120,20 @@ class _Parser:
             raise TraceQLError(f"unsupported {token.text!r}", token.pos)
         return expr
 
-    def spanset_or(self) -> str:
-        left = self.spanset_and()
-        while self.peek().text == "||":
+    def chain(self, operator: str, sql: str, operand: Callable[[], str]) -> str:
+        """`a op b op c` as one flat SQL group (nested pairs would nest as deep as the chain is
+        long, past ClickHouse's parser depth)."""
+        parts = [operand()]
+        while self.peek().text == operator:
             self.take()
-            left = f"({left} OR {self.spanset_and()})"
-        return left
+            parts.append(operand())
+        return parts[0] if len(parts) == 1 else "(" + f" {sql} ".join(parts) + ")"
+
+    def spanset_or(self) -> str:
+        return self.chain("||", "OR", self.spanset_and)
 
     def spanset_and(self) -> str:
-        left = self.spanset_atom()
-        while self.peek().text == "&&":
-            self.take()
-            left = f"({left} AND {self.spanset_atom()})"
-        return left
+        return self.chain("&&", "AND", self.spanset_atom)
 
     def open_paren(self) -> None:
         token = self.take("(")
@@ -158,18 +161,10 @@ class _Parser:
         return f"countIf({condition}) > 0"
 
     def cond_or(self) -> str:
-        left = self.cond_and()
-        while self.peek().text == "||":
-            self.take()
-            left = f"({left} OR {self.cond_and()})"
-        return left
+        return self.chain("||", "OR", self.cond_and)
 
     def cond_and(self) -> str:
-        left = self.cond_atom()
-        while self.peek().text == "&&":
-            self.take()
-            left = f"({left} AND {self.cond_atom()})"
-        return left
+        return self.chain("&&", "AND", self.cond_atom)
 
     def cond_atom(self) -> str:
         if self.peek().text == "(":
@@ -220,9 +215,11 @@ class _Parser:
             if value.kind != "string":
                 raise TraceQLError("a regular expression must be a string", value.pos)
             pattern = _unquote(value.text)
+            if len(pattern) > MAX_PATTERN_CHARS:
+                raise TraceQLError(f"regular expression longer than {MAX_PATTERN_CHARS} characters", value.pos)
             try:
                 re.compile(pattern)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999}; deep groups
                 raise TraceQLError(f"bad regular expression: {exc}", value.pos) from exc
             test = f"match({expr}, {self.param(f'^(?:{pattern})$', 'String')})"
             return test if op == "=~" else f"NOT {test}"

@@ -27,6 +27,7 @@ from otelgw.api.schemas import (
 
 _decoder = msgspec.json.Decoder()
 _SECONDS = 1000.0
+_MAX_WAIT_MS = 1e9
 
 
 def _float(value: Any) -> float | None:
@@ -42,7 +43,8 @@ def _latency_attrs(attributes: dict[str, str]) -> dict[str, float]:
     for key, value in attributes.items():
         if key.startswith("gen_ai.latency."):
             number = _float(value)
-            if number is not None:
+            # A negative, infinite or absurd wait (past the mapper's bound) is no measurement.
+            if number is not None and 0 <= number * _SECONDS <= _MAX_WAIT_MS:
                 out[key[len("gen_ai.latency."):]] = number * _SECONDS
     return out
 

@@ -41,7 +41,7 @@ from typing import Any
 import msgspec
 from clickhouse_connect.driver.client import Client
 
-from otelgw.api.common import clamp_time
+from otelgw.api.common import MAX_NS, MAX_TIME, clamp_time
 from otelgw.store.client import DSN, ClientFactory
 from otelgw.store.cluster import ddl_target
 
@@ -146,9 +146,11 @@ def _selector_sql(selector: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return "inference_id IN {ids:Array(UUID)}", {"ids": selector["inference_ids"]}
     start = _parse_time(selector["from_date"], "from_date")
     end = _parse_time(selector["to_date"], "to_date")
+    # A range to the store's end also takes the rows stored at it (far-future times clamped).
+    end_ns = MAX_NS + 1 if end >= MAX_TIME else int(end.timestamp() * 1_000_000) * 1000
     return ("timestamp >= fromUnixTimestamp64Nano({start_ns:Int64}, 'UTC') AND "
             "timestamp < fromUnixTimestamp64Nano({end_ns:Int64}, 'UTC')",
-            {"start_ns": int(start.timestamp() * 1_000_000) * 1000, "end_ns": int(end.timestamp() * 1_000_000) * 1000})
+            {"start_ns": int(start.timestamp() * 1_000_000) * 1000, "end_ns": end_ns})
 
 
 def redacted(selector: dict[str, Any]) -> dict[str, Any]:

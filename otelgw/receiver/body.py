@@ -18,6 +18,11 @@ else:
     from backports.zstd import ZstdDecompressor, ZstdError
 
 ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate", "zstd"})
+# Members (gzip) or frames (zstd) in one body: an exporter writes one. Each ends with a copy of
+# the input fed after it, so the input goes in slices and the members are capped: a body of a
+# million empty members would otherwise cost quadratic time.
+MAX_MEMBERS = 1000
+_FEED_BYTES = 64 * 1024
 
 
 class BodyError(Exception):
@@ -58,42 +63,52 @@ def _zlib_header(raw: bytes) -> bool:
 def _zlib(raw: bytes, wbits: int, name: str, max_bytes: int, members: bool) -> bytes:
     parts: list[bytes] = []
     size = 0
-    data = raw
-    while True:
+    view = memoryview(raw)
+    pos = 0
+    for _ in range(MAX_MEMBERS):
         stream = zlib.decompressobj(wbits)
-        try:
-            chunk = stream.decompress(data, max_bytes - size + 1)
-        except zlib.error as exc:
-            raise BodyError(400, f"body is not valid {name}: {exc}") from exc
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
-        parts.append(chunk)
-        if not stream.eof:
-            raise BodyError(400, f"{name} body is truncated (the stream ends before its end marker)")
-        data = stream.unused_data
-        if not data:
+        while not stream.eof:
+            if pos >= len(view):
+                raise BodyError(400, f"{name} body is truncated (the stream ends before its end marker)")
+            piece = view[pos:pos + _FEED_BYTES]
+            pos += len(piece)
+            try:
+                chunk = stream.decompress(piece, max_bytes - size + 1)
+            except zlib.error as exc:
+                raise BodyError(400, f"body is not valid {name}: {exc}") from exc
+            size += len(chunk)
+            if size > max_bytes:  # (only then is input left unconsumed)
+                raise _too_large(max_bytes)
+            parts.append(chunk)
+        pos -= len(stream.unused_data)
+        if pos == len(view):
             return b"".join(parts)
         if not members:
-            raise BodyError(400, f"{len(data)} bytes after the end of the {name} stream")
+            raise BodyError(400, f"{len(view) - pos} bytes after the end of the {name} stream")
+    raise BodyError(400, f"more than {MAX_MEMBERS} {name} members in one body")
 
 
 def _zstd(raw: bytes, max_bytes: int) -> bytes:
     parts: list[bytes] = []
     size = 0
-    data = raw
-    while True:
+    view = memoryview(raw)
+    pos = 0
+    for _ in range(MAX_MEMBERS):
         stream = ZstdDecompressor()
-        try:
-            chunk = stream.decompress(data, max_bytes - size + 1)
-        except ZstdError as exc:
-            raise BodyError(400, f"body is not valid zstd: {exc}") from exc
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
-        parts.append(chunk)
-        if not stream.eof:
-            raise BodyError(400, "zstd body is truncated (a frame ends early)")
-        data = stream.unused_data
-        if not data:
+        while not stream.eof:
+            if pos >= len(view):
+                raise BodyError(400, "zstd body is truncated (a frame ends early)")
+            piece = view[pos:pos + _FEED_BYTES]
+            pos += len(piece)
+            try:
+                chunk = stream.decompress(piece, max_bytes - size + 1)
+            except ZstdError as exc:
+                raise BodyError(400, f"body is not valid zstd: {exc}") from exc
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(max_bytes)
+            parts.append(chunk)
+        pos -= len(stream.unused_data)
+        if pos == len(view):
             return b"".join(parts)
+    raise BodyError(400, f"more than {MAX_MEMBERS} zstd frames in one body")

@@ -48,8 +48,6 @@ CONTENT_TYPES: dict[str, Encoding] = {
     "application/json": Encoding.JSON,
 }
 MEDIA_TYPE = {Encoding.PROTOBUF: "application/x-protobuf", Encoding.JSON: "application/json"}
-# Decompressed off the event loop past this size.
-_INLINE_BODY_BYTES = 64 * 1024
 PROJECT_HEADER = "x-otelgw-project"
 
 PIPELINE_KEY: web.AppKey[Pipeline] = web.AppKey("pipeline", Pipeline)
@@ -124,9 +122,9 @@ async def _export(request: web.Request) -> web.Response:
             except (RequestPayloadError, HttpProcessingError, ValueError) as exc:
                 return error_response(400, f"cannot read request body: {exc}".strip(), encoding)
             try:
-                if content_encoding in ("", "identity") or len(raw) <= _INLINE_BODY_BYTES:
+                if content_encoding in ("", "identity"):
                     body = decompress(raw, content_encoding, request.client_max_size)
-                else:
+                else:  # a few KiB can inflate to max_request_bytes: never on the event loop
                     body = await asyncio.get_running_loop().run_in_executor(
                         request.app[EXECUTOR_KEY], decompress, raw, content_encoding, request.client_max_size)
             except BodyError as exc:

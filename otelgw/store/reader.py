@@ -25,6 +25,8 @@ class Reader:
         # Readiness pings: a server that does not answer within seconds is not ready, and one
         # ping at a time, so probes of a hung server do not take every query thread.
         self._ping_clients = ClientFactory(clients.dsn, options=server_timeouts(_PING_TIMEOUT_S))
+        # Its own thread: slow queries filling the pool must not make the store look down.
+        self._ping_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otelgw-ping")
         self._ping_future: asyncio.Future[bool] | None = None
 
     def _run(self, sql: str, params: dict[str, Any], settings: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -96,7 +98,7 @@ class Reader:
 
     async def ping(self) -> bool:
         if self._ping_future is None or self._ping_future.done():
-            self._ping_future = asyncio.get_running_loop().run_in_executor(self._pool, self._ping)
+            self._ping_future = asyncio.get_running_loop().run_in_executor(self._ping_pool, self._ping)
         try:
             return await asyncio.wait_for(asyncio.shield(self._ping_future), _PING_TIMEOUT_S + 1)
         except TimeoutError:
@@ -104,4 +106,5 @@ class Reader:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._ping_pool.shutdown(wait=False, cancel_futures=True)
         self._ping_clients.close()

@@ -66,8 +66,9 @@ def decode_cursor(text: str) -> Cursor:
     except (ValueError, msgspec.DecodeError) as exc:
         raise ValueError("cursor is not one this API issued") from exc
     timestamp = cursor.sort_by == "timestamp"
-    if (cursor.sort_by not in SORT_COLUMNS or cursor.order not in ("asc", "desc") or not math.isfinite(cursor.value)
-            or (timestamp and not (isinstance(cursor.value, int) and -2**63 <= cursor.value < 2**63))):
+    # (abs() first: a 400-digit int is no float, and isfinite would overflow on it.)
+    if (cursor.sort_by not in SORT_COLUMNS or cursor.order not in ("asc", "desc") or not abs(cursor.value) < 2**63
+            or not math.isfinite(cursor.value) or (timestamp and not isinstance(cursor.value, int))):
         raise ValueError("cursor is not one this API issued")
     return cursor
 
