@@ -85,7 +85,7 @@ def test_vercel_ai_sdk_do_stream() -> None:
         "gen_ai.system": "openai.chat", "gen_ai.request.model": "gpt-4o-mini",
     })
     (row,) = batch.inferences
-    assert (row.family, row.operation, row.is_streaming) == ("vercel_ai", "chat", True)
+    assert (row.family, row.operation, row.is_streaming, row.provider) == ("vercel_ai", "chat", True, "openai")
     assert (row.ttft_ms, row.ttft_source) == (321.5, "attribute:ai.response.msToFirstChunk")
     assert (row.session_id, row.finish_reason) == ("sess-9", "tool-calls")
     inputs = [m for m in batch.messages if m.direction == "input"]
