@@ -79,7 +79,11 @@ def _keys(args: argparse.Namespace, cfg: Any) -> int:
     try:
         store = KeyStore(clients.get())
         if args.keys_command == "create":
-            created = store.create(projects=args.project, role=args.role, ingest=args.ingest, name=args.name)
+            try:
+                created = store.create(projects=args.project, role=args.role, ingest=args.ingest, name=args.name)
+            except ValueError as exc:
+                print(f"otelgw: {exc}", file=sys.stderr)
+                return 2
             record = created.record
             print(created.key)
             print(f"# key_id={record.key_id} role={record.role} ingest={record.ingest} "

@@ -127,6 +127,17 @@ def test_missing_bad_and_revoked_keys(secured) -> None:
                                                                                    "role": "owner"})
     assert status == 400 and "role" in answer["error"]["message"]
     assert call(secured, "GET", "/api/v1/keys", secured.keys["editor"])[0] == 403
+    # ... nor revoke it: an every-project key was an empty project set, a subset of anything, so an
+    # admin of alpha could revoke the global admin's key (it stays 404 to them, as in the list).
+    global_id = secured.keys["global-admin"].split("_")[1]
+    assert call(secured, "DELETE", f"/api/v1/keys/{global_id}", secured.keys["admin"])[0] == 404
+    assert call(secured, "GET", "/api/v1/whoami", secured.keys["global-admin"])[0] == 200
+    # Project names as the receivers take them: "" looked like "every project" (and an ingest key
+    # for "" wrote to any project), NULs, 100k characters, 50k projects.
+    for projects in ([""], [" "], ["a\x00b"], ["x" * 129], ["p"] * 1001):
+        status, answer = call(secured, "POST", "/api/v1/keys", secured.keys["global-admin"],
+                              {"projects": projects, "role": "viewer", "ingest": True})
+        assert status == 400 and "projects" in answer["error"]["message"], (projects[:1], answer)
     # Health, readiness and metrics stay public.
     assert call(secured, "GET", "/healthz", None)[0] == 200
     assert call(secured, "GET", "/metrics", None)[0] == 200

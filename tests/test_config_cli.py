@@ -194,3 +194,7 @@ def test_keys_cli(tmp_path: Path) -> None:
     bad = subprocess.run([*OTELGW, "keys", "create", "--role", "owner"], capture_output=True, text=True, timeout=60,
                          cwd=tmp_path, env=env)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    # `--project ""` printed projects=* although the key was scoped to the project "".
+    empty = subprocess.run([*OTELGW, "keys", "create", "--project", "", "--role", "viewer"], capture_output=True,
+                           text=True, timeout=60, cwd=tmp_path, env=env)
+    assert empty.returncode == 2 and "must be 1 to 128 printable characters" in empty.stderr

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from otelgw.api.common import AUTH_KEY, READER_KEY, ApiError, decode_body, json_response, principal
 from otelgw.governance.audit import audit
-from otelgw.store.keys import ROLES, ApiKey, KeyStore
+from otelgw.store.keys import ROLES, ApiKey, KeyStore, check_projects
 
 
 class CreateKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -42,11 +42,18 @@ async def create_key(request: web.Request) -> web.Response:
     body = await decode_body(request, CreateKey)
     if body.role not in ROLES:
         raise ApiError(400, "invalid_request", f"role must be one of {', '.join(ROLES)}")
-    if caller.projects is not None and (not body.projects or not set(body.projects) <= caller.projects):
+    try:
+        projects = check_projects(body.projects)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from exc
+    if caller.projects is not None and (not projects or not set(projects) <= caller.projects):
         raise ApiError(403, "forbidden", "an admin of some projects can create keys for those projects only")
-    created = await request.app[READER_KEY].call(
-        lambda client: KeyStore(client).create(projects=body.projects, role=body.role, ingest=body.ingest,
-                                               name=body.name))
+    try:
+        created = await request.app[READER_KEY].call(
+            lambda client: KeyStore(client).create(projects=projects, role=body.role, ingest=body.ingest,
+                                                   name=body.name))
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from exc
     await request.app[READER_KEY].call(lambda client: request.app[AUTH_KEY].reload())
     _audit_key(request, "key.create", created.record)
     return json_response({"key": created.key, **_public(created.record)}, status=201)
@@ -57,7 +64,9 @@ async def revoke_key(request: web.Request) -> web.Response:
     key_id = request.match_info["key_id"]
     keys = await request.app[READER_KEY].call(lambda client: KeyStore(client).all())
     target = next((k for k in keys if k.key_id == key_id), None)
-    if target is None or (caller.projects is not None and not set(target.projects or ()) <= caller.projects):
+    # An every-project key (no projects) is outside any limited admin's reach, as in the listing.
+    if target is None or (caller.projects is not None and not (target.projects and
+                                                               set(target.projects) <= caller.projects)):
         raise ApiError(404, "not_found", f"no key {key_id}")
     await request.app[READER_KEY].call(lambda client: KeyStore(client).revoke(key_id))
     await request.app[READER_KEY].call(lambda client: request.app[AUTH_KEY].reload())

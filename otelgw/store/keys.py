@@ -14,6 +14,23 @@ from clickhouse_connect.driver.client import Client
 
 ROLES = ("viewer", "editor", "admin")
 PREFIX = "otgw_"
+# Project names as the receivers and retention take them (an empty name is no project: a key
+# scoped to "" looked like an every-project key, and an ingest key for "" wrote to any project).
+MAX_PROJECT_LEN = 128
+MAX_KEY_PROJECTS = 1000
+MAX_NAME_LEN = 256
+
+
+def check_projects(projects: list[str]) -> list[str]:
+    """The key's project names, stripped; a ValueError naming the problem otherwise."""
+    if len(projects) > MAX_KEY_PROJECTS:
+        raise ValueError(f"projects: at most {MAX_KEY_PROJECTS} per key")
+    cleaned = [p.strip() for p in projects]
+    for project in cleaned:
+        if not project or len(project) > MAX_PROJECT_LEN or not project.isprintable():
+            raise ValueError(f"projects: {project[:40]!r} must be 1 to {MAX_PROJECT_LEN} printable characters "
+                             "(no projects at all: every project)")
+    return cleaned
 
 
 class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,6 +79,9 @@ class KeyStore:
     def create(self, *, projects: list[str], role: str, ingest: bool, name: str = "") -> CreatedKey:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        projects = check_projects(projects)
+        if len(name) > MAX_NAME_LEN or not name.isprintable():
+            raise ValueError(f"name: at most {MAX_NAME_LEN} printable characters")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(24)
         now = _now()
