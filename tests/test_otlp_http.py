@@ -298,3 +298,32 @@ def test_logs_and_metrics_are_stored(gateway) -> None:
     assert by_name["gen_ai.client.token.usage"]["max"] == 20.0
     assert by_name["requests"]["value"] == 7.0 and by_name["requests"]["is_monotonic"] is True
     assert by_name["temperature"]["value"] == 21.5
+
+
+def test_non_finite_metric_values_are_kept(gateway) -> None:
+    """NaN and ±Inf are valid OTLP doubles; JSON rows have no such numbers, the encoder wrote
+    null and ClickHouse stored 0 (or NULL): a gauge at +Inf read back as 0."""
+    import math
+
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    request = ExportMetricsServiceRequest()
+    resource_metrics = request.resource_metrics.add()
+    resource_metrics.resource.attributes.add(key="service.name").value.string_value = "non-finite"
+    scope = resource_metrics.scope_metrics.add()
+    for name, value in (("g_nan", math.nan), ("g_inf", math.inf), ("g_ninf", -math.inf), ("g_one", 1.5)):
+        scope.metrics.add(name=name).gauge.data_points.add(as_double=value, time_unix_nano=1764150000000000000)
+    histogram = scope.metrics.add(name="h").histogram.data_points.add(
+        count=2, sum=math.nan, min=-math.inf, max=math.inf, time_unix_nano=1764150000000000000)
+    histogram.bucket_counts.extend([1, 1])
+    histogram.explicit_bounds.extend([math.inf])
+    assert post(f"{gateway.http_url}/v1/metrics", request.SerializeToString()).status == 200
+    gateway.settle()
+    rows = {r["metric_name"]: r for r in gateway.query(
+        "SELECT metric_name, toString(value) AS value, toString(sum) AS sum, toString(min) AS min, "
+        "toString(max) AS max, arrayMap(b -> toString(b), explicit_bounds) AS bounds FROM metric_points "
+        "WHERE service_name = 'non-finite'")}
+    assert {n: rows[n]["value"] for n in ("g_nan", "g_inf", "g_ninf", "g_one")} == {
+        "g_nan": "nan", "g_inf": "inf", "g_ninf": "-inf", "g_one": "1.5"}
+    h = rows["h"]
+    assert (h["sum"], h["min"], h["max"], h["bounds"]) == ("nan", "-inf", "inf", ["inf"])

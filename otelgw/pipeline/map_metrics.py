@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -17,8 +18,14 @@ def _temporality(value: int) -> str:
     return _TEMPORALITY[value] if 0 <= value < 3 else str(value)
 
 
-def _number(point: Any) -> float:
-    return float(point.as_int) if point.WhichOneof("value") == "as_int" else point.as_double
+def _finite(value: float) -> float | str:
+    """NaN and ±Inf as the strings ClickHouse reads into Float64 (JSON has no such numbers: the
+    encoder wrote null, which stored 0)."""
+    return value if math.isfinite(value) else ("nan" if value != value else "inf" if value > 0 else "-inf")
+
+
+def _number(point: Any) -> float | str:
+    return float(point.as_int) if point.WhichOneof("value") == "as_int" else _finite(point.as_double)
 
 
 def map_metrics(request: Any, project_header: str, received_ns: int, options: MapperOptions) -> RowBatch:
@@ -55,13 +62,13 @@ def map_metrics(request: Any, project_header: str, received_ns: int, options: Ma
                         row.value = _number(point)
                     elif kind in ("histogram", "exponential_histogram", "summary"):
                         row.count = point.count
-                        row.sum = point.sum
+                        row.sum = _finite(point.sum)
                         if kind != "summary":
-                            row.min = point.min if point.HasField("min") else None
-                            row.max = point.max if point.HasField("max") else None
+                            row.min = _finite(point.min) if point.HasField("min") else None
+                            row.max = _finite(point.max) if point.HasField("max") else None
                         if kind == "histogram":
                             row.bucket_counts = list(point.bucket_counts)
-                            row.explicit_bounds = list(point.explicit_bounds)
+                            row.explicit_bounds = [_finite(b) for b in point.explicit_bounds]
                         else:
                             row.extra = to_json(MessageToDict(point))
                     if kind in ("gauge", "sum", "histogram") and point.exemplars:

@@ -168,13 +168,14 @@ class MetricPointRow(msgspec.Struct, kw_only=True):
     attributes: dict[str, str]
     resource_attributes: dict[str, str]
     scope_name: str
-    value: float = 0.0
+    # float | str: NaN and ±Inf travel as "nan", "inf", "-inf" (map_metrics._finite).
+    value: float | str = 0.0
     count: int = 0
-    sum: float = 0.0
-    min: float | None = None
-    max: float | None = None
+    sum: float | str = 0.0
+    min: float | str | None = None
+    max: float | str | None = None
     bucket_counts: list[int] = []
-    explicit_bounds: list[float] = []
+    explicit_bounds: list[float | str] = []
     extra: str = ""
     ingested_at: str = ""
 
