@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _encoder = msgspec.json.Encoder(enc_hook=str)
@@ -89,6 +90,26 @@ class TextFormatter(logging.Formatter):
         return f"{text} {fields}" if fields else text
 
 
+class ClientErrorFilter(logging.Filter):
+    """Lines libraries log at ERROR, with a traceback, for what a client sent: grpcio for a
+    metadata value that is not UTF-8 (it quotes the value: an Authorization header's secret),
+    aiohttp for a request line or header past its limits (a header excerpt). Any client can
+    trigger them, so they are kept short, at INFO, without the value."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("grpc") and str(record.msg).startswith("Invalid encoding"):
+            record.msg, record.args = "refused a gRPC metadata value that is not UTF-8 (value withheld)", ()
+        elif record.name == "aiohttp.server" and record.exc_info and isinstance(record.exc_info[1],
+                                                                              HttpProcessingError):
+            record.msg = "refused a malformed HTTP request: %s"
+            record.args = (type(record.exc_info[1]).__name__,)
+        else:
+            return True
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info = record.exc_text = None
+        return True
+
+
 def setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -98,3 +119,6 @@ def setup_logging(level: str, fmt: str) -> None:
     # The drivers are chatty at INFO; their warnings still show.
     for noisy in ("clickhouse_connect", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # On the handler: the libraries log through their own loggers, whose filters a record from
+    # a child logger would skip.
+    handler.addFilter(ClientErrorFilter())

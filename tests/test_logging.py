@@ -15,7 +15,7 @@ import pytest
 from conftest import wait_until
 from otlp_client import post
 
-from otelgw.jsonlog import JsonFormatter, TextFormatter, request_scope
+from otelgw.jsonlog import ClientErrorFilter, JsonFormatter, TextFormatter, request_scope
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -25,6 +25,7 @@ def captured() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(ClientErrorFilter())  # as setup_logging installs it
     root = logging.getLogger()
     old_level = root.level
     root.addHandler(handler)
@@ -102,3 +103,29 @@ def test_text_format_for_a_terminal() -> None:
     with request_scope("garbage"):
         line = json.loads(JsonFormatter().format(record))
     assert re.fullmatch(r"[0-9a-f]{32}", line["trace_id"]) and line["trace_id"] != CALLER_TRACE
+
+
+def test_what_a_client_sent_is_not_logged_as_an_error(gateway, captured: io.StringIO) -> None:
+    """grpcio logged an undecodable metadata value at ERROR, quoting it (an Authorization
+    header's secret); aiohttp logged an over-long request line at ERROR with a traceback and a
+    header excerpt. Any client could flood the log with either."""
+    secret = "otgw_0123456789ab_s3cr3t-value"
+    try:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+    except UnicodeDecodeError as exc:
+        logging.getLogger("grpc._cython.cygrpc").error("Invalid encoding on %s", f"Bearer {secret}".encode() + b"\xff",
+                                                       exc_info=exc)
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.ports.otlp_http, timeout=10)
+    conn.putrequest("GET", "/v1/traces?" + "a" * 10_000)
+    conn.putheader("Authorization", f"Bearer {secret}")
+    conn.endheaders()
+    assert conn.getresponse().status == 400
+    conn.close()
+    text = captured.getvalue()
+    assert secret not in text and "Traceback" not in text
+    entries = lines(captured)
+    assert {e["message"] for e in entries} >= {"refused a gRPC metadata value that is not UTF-8 (value withheld)",
+                                               "refused a malformed HTTP request: LineTooLong"}
+    assert all(e["level"] == "info" for e in entries if e["message"].startswith("refused a"))

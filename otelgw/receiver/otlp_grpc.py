@@ -35,11 +35,14 @@ SERVICES: dict[str, Signal] = {
 PROJECT_METADATA = "x-otelgw-project"
 
 
-def _metadata(context: grpc.aio.ServicerContext, name: str) -> str | None:
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The call's metadata, read once (grpcio decodes, and logs an undecodable value, on every
+    read), first value of each key."""
+    found: dict[str, str] = {}
     for key, value in context.invocation_metadata() or ():
-        if key == name:
-            return value if isinstance(value, str) else value.decode(errors="replace")
-    return None
+        if key not in found:
+            found[key] = value if isinstance(value, str) else value.decode(errors="replace")
+    return found
 
 
 def retry_metadata(code: grpc.StatusCode, message: str, delay_s: float) -> tuple[tuple[str, bytes], ...]:
@@ -58,10 +61,11 @@ def _export_handler(pipeline: Pipeline, auth: Authenticator, executor: Executor 
     async def export(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         connection = context.peer() or "unknown"
         started, outcome = time.monotonic(), "error"
-        token = REQUEST_IDS.set(request_ids(_metadata(context, "traceparent")))
+        metadata = _metadata(context)
+        token = REQUEST_IDS.set(request_ids(metadata.get("traceparent")))
         try:
-            project = auth.ingest_project(bearer_token(_metadata(context, "authorization")),
-                                          clean_project(_metadata(context, PROJECT_METADATA)))
+            project = auth.ingest_project(bearer_token(metadata.get("authorization")),
+                                          clean_project(metadata.get(PROJECT_METADATA)))
             with pipeline.admission.slot(connection):
                 pipeline.check_open(project, connection)
                 response: Any = await ingest(pipeline, executor, signal, body, Encoding.PROTOBUF, project, connection)
