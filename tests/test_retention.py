@@ -273,3 +273,31 @@ def test_on_cluster_statements_parse(gateway: RunningGateway) -> None:
     for statement in ttl_statements(BUILTIN_DEFAULTS, policies, cluster="{cluster}").values():
         assert " ON CLUSTER '{cluster}' " in statement
         gateway.query(f"EXPLAIN AST {statement}")
+
+
+def test_hundreds_of_project_policies_still_apply(chdb_path: Path) -> None:
+    """Each differing project's name is in each column's TTL: 600 policies with long names make a
+    ~1.4 MB ALTER of `inferences`, past ClickHouse's default max_query_size (256 KiB), and every
+    change after that failed with a 500."""
+    from datetime import UTC, datetime
+
+    from otelgw.store.client import DSN, ClientFactory
+    from otelgw.store.migrate import apply_migrations
+
+    clients = ClientFactory(DSN(f"chdb://{chdb_path}?database=t_retention_many"))
+    try:
+        client = clients.get()
+        apply_migrations(client)
+        now = datetime.now(UTC)
+        names = [f"project-{i:04d}-" + "x" * 110 for i in range(600)]
+        client.insert("project_retention", [[n, 7, 90, 3, False, "test", now] for n in names],
+                      column_names=["project_id", "content_days", "numbers_days", "spans_days", "deleted",
+                                    "updated_by", "updated_at"])
+        store = RetentionStore(client)
+        stored = store.get_all()
+        assert max(len(s) for s in ttl_statements(stored.defaults, stored.projects).values()) > 262_144
+        store.set(RetentionPolicy(project="one-more", content_days=5, numbers_days=60, spans_days=2))
+        ttl = client.command("SHOW CREATE TABLE inferences")
+        assert names[-1] in ttl and "one-more" in ttl
+    finally:
+        clients.close()

@@ -226,7 +226,10 @@ class RetentionStore:
         settings = self.get_all()
         statements = ttl_statements(settings.defaults, settings.projects, self._cluster)
         for statement in statements.values():
-            self._client.command(statement, settings=self._settings)
+            # Each differing project's name is in each column's TTL: with a few hundred projects
+            # the ALTER outgrows the default max_query_size (256 KiB), and every change failed.
+            self._client.command(statement, settings={**self._settings,
+                                                      "max_query_size": max(262_144, 2 * len(statement))})
         return list(statements)
 
     def _write(self, policy: RetentionPolicy, *, deleted: bool, by: str) -> None:
