@@ -300,3 +300,27 @@ def test_time_window(seeded) -> None:
     for far in ({"from_date": "1000-01-01", "to_date": "9999-12-31"}, {"to_date": "99999999999999"},
                 {"from_date": "0001-01-01T00:00:00+14:00", "to_date": "9999-12-31T23:59:59-14:00"}):
         assert lst(seeded, **far)["total_count"] == everything["total_count"] + 1, far
+
+
+def test_head_and_405_allow(gateway) -> None:
+    """GET routes answer HEAD (405 before); a 405 names what the path takes (the JSON error
+    dropped aiohttp's Allow header)."""
+    import http.client
+
+    for path in ("/healthz", "/ready", "/metrics", "/api/v1/status", "/"):
+        conn = http.client.HTTPConnection("127.0.0.1", gateway.ports.api, timeout=10)
+        conn.request("HEAD", path)
+        response = conn.getresponse()
+        assert response.status == 200 and response.read() == b"", path
+        conn.close()
+    status, headers, body = _request(gateway, "DELETE", "/healthz")
+    assert status == 405 and "GET" in headers["Allow"] and json.loads(body)["error"]["code"] == "method_not_allowed"
+
+
+def _request(gateway, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(f"{gateway.api_url}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()

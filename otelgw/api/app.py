@@ -122,7 +122,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        if "Allow" in exc.headers:  # a 405 says what the path takes
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception as exc:  # a store error must answer JSON, not take the handler down
         log.exception("API request failed", extra={"path": request.path})
         return error(500, "internal", f"{type(exc).__name__}: {str(exc)[:300]}")
@@ -142,10 +145,14 @@ def build_api_app(reader: Reader, auth: Authenticator, flush_interval_s: float,
     app[status.TELEMETRY_KEY] = telemetry
     app[observability_add.PIPELINE_KEY] = pipeline
     app[AUDIT_KEY] = auditor or Auditor()
+    # GET routes answer HEAD too (probes and link checkers send it), as aiohttp's add_get does.
     for method, path, handler, role in ROUTES:
-        app.router.add_route(method, path, _guard(handler, role))
+        if method == "GET":
+            app.router.add_get(path, _guard(handler, role))
+        else:
+            app.router.add_route(method, path, _guard(handler, role))
     app[web_ui.WEB_ASSETS_KEY] = web_ui.WebAssets()
     for path in routes.UI_PAGES:
-        app.router.add_route("GET", path, web_ui.shell)
-    app.router.add_route("GET", routes.PATH_UI_ASSET, web_ui.asset)
+        app.router.add_get(path, web_ui.shell)
+    app.router.add_get(routes.PATH_UI_ASSET, web_ui.asset)
     return app
