@@ -193,6 +193,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate" and args.require_api_key and not (args.check or args.wait is not None):
         print("otelgw: --require-api-key goes with --check or --wait", file=sys.stderr)
         return 2
+    if args.command != "serve":
+        from otelgw.store.client import StoreError
+
+        try:
+            return _command(args, cfg)
+        except StoreError as exc:  # e.g. an embedded store a running gateway holds
+            hint = (" (one process at a time may hold an embedded store: is a gateway running on it? "
+                    "Stop it, or use its API)" if cfg.clickhouse_dsn.startswith("chdb:") else "")
+            print(f"otelgw: {exc}{hint}", file=sys.stderr)
+            return 1
+    from otelgw.app import serve
+
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(serve(cfg))
+        return uvloop.run(serve(cfg))
+    except ConfigError as exc:
+        print(f"otelgw: {exc}", file=sys.stderr)
+        return 2
+
+
+def _command(args: argparse.Namespace, cfg: Any) -> int:
+    """Every command but `serve`."""
     if args.command == "migrate" and (args.check or args.wait is not None):
         return _migrate_check(args, cfg)
     if args.command == "migrate" and not args.cluster and cfg.clickhouse_cluster:
@@ -209,19 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         return _keys(args, cfg)
     if args.command == "seed":
         return _seed(args, cfg)
-    if args.command in _COMMAND_MODULES:
-        return _COMMAND_MODULES[args.command].run(args, cfg)
-    from otelgw.app import serve
-
-    try:
-        try:
-            import uvloop
-        except ImportError:
-            return asyncio.run(serve(cfg))
-        return uvloop.run(serve(cfg))
-    except ConfigError as exc:
-        print(f"otelgw: {exc}", file=sys.stderr)
-        return 2
+    return _COMMAND_MODULES[args.command].run(args, cfg)
 
 
 if __name__ == "__main__":

@@ -198,3 +198,21 @@ def test_keys_cli(tmp_path: Path) -> None:
     empty = subprocess.run([*OTELGW, "keys", "create", "--project", "", "--role", "viewer"], capture_output=True,
                            text=True, timeout=60, cwd=tmp_path, env=env)
     assert empty.returncode == 2 and "must be 1 to 128 printable characters" in empty.stderr
+
+
+def test_a_command_on_a_store_a_gateway_holds_says_so(tmp_path: Path) -> None:
+    """An embedded store is one process's: `otelgw keys list` beside a running gateway printed
+    the driver's traceback; now one line naming the store, exit 1."""
+    from gateway_process import GatewayProcess
+
+    gateway = GatewayProcess(tmp_path / "gw", workers="1")
+    try:
+        gateway.start()
+        done = subprocess.run([*OTELGW, "keys", "list"], capture_output=True, text=True, timeout=120,
+                              env=gateway.env)
+        assert done.returncode == 1, (done.returncode, done.stderr[-500:])
+        # (chDB prints its own line first.)
+        assert "\notelgw: cannot connect to ClickHouse at chdb://" in done.stderr
+        assert "is a gateway running on it?" in done.stderr and "Traceback" not in done.stderr
+    finally:
+        assert gateway.terminate() == 0
