@@ -332,3 +332,32 @@ def test_lost_records_named_by_the_cut_log_are_never_renumbered(tmp_path: Path) 
         return seq
 
     assert run(append_one()) == 9
+
+
+def test_a_caller_that_goes_away_before_the_fsync_is_still_counted(chdb_path: Path, tmp_path: Path) -> None:
+    """A client that cancels after its record was appended still has it stored; the accepted
+    counts and the writer-lag clock used to skip it (they ran after the await that was cancelled)."""
+    from conftest import start_gateway, wait_until
+
+    from otelgw.receiver.decode import Encoding, decode
+
+    running = start_gateway(chdb_path, "t_cancelled", tmp_path, wal_fsync_ms="200")
+    try:
+        pipeline = running.gateway.pipeline
+        decoded = decode(Signal.LOGS, _logs_body(0, 7), Encoding.JSON)
+        body = decoded.message.SerializeToString()  # the log holds protobuf, as the receivers append it
+        before = pipeline.stats.items_accepted[Signal.LOGS]
+
+        async def cancelled_accept() -> None:
+            task = asyncio.ensure_future(pipeline.accept(decoded, body, "", "", "test"))
+            await asyncio.sleep(0.02)  # appended, not yet fsynced (group commit every 200 ms)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        running._call(cancelled_accept())
+        wait_until(lambda: pipeline.stats.items_accepted[Signal.LOGS] == before + 7, timeout=10)
+        running.settle()
+        assert running.scalar("SELECT count() FROM logs") == 7
+    finally:
+        assert running.stop()

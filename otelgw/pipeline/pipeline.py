@@ -257,14 +257,21 @@ class Pipeline:
             raise
         self.admission.track(seq, admission_project, len(payload))
         self._inflight_appends += 1
+        # Counted when the record is durable, even if the caller went away meanwhile (a client
+        # that cancels still has its record stored): shield keeps its cancellation off `durable`.
+        durable.add_done_callback(lambda done: self._durable(done, seq, decoded))
         try:
-            await durable
+            await asyncio.shield(durable)
         except WalError as exc:
             self.stats.overloaded += 1
             self.stats.refused["overloaded"] += 1
             raise Overloaded(f"write-ahead log: {exc}") from exc
-        finally:
-            self._inflight_appends -= 1
+
+    def _durable(self, done: asyncio.Future[None], seq: int, decoded: Decoded) -> None:
+        self._inflight_appends -= 1
+        if done.cancelled() or done.exception() is not None:
+            return
+        signal = decoded.signal
         self._uncommitted.append((seq, time.monotonic()))
         self.stats.items_accepted[signal] += decoded.accepted
         self.stats.items_rejected[signal] += decoded.rejected
