@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from otelgw.store.keys import ROLES, ApiKey, parse_key, verify
+from otelgw.store.keys import ROLES, ApiKey, check_projects, parse_key, verify
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,12 @@ class Authenticator:
         record = self._keys.get(parsed[0]) if parsed else None
         if parsed is None or record is None or record.revoked or not verify(record, parsed[1]):
             raise Unauthorized("invalid or revoked API key")
+        try:
+            if check_projects(list(record.projects)) != list(record.projects):
+                raise ValueError("names with spaces around them")
+        except ValueError as exc:
+            # Made before names were checked: a key scoped to "" would act for any project.
+            raise Unauthorized(f"this key's projects are not valid names ({exc}): create a new key") from exc
         projects = frozenset(record.projects) if record.projects else None
         return Principal(role=record.role, projects=projects, key_id=record.key_id, ingest=record.ingest)
 

@@ -101,13 +101,14 @@ class ClientErrorFilter(logging.Filter):
             record.msg, record.args = "refused a gRPC metadata value that is not UTF-8 (value withheld)", ()
         elif record.name == "aiohttp.server" and record.exc_info and isinstance(record.exc_info[1],
                                                                               HttpProcessingError):
-            record.msg = "refused a malformed HTTP request: %s"
-            record.args = (type(record.exc_info[1]).__name__,)
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "unknown"
+            record.msg = "refused a malformed HTTP request from %s: %s"
+            record.args = (peer, type(record.exc_info[1]).__name__)
         else:
             return True
         record.levelno, record.levelname = logging.INFO, "INFO"
         record.exc_info = record.exc_text = None
-        return True
+        return logging.getLogger().isEnabledFor(logging.INFO)  # (the level check ran at ERROR)
 
 
 def setup_logging(level: str, fmt: str) -> None:

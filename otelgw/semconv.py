@@ -56,8 +56,9 @@ class SourceSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     scale: float = 1.0
     map: dict[str, Any] = {}
     lower: bool = False
-    # Keep a string value up to the first occurrence of this text ("openai.chat" -> "openai").
-    until: str = ""
+    # Keep a string value up to the last occurrence of this text ("openai.chat" -> "openai",
+    # "google.vertex.chat" -> "google.vertex").
+    until_last: str = ""
 
 
 class DetectRule(msgspec.Struct, forbid_unknown_fields=True):
@@ -123,13 +124,13 @@ class Source(msgspec.Struct, frozen=True):
     scale: float = 1.0
     mapping: dict[str, Any] | None = None
     lower: bool = False
-    until: str = ""
+    until_last: str = ""
 
 
 def _compile_source(raw: str | SourceSpec, where: str) -> Source:
     spec = SourceSpec(attribute=raw) if isinstance(raw, str) else raw
     mapping = {str(k).lower(): v for k, v in spec.map.items()} or None
-    common = {"scale": spec.scale, "mapping": mapping, "lower": spec.lower, "until": spec.until}
+    common = {"scale": spec.scale, "mapping": mapping, "lower": spec.lower, "until_last": spec.until_last}
     if spec.json:
         return Source("json", spec.json, f"json:{spec.json}", path=tuple(p for p in spec.path.split(".") if p),
                       **common)

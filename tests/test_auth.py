@@ -132,6 +132,17 @@ def test_missing_bad_and_revoked_keys(secured) -> None:
     global_id = secured.keys["global-admin"].split("_")[1]
     assert call(secured, "DELETE", f"/api/v1/keys/{global_id}", secured.keys["admin"])[0] == 404
     assert call(secured, "GET", "/api/v1/whoami", secured.keys["global-admin"])[0] == 200
+    # A key stored before names were checked, scoped to "": refused (it acted for any project).
+    old = KeyStore(secured._clients.get()).create(projects=["alpha"], role="viewer", ingest=True)
+    secured._clients.get().command(
+        "INSERT INTO api_keys (key_id, secret_hash, name, projects, role, ingest, revoked, created_at, updated_at) "
+        f"SELECT key_id, secret_hash, name, [''], role, ingest, revoked, created_at, now64(3) + 1 FROM api_keys FINAL "
+        f"WHERE key_id = '{old.record.key_id}'")
+    secured.gateway.auth.reload()
+    status, answer = call(secured, "GET", "/api/v1/whoami", old.key)
+    assert status == 401 and "not valid names" in answer["error"]["message"]
+    assert post(f"{secured.http_url}/v1/traces", _span_body("c1" * 16, "00000000000000c1"), "application/json",
+                headers={"Authorization": f"Bearer {old.key}"}).status == 401
     # Project names as the receivers take them: "" looked like "every project" (and an ingest key
     # for "" wrote to any project), NULs, 100k characters, 50k projects.
     for projects in ([""], [" "], ["a\x00b"], ["x" * 129], ["p"] * 1001):

@@ -162,7 +162,10 @@ def test_mixed_requests_identical_rows_both_paths(chdb_path: Path, tmp_path: Pat
         for i, body in enumerate(genai):
             plain = build_request(rnd, 40, hostile=i % 2 == 1)
             spans, native = paths.send(plain + body + build_request(rnd, 30) if i % 3 else body + plain)
-            assert native < spans  # the fixture's GenAI spans stay in Python
+            # The fixture's GenAI spans stay in Python (some payloads hold none: the Vercel SDK
+            # exports its outer ai.* span in a request of its own).
+            inferences = len(paths.mapper.map_traces(ExportTraceServiceRequest.FromString(body), "", 0).inferences)
+            assert native <= spans - inferences
         assert paths.native > paths.spans / 2
         assert paths.differences() == []
     finally:

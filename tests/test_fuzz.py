@@ -241,6 +241,9 @@ def _reject_constant(name: str) -> Any:
     raise AssertionError(f"{name} is not JSON")
 
 
+NON_FINITE_TEXT = ("nan", "inf", "-inf")
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -269,8 +272,12 @@ def check_row(table: str, row: dict[str, Any]) -> None:
             if not 0 <= value < UINT_LIMITS.get((table, name), 2**64):
                 raise OutOfRange(table, name, value)
         elif kind in (float, float | None):
-            # NaN / inf are written as null: read as the column default (input_format_null_as_default).
+            # NaN / inf would be written as null (read as the column default): such columns take
+            # float | str instead.
             assert value is None or _is_number(value), f"{table}.{name}: {value!r}"
+        elif kind in (float | str, float | str | None):
+            # Non-finite doubles travel as the strings ClickHouse reads into Float64.
+            assert value is None or _is_number(value) or value in NON_FINITE_TEXT, f"{table}.{name}: {value!r}"
         elif kind == dict[str, str]:
             assert isinstance(value, dict) and all(isinstance(v, str) for v in value.values()), f"{table}.{name}"
         elif kind == list[int]:
@@ -280,6 +287,9 @@ def check_row(table: str, row: dict[str, Any]) -> None:
                     raise OutOfRange(table, name, item)
         elif kind == list[float]:
             assert isinstance(value, list) and all(v is None or _is_number(v) for v in value), f"{table}.{name}"
+        elif kind == list[float | str]:
+            assert isinstance(value, list) and all(_is_number(v) or v in NON_FINITE_TEXT for v in value), \
+                f"{table}.{name}"
         else:  # pragma: no cover - a new column type: teach this check about it
             raise AssertionError(f"{table}.{name}: unchecked column type {kind!r}")
 
@@ -1583,7 +1593,8 @@ def test_non_finite_doubles_in_metric_points_and_log_bodies() -> None:
                                                                               Encoding.JSON)):
         decoded, rows = check_body(Signal.METRICS, body, encoding)
         assert decoded is not None and len(rows) == decoded.accepted == 5 + 5 * len(NON_FINITE)
-        assert any(r["value"] is None for r in rows)  # NaN is written as null (the column default)
+        # Kept as such ("nan", "inf", "-inf": ClickHouse reads them into Float64); null stored 0.
+        assert {r["value"] for r in rows if isinstance(r["value"], str)} == set(NON_FINITE_TEXT)
     logs = ExportLogsServiceRequest()
     records = logs.resource_logs.add().scope_logs.add().log_records
     for x in NON_FINITE:

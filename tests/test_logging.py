@@ -127,5 +127,5 @@ def test_what_a_client_sent_is_not_logged_as_an_error(gateway, captured: io.Stri
     assert secret not in text and "Traceback" not in text
     entries = lines(captured)
     assert {e["message"] for e in entries} >= {"refused a gRPC metadata value that is not UTF-8 (value withheld)",
-                                               "refused a malformed HTTP request: LineTooLong"}
+                                               "refused a malformed HTTP request from 127.0.0.1: LineTooLong"}
     assert all(e["level"] == "info" for e in entries if e["message"].startswith("refused a"))

@@ -283,3 +283,19 @@ def test_field_sources_cached_per_key_set_are_bounded_and_change_nothing() -> No
     assert [r.input_tokens for r in warm.inferences[-3:]] == [10, 10, 7]
     for table in ("inferences", "messages", "spans"):
         assert getattr(warm, table) == getattr(cold, table) == getattr(warm_up, table), table
+
+
+def test_tool_results_unwrapped_only_in_the_vercel_shape() -> None:
+    """The AI SDK 5+ wraps a tool's output ({type: "json", value}); other libraries' tool results
+    that happen to hold a "type" and a "value" keep every key."""
+    batch = map_span("ai.generateText.doGenerate", {
+        "ai.operationId": "ai.generateText.doGenerate", "ai.model.id": "m", "ai.prompt.messages": json.dumps([
+            {"role": "tool", "content": [{"type": "tool-result", "toolCallId": "c1", "toolName": "w",
+                                          "output": {"type": "json", "value": {"temp": 3}}}]},
+            {"role": "tool", "content": [{"type": "tool-result", "toolCallId": "c2", "toolName": "w",
+                                          "output": {"type": "error-text", "value": "city unknown"}}]},
+            {"role": "tool", "content": [{"type": "tool_result", "id": "c3",
+                                          "content": {"type": "json", "value": 21.5, "unit": "C"}}]}])})
+    tools = [m for m in batch.messages if m.role == "tool"]
+    assert [json.loads(tools[0].content), tools[1].content] == [{"temp": 3}, "[error] city unknown"]
+    assert json.loads(tools[2].content) == {"type": "json", "value": 21.5, "unit": "C"}

@@ -277,8 +277,8 @@ def test_on_cluster_statements_parse(gateway: RunningGateway) -> None:
 
 def test_hundreds_of_project_policies_still_apply(chdb_path: Path) -> None:
     """Each differing project's name is in each column's TTL: 600 policies with long names make a
-    ~1.4 MB ALTER of `inferences`, past ClickHouse's default max_query_size (256 KiB), and every
-    change after that failed with a 500."""
+    multi-MB ALTER of `inferences`, past ClickHouse's default max_query_size (256 KiB, counted in
+    bytes: the names here are mostly 3-byte characters), and every change after that failed."""
     from datetime import UTC, datetime
 
     from otelgw.store.client import DSN, ClientFactory
@@ -289,7 +289,7 @@ def test_hundreds_of_project_policies_still_apply(chdb_path: Path) -> None:
         client = clients.get()
         apply_migrations(client)
         now = datetime.now(UTC)
-        names = [f"project-{i:04d}-" + "x" * 110 for i in range(600)]
+        names = [f"project-{i:04d}-" + "数据" * 55 for i in range(600)]
         client.insert("project_retention", [[n, 7, 90, 3, False, "test", now] for n in names],
                       column_names=["project_id", "content_days", "numbers_days", "spans_days", "deleted",
                                     "updated_by", "updated_at"])

@@ -229,7 +229,8 @@ class RetentionStore:
             # Each differing project's name is in each column's TTL: with a few hundred projects
             # the ALTER outgrows the default max_query_size (256 KiB), and every change failed.
             self._client.command(statement, settings={**self._settings,
-                                                      "max_query_size": max(262_144, 2 * len(statement))})
+                                                      "max_query_size": max(262_144,
+                                                                            2 * len(statement.encode()))})
         return list(statements)
 
     def _write(self, policy: RetentionPolicy, *, deleted: bool, by: str) -> None:

@@ -190,8 +190,8 @@ class _Reader:
             value = src.mapping.get(value.lower(), value)
         if src.lower and isinstance(value, str):
             value = value.lower()
-        if src.until and isinstance(value, str):
-            value = value.split(src.until, 1)[0] or None
+        if src.until_last and isinstance(value, str) and src.until_last in value:
+            value = value.rsplit(src.until_last, 1)[0] or None
         return value
 
 

@@ -86,7 +86,8 @@ def _tool_call(raw: Any) -> ToolCall | None:
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 _TOOL_CALL_PARTS = frozenset({"tool_call", "tool-call", "tool_use", "function_call"})
 _TOOL_RESULT_PARTS = frozenset({"tool_call_response", "tool-result", "tool_result", "function_call_output"})
-_VERCEL_OUTPUTS = frozenset({"text", "json", "error-text", "error-json"})
+_VERCEL_OUTPUTS = frozenset({"text", "json", "error-text", "error-json", "content"})
+_VERCEL_OUTPUT_KEYS = frozenset({"type", "value", "providerOptions"})
 
 
 def _parts(parts: list[Any], msg: Message) -> None:
@@ -108,8 +109,11 @@ def _parts(parts: list[Any], msg: Message) -> None:
             msg.tool_call_id = msg.tool_call_id or _text(
                 part.get("id") or part.get("tool_use_id") or part.get("toolCallId") or part.get("call_id"))
             result = next((part[k] for k in ("response", "content", "result", "output") if k in part), None)
-            if isinstance(result, dict) and result.get("type") in _VERCEL_OUTPUTS and "value" in result:
-                result = result["value"]  # the AI SDK 5+ wraps a tool's output: {type: "json", value}
+            if kind == "tool-result" and isinstance(result, dict) and "value" in result \
+                    and result.get("type") in _VERCEL_OUTPUTS and set(result) <= _VERCEL_OUTPUT_KEYS:
+                # The AI SDK 5+ wraps a tool's output: {type: "json", value}; errors keep a marker.
+                value = result["value"]
+                result = f"[error] {_text(value)}" if str(result["type"]).startswith("error") else value
             texts.append(_text(result))
         elif kind == "reasoning":
             continue
