@@ -109,6 +109,9 @@ class FamilyTable(msgspec.Struct, forbid_unknown_fields=True):
     messages: list[MessageSpec] = []
     known: list[str] = []
     known_prefixes: list[str] = []
+    # Spans whose attribute has one of these values are never inferences, whichever family's
+    # rule would match (agent and tool operations: GenAI spans, but not model calls).
+    not_inference: list[DetectRule] = []
 
 
 class Source(msgspec.Struct, frozen=True):
@@ -226,6 +229,7 @@ class Conventions:
         if len(names) != len(set(names)):
             raise ValueError(f"two convention tables share a name: {names}")
         self.families: list[Family] = []
+        vetoes: list[tuple[str, frozenset[str]]] = []
         known: set[str] = set()
         prefixes: set[str] = set()
         for table in tables:
@@ -260,7 +264,12 @@ class Conventions:
                     raise ValueError(f"{table.name}.detect[{i}]: bad span_name regex: {exc}") from exc
                 rules.append(Rule(r.attribute, frozenset(v.lower() for v in r.in_), tuple(r.requires_any),
                                   r.scope_prefix, name_re))
+            for i, r in enumerate(table.not_inference):
+                if not r.attribute or not r.in_ or r.requires_any or r.scope_prefix or r.span_name:
+                    raise ValueError(f"{table.name}.not_inference[{i}]: takes an attribute and `in` only")
+                vetoes.append((r.attribute, frozenset(v.lower() for v in r.in_)))
             self.families.append(Family(table.name, table.priority, rules, table.defaults, sources, table.messages))
+        self._vetoes = tuple(vetoes)
         self._known = frozenset(known)
         self._known_prefixes = tuple(sorted(prefixes))
         self._known_cache: dict[str, bool] = {}
@@ -291,8 +300,15 @@ class Conventions:
                     continue
                 if rule.requires_any and not any(k in attrs for k in rule.requires_any):
                     continue
-                return fam
+                return None if self._vetoed(attrs) else fam
         return None
+
+    def _vetoed(self, attrs: dict[str, Any]) -> bool:
+        for attribute, values in self._vetoes:
+            value = attrs.get(attribute)
+            if isinstance(value, str) and value.lower() in values:
+                return True
+        return False
 
     def content_attributes(self) -> tuple[list[str], list[str]]:
         """(keys, prefixes) of the attributes any table reads messages from: what a "no content"

@@ -299,3 +299,15 @@ def test_tool_results_unwrapped_only_in_the_vercel_shape() -> None:
     tools = [m for m in batch.messages if m.role == "tool"]
     assert [json.loads(tools[0].content), tools[1].content] == [{"temp": 3}, "[error] city unknown"]
     assert json.loads(tools[2].content) == {"type": "json", "value": 21.5, "unit": "C"}
+
+
+def test_agent_and_tool_operations_are_not_inferences() -> None:
+    """An agent run around one chat was counted as two requests (with the agent's latency and no
+    tokens): agent, tool and retrieval operations stay span rows, even with a provider and model."""
+    for operation in ("invoke_agent", "create_agent", "execute_tool", "retrieval", "execute_task"):
+        batch = map_span(f"{operation} helper", {"gen_ai.operation.name": operation, "gen_ai.provider.name": "openai",
+                                                 "gen_ai.request.model": "gpt-4o", "gen_ai.agent.name": "helper"})
+        assert batch.inferences == [] and len(batch.spans) == 1, operation
+    batch = map_span("chat gpt-4o", {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                                     "gen_ai.request.model": "gpt-4o"})
+    assert len(batch.inferences) == 1
