@@ -230,6 +230,7 @@ class Conventions:
             raise ValueError(f"two convention tables share a name: {names}")
         self.families: list[Family] = []
         vetoes: list[tuple[str, frozenset[str]]] = []
+        name_vetoes: list[re.Pattern[str]] = []
         known: set[str] = set()
         prefixes: set[str] = set()
         for table in tables:
@@ -265,11 +266,19 @@ class Conventions:
                 rules.append(Rule(r.attribute, frozenset(v.lower() for v in r.in_), tuple(r.requires_any),
                                   r.scope_prefix, name_re))
             for i, r in enumerate(table.not_inference):
-                if not r.attribute or not r.in_ or r.requires_any or r.scope_prefix or r.span_name:
-                    raise ValueError(f"{table.name}.not_inference[{i}]: takes an attribute and `in` only")
-                vetoes.append((r.attribute, frozenset(v.lower() for v in r.in_)))
+                if bool(r.attribute and r.in_) == bool(r.span_name) or r.requires_any or r.scope_prefix:
+                    raise ValueError(f"{table.name}.not_inference[{i}]: takes an attribute with `in`, or a span_name")
+                if r.span_name:
+                    try:
+                        name_vetoes.append(re.compile(r.span_name))
+                    except re.error as exc:
+                        raise ValueError(f"{table.name}.not_inference[{i}]: bad span_name regex: {exc}") from exc
+                else:
+                    vetoes.append((r.attribute, frozenset(v.lower() for v in r.in_)))
+                    known.add(r.attribute)
             self.families.append(Family(table.name, table.priority, rules, table.defaults, sources, table.messages))
         self._vetoes = tuple(vetoes)
+        self._name_vetoes = tuple(name_vetoes)
         self._known = frozenset(known)
         self._known_prefixes = tuple(sorted(prefixes))
         self._known_cache: dict[str, bool] = {}
@@ -300,15 +309,17 @@ class Conventions:
                     continue
                 if rule.requires_any and not any(k in attrs for k in rule.requires_any):
                     continue
-                return None if self._vetoed(attrs) else fam
+                return None if self._vetoed(attrs, span_name) else fam
         return None
 
-    def _vetoed(self, attrs: dict[str, Any]) -> bool:
+    def _vetoed(self, attrs: dict[str, Any], span_name: str) -> bool:
         for attribute, values in self._vetoes:
             value = attrs.get(attribute)
+            if isinstance(value, list) and value:  # read as its first item, as fields are
+                value = value[0]
             if isinstance(value, str) and value.lower() in values:
                 return True
-        return False
+        return any(pattern.search(span_name) for pattern in self._name_vetoes)
 
     def content_attributes(self) -> tuple[list[str], list[str]]:
         """(keys, prefixes) of the attributes any table reads messages from: what a "no content"

@@ -308,6 +308,10 @@ def test_agent_and_tool_operations_are_not_inferences() -> None:
         batch = map_span(f"{operation} helper", {"gen_ai.operation.name": operation, "gen_ai.provider.name": "openai",
                                                  "gen_ai.request.model": "gpt-4o", "gen_ai.agent.name": "helper"})
         assert batch.inferences == [] and len(batch.spans) == 1, operation
+    # Named only by the span, or the attribute as an array (read as its first item).
+    for name, attrs in (("execute_tool get_weather", {}), ("agent", {"gen_ai.operation.name": ["invoke_agent"]})):
+        batch = map_span(name, {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o", **attrs})
+        assert batch.inferences == [], name
     batch = map_span("chat gpt-4o", {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
                                      "gen_ai.request.model": "gpt-4o"})
     assert len(batch.inferences) == 1
