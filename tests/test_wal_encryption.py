@@ -60,7 +60,8 @@ def test_a_plain_log_still_replays_when_a_key_is_set(tmp_path: Path) -> None:
 
 
 def test_gateway_replays_an_encrypted_log_only_with_its_key(tmp_path: Path) -> None:
-    payload = sorted((Path(__file__).parent / "fixtures" / "captured").glob("*/traces-*.pb"))[0].read_bytes()
+    # A request holding an inference (not every captured payload does: a chain's own spans).
+    payload = (Path(__file__).parent / "fixtures" / "captured" / "openinference-error" / "traces-000.pb").read_bytes()
     # The writer holds rows for a minute: the kill leaves the request in the (encrypted) log only.
     slow = {"flush_interval_ms": "60000", "batch_rows": "1000000"}
     gw = GatewayProcess(tmp_path, wal_encryption_key=KEY, **slow)
