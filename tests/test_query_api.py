@@ -315,6 +315,10 @@ def test_head_and_405_allow(gateway) -> None:
         conn.close()
     status, headers, body = _request(gateway, "DELETE", "/healthz")
     assert status == 405 and "GET" in headers["Allow"] and json.loads(body)["error"]["code"] == "method_not_allowed"
+    # GET on the POST-only list and export routes (the id route matched them: 400 "not a UUID").
+    for path in ("/api/v1/metrics/inferences/list", "/api/v1/metrics/inferences/export"):
+        status, headers, _ = _request(gateway, "GET", path)
+        assert status == 405 and headers["Allow"] == "POST", path
 
 
 def _request(gateway, method: str, path: str) -> tuple[int, dict[str, str], bytes]:

@@ -8,11 +8,15 @@ from typing import Any
 
 from aiohttp import web
 
+from otelgw.api import routes
 from otelgw.api.common import READER_KEY, ApiError, principal
 
 
 def parse_inference_id(request: web.Request) -> str:
     raw = request.match_info["inference_id"]
+    if request.path in (routes.PATH_INFERENCES_LIST, routes.PATH_INFERENCES_EXPORT):
+        # GET on a POST route lands here (the id route matches the path too): say so.
+        raise web.HTTPMethodNotAllowed(request.method, ["POST"])
     try:
         return str(uuid.UUID(raw))
     except ValueError as exc:
