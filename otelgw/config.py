@@ -168,6 +168,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             errors.append(f"wal_fsync_ms: {self.wal_fsync_ms!r} must be milliseconds (0 to 10000) or off")
         if not 1 <= self.clickhouse_insert_timeout_s <= 3600:
             errors.append("clickhouse_insert_timeout_s: must be 1 to 3600 seconds")
+        if 0 < self.wal_max_bytes < 2 * self.wal_segment_bytes:
+            # The open segment is never deleted: one segment filling the limit refuses every
+            # request for good.
+            errors.append(f"wal_max_bytes: at least twice wal_segment_bytes ({2 * self.wal_segment_bytes})")
         if self.shutdown_timeout_s <= 0:
             errors.append("shutdown_timeout_s: must be greater than 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

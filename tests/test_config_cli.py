@@ -55,6 +55,9 @@ def test_workers_and_cluster_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="clickhouse_cluster: needs a ClickHouse server DSN"):
         load_config(None, env={"OTELGW_CLICKHOUSE_CLUSTER": "c1"})
     assert load_config(None, env={"OTELGW_WORKERS": "3"}).workers == 3
+    # The open segment is never deleted: a limit under two segments refused every request for good.
+    with pytest.raises(ConfigError, match="wal_max_bytes: at least twice wal_segment_bytes"):
+        load_config(None, env={"OTELGW_WAL_MAX_BYTES": str(2**20)})
     for value in ("0", "0.5", "3601"):
         with pytest.raises(ConfigError, match="clickhouse_insert_timeout_s: must be 1 to 3600 seconds"):
             load_config(None, env={"OTELGW_CLICKHOUSE_INSERT_TIMEOUT_S": value})

@@ -200,6 +200,34 @@ def test_cut_log_overlapping_cuts(tmp_path: Path) -> None:
     cuts.close()
 
 
+def test_a_cut_logged_again_by_a_replay_keeps_the_later_cuts(tmp_path: Path) -> None:
+    """A replay re-cuts (1, 10) and logs it again: as an overlap it wiped every later cut, a second
+    crash then cut those records anew under new tokens, and their rows were stored twice."""
+    cuts = CutLog(tmp_path)
+    for first, last in [(1, 10), (11, 20), (21, 30), (31, 40), (1, 10)]:
+        cuts.append(first, last)
+    assert cuts.pending(0) == [(1, 10), (11, 20), (21, 30), (31, 40)]
+    cuts.close()
+
+
+def test_a_damaged_checkpoint_file_replays_instead_of_refusing_to_start(tmp_path: Path) -> None:
+    async def fill() -> None:
+        wal = WriteAheadLog(tmp_path, fsync_ms=0, max_bytes=1 << 30)
+        wal.recover()
+        await wal.start()
+        for i in range(3):
+            _, durable = wal.append(Signal.LOGS, "p", i, b"record %d" % i)
+            await durable
+        await wal.close()
+
+    asyncio.run(fill())
+    (tmp_path / "checkpoint").write_text("12x")  # disk damage: every start exited with a ValueError
+    wal = WriteAheadLog(tmp_path, fsync_ms=0, max_bytes=1 << 30)
+    wal.recover()
+    assert [r.request for r in wal.cursor(wal.checkpoint_seq).read(wal.durable_seq)] == [
+        b"record 0", b"record 1", b"record 2"]
+
+
 def _logs_body(start: int, count: int) -> bytes:
     import json
 

@@ -204,7 +204,15 @@ class WriteAheadLog:
             _atomic_write(id_file, uuid.uuid4().hex.encode())
         self.id = id_file.read_text().strip()
         cp_file = self.dir / "checkpoint"
-        self._checkpoint = int(cp_file.read_text().strip() or 0) if cp_file.exists() else 0
+        try:
+            self._checkpoint = int(cp_file.read_text().strip() or 0) if cp_file.exists() else 0
+        except (ValueError, UnicodeDecodeError) as exc:
+            # Only disk damage does this (the file is replaced atomically). Replaying everything
+            # kept may store some rows twice; refusing to start would keep the log from ever
+            # draining.
+            log.error("WAL checkpoint file is unreadable; replaying every segment kept (some rows may be "
+                      "stored twice)", extra={"path": str(cp_file), "error": str(exc)[:200]})
+            self._checkpoint = 0
         last_seq = self._checkpoint
         paths = sorted(self.dir.glob(f"*{_SEGMENT_SUFFIX}"))
         for index, path in enumerate(paths):
@@ -548,9 +556,13 @@ class CutLog:
         stopped inside (the sampler's floor) is kept: its tail is rebuilt under its logged range.
         Of overlapping cuts the newest wins (records renumbered after a lost tail were cut
         again), except a shorter one with the same start (a rebuilt block flushed early at a
-        stop: the next start rebuilds it under the original range)."""
+        stop: the next start rebuilds it under the original range) and a cut logged again as it
+        was (a replay re-cutting it: it used to wipe every later cut, whose ranges a second
+        crash then cut anew under new tokens, storing their rows twice)."""
         cuts: list[tuple[int, int]] = []
         for first, last in self._ranges():
+            if (first, last) in cuts:
+                continue  # the same cut logged again (a replay re-cuts it): not a renumbering
             if cuts and first <= cuts[-1][1]:
                 if first == cuts[-1][0] and last <= cuts[-1][1]:
                     continue
