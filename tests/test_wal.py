@@ -89,7 +89,7 @@ def test_torn_tail_is_truncated_and_the_rest_replays(tmp_path: Path) -> None:
     assert run(reopen()) == list(range(1, 100))
 
 
-def test_corrupt_record_in_the_middle_truncates_from_there(tmp_path: Path) -> None:
+def test_corrupt_record_in_the_middle_is_dropped_alone(tmp_path: Path) -> None:
     async def write() -> None:
         wal = WriteAheadLog(tmp_path, fsync_ms=0, max_bytes=1 << 30)
         wal.recover()
@@ -105,7 +105,9 @@ def test_corrupt_record_in_the_middle_truncates_from_there(tmp_path: Path) -> No
     segment.write_bytes(bytes(data))
     wal = WriteAheadLog(tmp_path, fsync_ms=0, max_bytes=1 << 30)
     wal.recover()
-    assert wal.durable_seq == 6 and wal.stats.truncated_tails == 1
+    # (It used to truncate the segment there: records 8-10, acknowledged and intact, were lost.)
+    assert wal.durable_seq == 10 and wal.stats.truncated_tails == 1
+    assert [r.seq for r in wal.cursor(0).read(10)] == [1, 2, 3, 4, 5, 6, 8, 9, 10]
 
 
 def test_cursor_tails_checkpoint_deletes_and_full_refuses(tmp_path: Path) -> None:
@@ -389,3 +391,35 @@ def test_a_caller_that_goes_away_before_the_fsync_is_still_counted(chdb_path: Pa
         assert running.scalar("SELECT count() FROM logs") == 7
     finally:
         assert running.stop()
+
+
+def test_a_record_damaged_mid_segment_loses_only_itself(tmp_path: Path) -> None:
+    """A byte flipped inside one record (disk damage, its length intact): recovery truncated the
+    segment there, losing every acknowledged record after it; now only that record goes."""
+    async def fill() -> None:
+        wal = WriteAheadLog(tmp_path, fsync_ms=0, max_bytes=1 << 30)
+        wal.recover()
+        await wal.start()
+        for i in range(5):
+            _, durable = wal.append(Signal.LOGS, "p", i, b"record %d " % i + b"x" * 100)
+            await durable
+        await wal.close()
+
+    asyncio.run(fill())
+    (segment,) = tmp_path.glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    start, end, _ = list(iter_segment(bytes(data)))[2]
+    data[(start + end) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    wal = WriteAheadLog(tmp_path, fsync_ms=0, max_bytes=1 << 30)
+    wal.recover()
+    kept = wal.cursor(0).read(wal.durable_seq)
+    assert [r.request[:8] for r in kept] == [b"record 0", b"record 1", b"record 3", b"record 4"]
+    assert [r.seq for r in kept] == [1, 2, 4, 5] and wal.durable_seq == 5
+    # A damaged last record is still a torn tail: cut, nothing after it to keep.
+    data = bytearray(segment.read_bytes())
+    data[-3] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    wal = WriteAheadLog(tmp_path, fsync_ms=0, max_bytes=1 << 30)
+    wal.recover()
+    assert [r.seq for r in wal.cursor(0).read(wal.durable_seq)] == [1, 2, 4]

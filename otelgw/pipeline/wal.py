@@ -146,6 +146,36 @@ def iter_segment(data: bytes) -> Iterator[tuple[int, int, WalRecord | None]]:
         pos = end
 
 
+def salvage_segment(data: bytes) -> tuple[bytes, int]:
+    """The segment without the records that are whole but corrupt (disk damage in the middle of
+    a segment), each skipped only where the record after it reads; and how many were skipped.
+    Stops where the rest cannot be read (a torn tail, a damaged length): that part is left for
+    the usual truncation."""
+    view = memoryview(data)
+    kept: list[memoryview] = []
+    dropped = 0
+    pos = 0
+    while pos < len(data):
+        try:
+            length, body_start = read_varint(view, pos)
+        except ValueError:
+            break
+        end = body_start + length
+        if end > len(data):
+            break
+        try:
+            decode_record(view[body_start:end])
+        except ValueError:
+            nxt = next(iter_segment(data[end:]), None)
+            if nxt is None or nxt[2] is None:
+                break  # nothing readable after it: a tail, not a damaged record
+            dropped += 1
+        else:
+            kept.append(view[pos:end])
+        pos = end
+    return b"".join(kept) + bytes(view[pos:]), dropped
+
+
 # -- the log ------------------------------------------------------------------------------------
 
 class WalStats(msgspec.Struct):
@@ -218,6 +248,15 @@ class WriteAheadLog:
         for index, path in enumerate(paths):
             first = int(path.stem)
             data = path.read_bytes()
+            if any(record is None for _, _, record in iter_segment(data)):
+                salvaged, dropped = salvage_segment(data)
+                if dropped:
+                    # Only those records are lost; the acknowledged ones after them are kept.
+                    log.error("WAL segment has damaged records in the middle; dropping them and keeping the rest",
+                              extra={"segment": path.name, "dropped_records": dropped})
+                    self.stats.truncated_tails += 1
+                    _atomic_write(path, salvaged)
+                    data = salvaged
             good_end, seg_last = 0, first - 1
             for _, end, record in iter_segment(data):
                 if record is None:
