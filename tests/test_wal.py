@@ -106,7 +106,7 @@ def test_corrupt_record_in_the_middle_is_dropped_alone(tmp_path: Path) -> None:
     wal = WriteAheadLog(tmp_path, fsync_ms=0, max_bytes=1 << 30)
     wal.recover()
     # (It used to truncate the segment there: records 8-10, acknowledged and intact, were lost.)
-    assert wal.durable_seq == 10 and wal.stats.truncated_tails == 1
+    assert wal.durable_seq == 10 and wal.stats.truncated_tails == 0  # nothing truncated: dropped alone
     assert [r.seq for r in wal.cursor(0).read(10)] == [1, 2, 3, 4, 5, 6, 8, 9, 10]
 
 
@@ -223,11 +223,14 @@ def test_a_damaged_checkpoint_file_replays_instead_of_refusing_to_start(tmp_path
         await wal.close()
 
     asyncio.run(fill())
+    old_id = (tmp_path / "id").read_text()
     (tmp_path / "checkpoint").write_text("12x")  # disk damage: every start exited with a ValueError
     wal = WriteAheadLog(tmp_path, fsync_ms=0, max_bytes=1 << 30)
     wal.recover()
     assert [r.request for r in wal.cursor(wal.checkpoint_seq).read(wal.durable_seq)] == [
         b"record 0", b"record 1", b"record 2"]
+    # A new token prefix: numbers handed out again must not match blocks ClickHouse already has.
+    assert wal.id != old_id
 
 
 def _logs_body(start: int, count: int) -> bytes:
@@ -423,3 +426,22 @@ def test_a_record_damaged_mid_segment_loses_only_itself(tmp_path: Path) -> None:
     wal = WriteAheadLog(tmp_path, fsync_ms=0, max_bytes=1 << 30)
     wal.recover()
     assert [r.seq for r in wal.cursor(0).read(wal.durable_seq)] == [1, 2, 4]
+
+
+def test_salvage_keeps_only_the_records_that_follow_in_order(tmp_path: Path) -> None:
+    """A damaged length that lands on a later record (skipping good ones), or bytes inside a
+    request that happen to read as a record (another tenant's, a far seq): not successors of the
+    damaged record, so the segment is truncated there as before instead of keeping them."""
+    from otelgw.pipeline.wal import salvage_segment
+
+    records = [encode_record(WalRecord(seq, Signal.LOGS, "p", 0, b"r%d" % seq + b"x" * 40)) for seq in range(1, 6)]
+    forged = encode_record(WalRecord(1_000_000, Signal.LOGS, "other-tenant", 0, b"forged"))
+    good = b"".join(records)
+    # Record 2 damaged: 3 follows it, so only 2 goes.
+    damaged = bytearray(good)
+    damaged[len(records[0]) + 10] ^= 0xFF
+    kept, dropped = salvage_segment(bytes(damaged), 1)
+    assert dropped == 1 and kept == records[0] + b"".join(records[2:])
+    # Record 2 damaged, followed by a record that is not 3 (a forged one): no salvage.
+    tampered = records[0] + bytes(damaged[len(records[0]):len(records[0]) + len(records[1])]) + forged + records[2]
+    assert salvage_segment(tampered, 1)[1] == 0

@@ -146,15 +146,17 @@ def iter_segment(data: bytes) -> Iterator[tuple[int, int, WalRecord | None]]:
         pos = end
 
 
-def salvage_segment(data: bytes) -> tuple[bytes, int]:
-    """The segment without the records that are whole but corrupt (disk damage in the middle of
-    a segment), each skipped only where the record after it reads; and how many were skipped.
-    Stops where the rest cannot be read (a torn tail, a damaged length): that part is left for
-    the usual truncation."""
+def salvage_segment(data: bytes, first_seq: int) -> tuple[bytes, int]:
+    """The segment (whose first record is `first_seq`) without the records that are whole but
+    corrupt (disk damage in the middle of a segment), each skipped only where the record after it
+    reads and carries the very next number but one; and how many were skipped. Stops anywhere
+    else (a torn tail, a damaged length that lands elsewhere): that part is left for the usual
+    truncation."""
     view = memoryview(data)
     kept: list[memoryview] = []
     dropped = 0
     pos = 0
+    expected = first_seq
     while pos < len(data):
         try:
             length, body_start = read_varint(view, pos)
@@ -164,14 +166,18 @@ def salvage_segment(data: bytes) -> tuple[bytes, int]:
         if end > len(data):
             break
         try:
-            decode_record(view[body_start:end])
+            record = decode_record(view[body_start:end])
         except ValueError:
             nxt = next(iter_segment(data[end:]), None)
-            if nxt is None or nxt[2] is None:
-                break  # nothing readable after it: a tail, not a damaged record
+            if nxt is None or nxt[2] is None or nxt[2].seq != expected + 1:
+                break  # nothing after it reads as its successor: a tail, or a damaged length
             dropped += 1
+            expected += 1
         else:
+            if record.seq < expected:
+                break
             kept.append(view[pos:end])
+            expected = record.seq + 1
         pos = end
     return b"".join(kept) + bytes(view[pos:]), dropped
 
@@ -230,41 +236,36 @@ class WriteAheadLog:
         tail (logged), and continue the sequence after the last good record."""
         self.dir.mkdir(parents=True, exist_ok=True)
         id_file = self.dir / "id"
-        if not id_file.exists():
-            _atomic_write(id_file, uuid.uuid4().hex.encode())
-        self.id = id_file.read_text().strip()
         cp_file = self.dir / "checkpoint"
         try:
             self._checkpoint = int(cp_file.read_text().strip() or 0) if cp_file.exists() else 0
         except (ValueError, UnicodeDecodeError) as exc:
-            # Only disk damage does this (the file is replaced atomically). Replaying everything
-            # kept may store some rows twice; refusing to start would keep the log from ever
-            # draining.
-            log.error("WAL checkpoint file is unreadable; replaying every segment kept (some rows may be "
-                      "stored twice)", extra={"path": str(cp_file), "error": str(exc)[:200]})
+            # Only disk damage does this (the file is replaced atomically). Everything kept is
+            # replayed, under a new log id: sequence numbers may be handed out again (the cut log
+            # names only pending cuts), and under the old id their tokens would match blocks
+            # ClickHouse already has, dropping new data as a replay. Some rows may be stored twice.
+            log.error("WAL checkpoint file is unreadable; replaying every segment kept under a new log id "
+                      "(some rows may be stored twice)", extra={"path": str(cp_file), "error": str(exc)[:200]})
             self._checkpoint = 0
+            _atomic_write(id_file, uuid.uuid4().hex.encode())
+        if not id_file.exists():
+            _atomic_write(id_file, uuid.uuid4().hex.encode())
+        self.id = id_file.read_text().strip()
         last_seq = self._checkpoint
         paths = sorted(self.dir.glob(f"*{_SEGMENT_SUFFIX}"))
         for index, path in enumerate(paths):
             first = int(path.stem)
             data = path.read_bytes()
-            if any(record is None for _, _, record in iter_segment(data)):
-                salvaged, dropped = salvage_segment(data)
+            good_end, seg_last = self._scan(data, first)
+            if good_end < len(data):
+                salvaged, dropped = salvage_segment(data, first)
                 if dropped:
                     # Only those records are lost; the acknowledged ones after them are kept.
                     log.error("WAL segment has damaged records in the middle; dropping them and keeping the rest",
                               extra={"segment": path.name, "dropped_records": dropped})
-                    self.stats.truncated_tails += 1
                     _atomic_write(path, salvaged)
                     data = salvaged
-            good_end, seg_last = 0, first - 1
-            for _, end, record in iter_segment(data):
-                if record is None:
-                    break
-                if record.seq > self._checkpoint:
-                    # Records to replay must be readable: refuse to start rather than skip them.
-                    self.unseal(record)
-                good_end, seg_last = end, record.seq
+                    good_end, seg_last = self._scan(data, first)
             if good_end < len(data):
                 self.stats.truncated_tails += 1
                 log.warning("WAL segment has a torn or corrupt tail; truncating it",
@@ -281,6 +282,18 @@ class WriteAheadLog:
         self._next_seq = last_seq + 1
         self._written_seq = self._durable_seq = last_seq
         self._drop_checkpointed()
+
+    def _scan(self, data: bytes, first: int) -> tuple[int, int]:
+        """(end of the last readable record, its number) of a segment's bytes."""
+        good_end, seg_last = 0, first - 1
+        for _, end, record in iter_segment(data):
+            if record is None:
+                break
+            if record.seq > self._checkpoint:
+                # Records to replay must be readable: refuse to start rather than skip them.
+                self.unseal(record)
+            good_end, seg_last = end, record.seq
+        return good_end, seg_last
 
     def skip_to(self, seq: int) -> None:
         """Never hand out sequence numbers up to `seq` again. Used when the cut log names
@@ -599,15 +612,17 @@ class CutLog:
         was (a replay re-cutting it: it used to wipe every later cut, whose ranges a second
         crash then cut anew under new tokens, storing their rows twice)."""
         cuts: list[tuple[int, int]] = []
+        listed: set[tuple[int, int]] = set()
         for first, last in self._ranges():
-            if (first, last) in cuts:
+            if (first, last) in listed:
                 continue  # the same cut logged again (a replay re-cuts it): not a renumbering
             if cuts and first <= cuts[-1][1]:
                 if first == cuts[-1][0] and last <= cuts[-1][1]:
                     continue
                 while cuts and first <= cuts[-1][1]:
-                    cuts.pop()
+                    listed.discard(cuts.pop())
             cuts.append((first, last))
+            listed.add((first, last))
         return [c for c in cuts if c[1] > checkpoint]
 
     def highest(self) -> int:
