@@ -11,6 +11,7 @@ import msgspec
 from aiohttp import web
 
 from otelgw.auth import Authenticator, Principal
+from otelgw.pipeline.rows import MAX_NS
 from otelgw.store.reader import Reader
 
 READER_KEY: web.AppKey[Reader] = web.AppKey("reader", Reader)
@@ -93,10 +94,10 @@ def rfc3339_ns(ns: int) -> str:
 # What ClickHouse's DateTime64(9) holds (1900-01-01 .. 2262-04-11, within Int64 nanoseconds). A
 # time outside is taken as the nearest end, so "to 9999-12-31" means "to the end" instead of
 # wrapping around as an Int64 parameter (which matched nothing, and erased nothing).
+# (MAX_NS is where the mapper clamps span times: `clamp_ns` relies on the two being one.)
 MIN_TIME = datetime(1900, 1, 1, tzinfo=UTC)
-MAX_TIME = datetime(2262, 4, 11, 23, 47, 16, tzinfo=UTC)
+MAX_TIME = datetime.fromtimestamp(MAX_NS // 1_000_000_000, UTC)
 MIN_NS = int(MIN_TIME.timestamp()) * 1_000_000_000
-MAX_NS = int(MAX_TIME.timestamp()) * 1_000_000_000
 
 
 def clamp_ns(ns: int) -> int:
@@ -123,7 +124,7 @@ def parse_time_ns(value: str, field: str) -> int:
             raise ValueError("too long")
         if text.replace(".", "", 1).isdigit():
             seconds = float(text)
-            return MAX_NS if seconds == float("inf") else clamp_ns(int(seconds * 1_000_000_000))
+            return MAX_NS + 1 if seconds == float("inf") else clamp_ns(int(seconds * 1_000_000_000))
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ApiError(400, "invalid_request", f"{field}: {value[:80]!r} is not an ISO 8601 date or time") from exc

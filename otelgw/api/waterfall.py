@@ -24,10 +24,10 @@ from otelgw.api.schemas import (
     Performance,
     Phase,
 )
+from otelgw.pipeline.mapper import MAX_WAIT_MS
 
 _decoder = msgspec.json.Decoder()
 _SECONDS = 1000.0
-_MAX_WAIT_MS = 1e9
 
 
 def _float(value: Any) -> float | None:
@@ -44,7 +44,7 @@ def _latency_attrs(attributes: dict[str, str]) -> dict[str, float]:
         if key.startswith("gen_ai.latency."):
             number = _float(value)
             # A negative, infinite or absurd wait (past the mapper's bound) is no measurement.
-            if number is not None and 0 <= number * _SECONDS <= _MAX_WAIT_MS:
+            if number is not None and 0 <= number * _SECONDS <= MAX_WAIT_MS:
                 out[key[len("gen_ai.latency."):]] = number * _SECONDS
     return out
 

@@ -37,6 +37,7 @@ from clickhouse_connect.driver.client import Client
 
 from otelgw.store.client import quote_string
 from otelgw.store.cluster import ddl_target
+from otelgw.store.keys import MAX_PROJECT_LEN, is_project_name
 
 DEFAULTS_PROJECT = "*"
 KINDS = ("content_days", "numbers_days", "spans_days")
@@ -47,7 +48,6 @@ MAX_DAYS = 10_000
 # always computed from every stored policy, after the write. Across gateways, the last change wins
 # and holds them all; `otelgw retention apply` repairs a store by hand.
 _CHANGES = threading.Lock()
-MAX_PROJECT_LEN = 128  # as the receivers accept (x-otelgw-project)
 
 
 class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True, rename={"project": "project_id"}):
@@ -75,7 +75,7 @@ class InvalidPolicy(ValueError):
 def validate(policy: RetentionPolicy) -> None:
     problems: dict[str, str] = {}
     project = policy.project
-    if not project or len(project) > MAX_PROJECT_LEN or not project.isprintable():
+    if not is_project_name(project):
         problems["project_id"] = f"must be 1 to {MAX_PROJECT_LEN} printable characters ('*' for the defaults)"
     for kind in KINDS:
         value = policy.days(kind)

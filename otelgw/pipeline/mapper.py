@@ -56,7 +56,7 @@ _NAMESPACE_URL = uuid.NAMESPACE_URL.bytes
 # A reported cost or wait outside these is not a measurement (a negative TTFT, a cost of 1e308
 # that would turn every sum it joins into inf or 0): kept as not reported.
 _MAX_COST_USD = 1e6
-_MAX_WAIT_MS = 1e9
+MAX_WAIT_MS = 1e9
 
 
 def _plausible(value: float | None, largest: float) -> float | None:
@@ -276,8 +276,8 @@ class Mapper:
         if not finish_reason:
             finish_reason = next((m.finish_reason for m in outputs if m.finish_reason), "")
 
-        ttft = _plausible(values.get("ttft_ms"), _MAX_WAIT_MS)
-        queue_ms = _plausible(values.get("queue_ms"), _MAX_WAIT_MS)
+        ttft = _plausible(values.get("ttft_ms"), MAX_WAIT_MS)
+        queue_ms = _plausible(values.get("queue_ms"), MAX_WAIT_MS)
         limit = self.options.attribute_value_max_chars
         attributes = {k: clip(v, limit) for k, v in attr_map.items()}
         batch.inferences.append(InferenceRow(

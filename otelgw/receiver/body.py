@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sys
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 if sys.version_info >= (3, 14):
     from compression.zstd import ZstdDecompressor, ZstdError
@@ -38,13 +40,13 @@ def decompress(raw: bytes, encoding: str, max_bytes: int) -> bytes:
     if encoding in ("", "identity"):
         out = raw
     elif encoding in ("gzip", "x-gzip"):
-        out = _zlib(raw, 16 + zlib.MAX_WBITS, "gzip", max_bytes, members=True)
+        out = _streams(raw, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), zlib.error, "gzip", max_bytes)
     elif encoding == "deflate":
         # RFC 9110's deflate is the zlib format; some clients send the raw deflate stream.
         wbits = zlib.MAX_WBITS if _zlib_header(raw) else -zlib.MAX_WBITS
-        out = _zlib(raw, wbits, "deflate", max_bytes, members=False)
+        out = _streams(raw, lambda: zlib.decompressobj(wbits), zlib.error, "deflate", max_bytes, members=False)
     elif encoding == "zstd":
-        out = _zstd(raw, max_bytes)
+        out = _streams(raw, ZstdDecompressor, ZstdError, "zstd", max_bytes)
     else:
         raise BodyError(400, f"unsupported Content-Encoding {encoding!r}")
     if len(out) > max_bytes:
@@ -60,21 +62,25 @@ def _zlib_header(raw: bytes) -> bool:
     return len(raw) >= 2 and raw[0] & 0x0F == 8 and (raw[0] << 8 | raw[1]) % 31 == 0
 
 
-def _zlib(raw: bytes, wbits: int, name: str, max_bytes: int, members: bool) -> bytes:
+def _streams(raw: bytes, new_stream: Callable[[], Any], errors: type[Exception], name: str, max_bytes: int,
+             members: bool = True) -> bytes:
+    """Decompress `raw`, one stream after another (gzip members, zstd frames; only one when
+    `members` is False). zlib's decompressobj and zstd's decompressor share the interface used
+    here: decompress(data, max_length), eof, unused_data."""
     parts: list[bytes] = []
     size = 0
     view = memoryview(raw)
     pos = 0
     for _ in range(MAX_MEMBERS):
-        stream = zlib.decompressobj(wbits)
+        stream = new_stream()
         while not stream.eof:
             if pos >= len(view):
-                raise BodyError(400, f"{name} body is truncated (the stream ends before its end marker)")
+                raise BodyError(400, f"{name} body is truncated (a stream ends before its end marker)")
             piece = view[pos:pos + _FEED_BYTES]
             pos += len(piece)
             try:
                 chunk = stream.decompress(piece, max_bytes - size + 1)
-            except zlib.error as exc:
+            except errors as exc:
                 raise BodyError(400, f"body is not valid {name}: {exc}") from exc
             size += len(chunk)
             if size > max_bytes:  # (only then is input left unconsumed)
@@ -85,30 +91,4 @@ def _zlib(raw: bytes, wbits: int, name: str, max_bytes: int, members: bool) -> b
             return b"".join(parts)
         if not members:
             raise BodyError(400, f"{len(view) - pos} bytes after the end of the {name} stream")
-    raise BodyError(400, f"more than {MAX_MEMBERS} {name} members in one body")
-
-
-def _zstd(raw: bytes, max_bytes: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    view = memoryview(raw)
-    pos = 0
-    for _ in range(MAX_MEMBERS):
-        stream = ZstdDecompressor()
-        while not stream.eof:
-            if pos >= len(view):
-                raise BodyError(400, "zstd body is truncated (a frame ends early)")
-            piece = view[pos:pos + _FEED_BYTES]
-            pos += len(piece)
-            try:
-                chunk = stream.decompress(piece, max_bytes - size + 1)
-            except ZstdError as exc:
-                raise BodyError(400, f"body is not valid zstd: {exc}") from exc
-            size += len(chunk)
-            if size > max_bytes:
-                raise _too_large(max_bytes)
-            parts.append(chunk)
-        pos -= len(stream.unused_data)
-        if pos == len(view):
-            return b"".join(parts)
-    raise BodyError(400, f"more than {MAX_MEMBERS} zstd frames in one body")
+    raise BodyError(400, f"more than {MAX_MEMBERS} {name} streams in one body")

@@ -11,10 +11,10 @@ from otelgw.pipeline.mapper import DEFAULT_PROJECT, PROJECT_RESOURCE_ATTRIBUTE
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Decoded, Signal
 from otelgw.receiver.decode import Encoding, decode, partial_success
+from otelgw.store.keys import MAX_PROJECT_LEN, is_project_name
 
 # Below this size a body decodes faster inline than the hop to a thread costs.
 INLINE_DECODE_BYTES = 64 * 1024
-MAX_PROJECT_LEN = 128
 _RESOURCE_FIELDS = {Signal.TRACES: "resource_spans", Signal.LOGS: "resource_logs", Signal.METRICS: "resource_metrics"}
 
 
@@ -27,7 +27,7 @@ def clean_project(raw: str | None) -> str:
     if not raw:
         return ""
     value = raw.strip()
-    if len(value) > MAX_PROJECT_LEN or not value.isprintable():
+    if value and not is_project_name(value):
         raise BadProject(f"x-otelgw-project must be at most {MAX_PROJECT_LEN} printable characters")
     return value
 

@@ -21,13 +21,18 @@ MAX_KEY_PROJECTS = 1000
 MAX_NAME_LEN = 256
 
 
+def is_project_name(name: str) -> bool:
+    """What every place that takes a project name takes (receivers, keys, retention)."""
+    return 0 < len(name) <= MAX_PROJECT_LEN and name.isprintable()
+
+
 def check_projects(projects: list[str]) -> list[str]:
     """The key's project names, stripped; a ValueError naming the problem otherwise."""
     if len(projects) > MAX_KEY_PROJECTS:
         raise ValueError(f"projects: at most {MAX_KEY_PROJECTS} per key")
     cleaned = [p.strip() for p in projects]
     for project in cleaned:
-        if not project or len(project) > MAX_PROJECT_LEN or not project.isprintable():
+        if not is_project_name(project):
             raise ValueError(f"projects: {project[:40]!r} must be 1 to {MAX_PROJECT_LEN} printable characters "
                              "(no projects at all: every project)")
     return cleaned
