@@ -17,6 +17,7 @@ from otelgw.pipeline.mapper import derived_inference_id
 from otelgw.store.keys import KeyStore
 
 FROM = "2000-01-01T00:00:00Z"
+TRACES = {"alpha": "a1" * 16, "beta": "b1" * 16}
 
 
 def _span_body(trace: str, span: str) -> bytes:
@@ -31,7 +32,7 @@ def _span_body(trace: str, span: str) -> bytes:
 def secured(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory):
     gateway = start_gateway(chdb_path, "t_auth", tmp_path_factory.mktemp("auth"))
     # Data in two projects, sent before any key exists (ingest is open then).
-    for project, trace in (("alpha", "a1" * 16), ("beta", "b1" * 16)):
+    for project, trace in TRACES.items():
         assert post_otlp(gateway.http_url, "traces", _span_body(trace, "00000000000000a1"), "json",
                          project=project).status == 200
     gateway.settle()
@@ -43,6 +44,11 @@ def secured(chdb_path: Path, tmp_path_factory: pytest.TempPathFactory):
     keys["global-admin"] = store.create(projects=[], role="admin", ingest=True).key
     gateway.gateway.auth.reload()
     gateway.keys = keys
+    # Feedback in beta too, so that beta's trace feedback being hidden from alpha's keys shows.
+    status, _ = call_api(gateway.api_url, "POST",
+                         f"/api/v1/metrics/inferences/{derived_inference_id('b1' * 16, '00000000000000a1')}/feedback",
+                         keys["global-admin"], {"type": "boolean", "value": False})
+    assert status == 201
     gateway.ids = {"alpha": derived_inference_id("a1" * 16, "00000000000000a1"),
                    "beta": derived_inference_id("b1" * 16, "00000000000000a1")}
     try:
@@ -66,6 +72,7 @@ def routes(ids: dict[str, str], project: str) -> list[tuple[str, str, Any, str]]
         ("POST", "/api/v1/metrics/inferences/export", {"from_date": FROM, "project_id": project, "format": "jsonl"},
          "viewer"),
         ("GET", f"/api/v1/semconv/unmapped?project={project}", None, "viewer"),
+        ("GET", f"/api/v1/traces/{TRACES[project]}/feedback", None, "viewer"),
     ]
 
 
@@ -91,6 +98,9 @@ def test_every_route_every_role_own_and_other_project(secured, role: str) -> Non
             assert status == 200 and answer == b"", (role, path)
         elif "unmapped" in path:
             assert status == 200 and answer == {"unmapped": []}, (role, path)
+        elif "/traces/" in path:
+            # A trace id is no secret to guard: the route lists what the key may see, here nothing.
+            assert status == 200 and answer["items"] == [] and answer["summary"]["total"] == 0, (role, path, answer)
         else:
             # Another project's inference is "not found", never "forbidden": no existence oracle.
             assert status == 404 and answer["error"]["code"] == "not_found", (role, path, answer)
@@ -103,6 +113,9 @@ def test_listing_without_project_filter_sees_only_own_projects(secured) -> None:
     status, page = call(secured, "POST", "/api/v1/metrics/inferences/list", secured.keys["global-admin"],
                         {"from_date": FROM})
     assert {i["project_id"] for i in page["items"]} >= {"alpha", "beta"}
+    status, listed = call(secured, "GET", f"/api/v1/traces/{TRACES['beta']}/feedback", secured.keys["global-admin"])
+    assert status == 200 and [(i["kind"], i["inference_id"]) for i in listed["items"]] == [
+        ("boolean", secured.ids["beta"])]
 
 
 def test_missing_bad_and_revoked_keys(secured) -> None:

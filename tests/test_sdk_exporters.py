@@ -19,6 +19,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from otlp_client import call_api
 
 from otelgw.pipeline.mapper import derived_inference_id
 
@@ -169,3 +170,85 @@ def test_explicit_inference_id_wins(gateway) -> None:
     rows = gateway.query("SELECT project_id FROM inferences FINAL WHERE inference_id = {i:UUID}", i=explicit)
     # No x-otelgw-project header: the resource attribute project.id names the project.
     assert rows == [{"project_id": "from-resource"}]
+
+
+def test_trace_feedback_reaches_evaluations_of_agent_and_tool_spans(gateway) -> None:
+    """An agent run: its invoke_agent and execute_tool spans are no inference, so their evaluation
+    events reach the API only through the trace's feedback; an evaluator's log record naming the
+    chat's response id and an API rating belong to the chat's inference."""
+    project = "trace-feedback"
+    span_exporter, log_exporter = _exporters(gateway, "http-protobuf", project)
+    resource = Resource.create({"service.name": "agent-app"})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    logger_provider = LoggerProvider(resource=resource)
+    logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
+    tracer = tracer_provider.get_tracer("agent.framework")
+    logger = logger_provider.get_logger("evaluator")
+    with tracer.start_as_current_span("invoke_agent planner") as agent:
+        agent.set_attributes({"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "planner",
+                              "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o"})
+        with tracer.start_as_current_span("chat gpt-4o", kind=SpanKind.CLIENT) as chat:
+            chat.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                                 "gen_ai.request.model": "gpt-4o", "gen_ai.response.id": "resp-agent-1",
+                                 "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 2})
+            chat_ctx = chat.get_span_context()
+        with tracer.start_as_current_span("execute_tool get_weather") as tool:
+            tool.set_attributes({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "get_weather"})
+            tool.add_event("gen_ai.evaluation.result", {"gen_ai.evaluation.name": "tool_correctness",
+                                                        "gen_ai.evaluation.score.value": 1.0})
+            tool_ctx = tool.get_span_context()
+        agent.add_event("gen_ai.evaluation.result", {
+            "gen_ai.evaluation.name": "task_success", "gen_ai.evaluation.score.value": 0.2,
+            "gen_ai.evaluation.score.label": "fail", "gen_ai.evaluation.explanation": "wrong city"})
+        agent_ctx = agent.get_span_context()
+        # An evaluator scoring the chat from a span of its own, by the provider's response id.
+        with tracer.start_as_current_span("evaluate"):
+            logger.emit(event_name="gen_ai.evaluation.result", attributes={
+                "gen_ai.evaluation.name": "relevance", "gen_ai.evaluation.score.value": 0.7,
+                "gen_ai.response.id": "resp-agent-1"})
+    assert tracer_provider.force_flush(30_000) and logger_provider.force_flush(30_000)
+    tracer_provider.shutdown()
+    logger_provider.shutdown()
+    gateway.settle()
+    trace_hex = f"{agent_ctx.trace_id:032x}"
+    chat_id = derived_inference_id(trace_hex, f"{chat_ctx.span_id:016x}")
+    assert gateway.scalar("SELECT count() FROM inferences FINAL WHERE project_id = {p:String}", p=project) == 1
+    status, _ = call_api(gateway.api_url, "POST", f"/api/v1/metrics/inferences/{chat_id}/feedback", None,
+                         {"type": "rating", "value": 4})
+    assert status == 201
+
+    status, listed = call_api(gateway.api_url, "GET", f"/api/v1/traces/{trace_hex}/feedback")
+    assert status == 200 and listed["trace_id"] == trace_hex and listed["has_more"] is False
+    found = {item["name"]: item for item in listed["items"]}
+    assert set(found) == {"task_success", "tool_correctness", "relevance", "rating"}
+    assert (found["task_success"]["inference_id"], found["task_success"]["span_id"]) == (
+        None, f"{agent_ctx.span_id:016x}")
+    assert (found["task_success"]["value"], found["task_success"]["label"], found["task_success"]["comment"]) == (
+        0.2, "fail", "wrong city")
+    assert (found["tool_correctness"]["inference_id"], found["tool_correctness"]["span_id"]) == (
+        None, f"{tool_ctx.span_id:016x}")
+    assert found["relevance"]["inference_id"] == chat_id and found["relevance"]["source"] == "log"
+    assert (found["rating"]["inference_id"], found["rating"]["span_id"], found["rating"]["source"]) == (
+        chat_id, f"{chat_ctx.span_id:016x}", "api")
+    assert all(item["trace_id"] == trace_hex for item in listed["items"])
+    assert listed["summary"]["total"] == 4 and listed["summary"]["by_kind"] == {"evaluation": 3, "rating": 1}
+    # Newest first: the API rating was given last.
+    assert listed["items"][0]["name"] == "rating"
+
+    # The inference's own feedback lists the rating and the response-id evaluation, not the others.
+    status, own = call_api(gateway.api_url, "GET", f"/api/v1/metrics/inferences/{chat_id}/feedback")
+    assert status == 200 and {i["name"] for i in own["items"]} == {"relevance", "rating"}
+    assert all(i["trace_id"] == trace_hex for i in own["items"])
+
+    status, page = call_api(gateway.api_url, "GET", f"/api/v1/traces/{trace_hex}/feedback?limit=1")
+    assert status == 200 and page["has_more"] is True and [i["name"] for i in page["items"]] == ["rating"]
+    # Tempo's short ids (leading zeros dropped) name the same trace; an unknown trace has none.
+    status, short = call_api(gateway.api_url, "GET", f"/api/v1/traces/{trace_hex.lstrip('0')}/feedback")
+    assert status == 200 and short["summary"]["total"] == 4
+    status, empty = call_api(gateway.api_url, "GET", f"/api/v1/traces/{'e' * 32}/feedback")
+    assert status == 200 and empty["items"] == [] and empty["summary"]["total"] == 0
+    for bad in (f"{trace_hex}/feedback?limit=0", f"{trace_hex}/feedback?limit=x", "not-hex/feedback",
+                f"{trace_hex}/feedback?limit=10001"):
+        status, answer = call_api(gateway.api_url, "GET", f"/api/v1/traces/{bad}")
+        assert status == 400 and answer["error"]["code"] in ("invalid_request", "invalid_trace_id"), (bad, answer)

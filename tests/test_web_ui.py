@@ -66,6 +66,9 @@ def feed(gateway: RunningGateway, project: str = "webui") -> dict[str, Any]:
         })
         history.append(("assistant", answer))
         chat.end(end_time=start + 20_000_000 + 900_000_000 + turn * 100_000_000)
+        if turn == 2:  # an evaluation of the request as a whole: on a span that is no inference
+            server.add_event("gen_ai.evaluation.result", {"gen_ai.evaluation.name": "trip_helpfulness",
+                                                          "gen_ai.evaluation.score.value": 0.9})
         server.end(end_time=start + 1_100_000_000 + turn * 100_000_000)
         ids["turns"].append(derived_inference_id(format(chat.get_span_context().trace_id, "032x"),
                                                  format(chat.get_span_context().span_id, "016x")))
@@ -216,6 +219,12 @@ def test_trace_view_shows_the_span_tree(tab: Page, fed: dict[str, Any]) -> None:
     detail = page.locator('[data-testid="span-detail"]')
     assert "gen_ai.request.model" in detail.inner_text()
     detail.get_by_text("Open the inference").wait_for()
+    # The server span's evaluation is listed with the trace's feedback and selects its span.
+    item = page.locator('[data-testid="trace-feedback-item"]')
+    item.first.wait_for()
+    assert item.count() == 1 and "trip_helpfulness" in item.inner_text() and "0.9" in item.inner_text()
+    item.get_by_role("button", name="POST /chat").click()
+    assert "POST /chat" in page.locator('[data-testid="span-detail"] h2').first.inner_text()
     tab.shot("trace")
 
 

@@ -65,6 +65,7 @@ ROUTES: list[tuple[str, str, Handler, str | None]] = [
     ("POST", routes.PATH_INFERENCE_FEEDBACK, feedback.post_feedback, routes.EDITOR),
     ("GET", routes.PATH_SEMCONV_UNMAPPED, semconv.unmapped, routes.VIEWER),
     ("GET", routes.PATH_INFERENCE_TRACE, traces.inference_trace, routes.VIEWER),
+    ("GET", routes.PATH_TRACE_FEEDBACK, feedback.get_trace_feedback, routes.VIEWER),
     ("GET", routes.PATH_TEMPO_TRACE, traces.trace_v1, routes.VIEWER),
     ("GET", routes.PATH_TEMPO_TRACE_V2, traces.trace_v2, routes.VIEWER),
     ("GET", routes.PATH_TEMPO_SEARCH, search.search, routes.VIEWER),

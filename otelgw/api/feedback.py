@@ -1,4 +1,5 @@
-"""Feedback: POST and GET /api/v1/metrics/inferences/{id}/feedback.
+"""Feedback: POST and GET /api/v1/metrics/inferences/{id}/feedback, and GET
+/api/v1/traces/{trace_id}/feedback (every span's, evaluations of agent and tool spans included).
 
 Types: `boolean` (thumbs up/down, value true/false), `rating` (1-5), `comment` (text in
 `comment`), `demonstration` (a corrected response, in `value` or `comment`). API feedback and
@@ -25,13 +26,35 @@ from otelgw.api.common import (
     rfc3339_ns,
 )
 from otelgw.api.lookup import load_inference, parse_inference_id
-from otelgw.api.schemas import FeedbackItem, FeedbackList, FeedbackRequest, FeedbackSummary
+from otelgw.api.schemas import FeedbackItem, FeedbackList, FeedbackRequest, FeedbackSummary, TraceFeedbackList
+from otelgw.api.traces import parse_trace_id
+from otelgw.auth import Principal
 from otelgw.governance.audit import audit
 from otelgw.store.reader import Reader
 
 FEEDBACK_COLUMNS = ["feedback_id", "inference_id", "project_id", "timestamp", "kind", "name", "value", "label",
                     "comment", "source", "created_by", "response_id", "trace_id", "span_id", "ingested_at"]
 MAX_TEXT = 100_000
+DEFAULT_TRACE_LIMIT = 1000
+MAX_TRACE_LIMIT = 10_000
+
+
+def _item(row: dict[str, Any], inference_id: str | None) -> FeedbackItem:
+    return FeedbackItem(feedback_id=str(row["feedback_id"]), inference_id=inference_id, kind=row["kind"],
+                        name=row["name"], value=row["value"], label=row["label"], comment=row["comment"],
+                        source=row["source"], created_by=row["created_by"], timestamp=rfc3339_ns(row["timestamp_ns"]),
+                        trace_id=row["trace_id"], span_id=row["span_id"])
+
+
+def _summary(items: list[FeedbackItem]) -> FeedbackSummary:
+    by_kind: dict[str, int] = {}
+    for item in items:
+        by_kind[item.kind] = by_kind.get(item.kind, 0) + 1
+    ratings = [i.value for i in items if i.kind == "rating" and i.value is not None]
+    thumbs = [i.value for i in items if i.kind == "boolean" and i.value is not None]
+    return FeedbackSummary(total=len(items), by_kind=by_kind,
+                           mean_rating=sum(ratings) / len(ratings) if ratings else None,
+                           thumbs_up_ratio=sum(1 for t in thumbs if t > 0) / len(thumbs) if thumbs else None)
 
 
 async def feedback_list(reader: Reader, inference_id: str, response_id: str, project_id: str) -> FeedbackList:
@@ -40,18 +63,38 @@ async def feedback_list(reader: Reader, inference_id: str, response_id: str, pro
                              project_id=project_id)
     # The response-id half reads without FINAL: fold re-sent copies here.
     rows = list({str(r["feedback_id"]): r for r in rows}.values())
-    items = [FeedbackItem(feedback_id=str(r["feedback_id"]), inference_id=inference_id, kind=r["kind"], name=r["name"],
-                          value=r["value"], label=r["label"], comment=r["comment"], source=r["source"],
-                          created_by=r["created_by"], timestamp=rfc3339_ns(r["timestamp_ns"])) for r in rows]
+    items = [_item(r, inference_id) for r in rows]
     items.sort(key=lambda f: f.timestamp, reverse=True)
-    by_kind: dict[str, int] = {}
-    for item in items:
-        by_kind[item.kind] = by_kind.get(item.kind, 0) + 1
-    ratings = [i.value for i in items if i.kind == "rating" and i.value is not None]
-    thumbs = [i.value for i in items if i.kind == "boolean" and i.value is not None]
-    return FeedbackList(inference_id=inference_id, items=items, summary=FeedbackSummary(
-        total=len(items), by_kind=by_kind, mean_rating=sum(ratings) / len(ratings) if ratings else None,
-        thumbs_up_ratio=sum(1 for t in thumbs if t > 0) / len(thumbs) if thumbs else None))
+    return FeedbackList(inference_id=inference_id, items=items, summary=_summary(items))
+
+
+async def trace_feedback(reader: Reader, trace_id: str, caller: Principal,
+                         limit: int) -> tuple[TraceFeedbackList, list[str]]:
+    """Every feedback row recorded on the trace's spans that the caller may see, each naming the
+    inference it belongs to: the one its span is, or the one its response id names (an evaluation
+    sent on a span of its own), or none (an evaluation of an agent, tool or retrieval span); and
+    the projects they are in."""
+    rows = await reader.rows("traces", "feedback_of_trace", trace_id=trace_id, limit=limit + 1)
+    rows = [r for r in rows if caller.sees(r["project_id"])]
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    by_id: set[tuple[str, str]] = set()
+    by_response: dict[tuple[str, str], str] = {}
+    if rows:
+        found = await reader.rows(
+            "traces", "inferences_for_feedback", projects=sorted({r["project_id"] for r in rows}),
+            ids=sorted({str(r["inference_id"]) for r in rows}),
+            response_ids=sorted({r["response_id"] for r in rows if r["response_id"]}))
+        for row in found:
+            by_id.add((row["project_id"], str(row["inference_id"])))
+            if row["response_id"]:
+                by_response[(row["project_id"], row["response_id"])] = str(row["inference_id"])
+    items = []
+    for row in rows:
+        own = (row["project_id"], str(row["inference_id"]))
+        items.append(_item(row, own[1] if own in by_id else by_response.get((row["project_id"], row["response_id"]))))
+    return (TraceFeedbackList(trace_id=trace_id, items=items, summary=_summary(items), has_more=has_more),
+            sorted({r["project_id"] for r in rows}))
 
 
 def _validate(body: FeedbackRequest) -> tuple[float | None, str, str]:
@@ -109,7 +152,8 @@ async def post_feedback(request: web.Request) -> web.Response:
           detail=f"feedback_id={feedback_id} type={body.type}")
     item = FeedbackItem(feedback_id=feedback_id, inference_id=inference_id, kind=body.type,
                         name=body.name or body.type, value=value, label=label, comment=comment, source="api",
-                        created_by=created_by, timestamp=rfc3339_ns(int(now.timestamp() * 1e9)))
+                        created_by=created_by, timestamp=rfc3339_ns(int(now.timestamp() * 1e9)),
+                        trace_id=row["trace_id"], span_id=row["span_id"])
     return json_response(item, status=201)
 
 
@@ -118,4 +162,20 @@ async def get_feedback(request: web.Request) -> web.Response:
     row = await load_inference(request, inference_id)
     listed = await feedback_list(request.app[READER_KEY], inference_id, row["response_id"], row["project_id"])
     audit(request, "feedback.read", target=inference_id, project=row["project_id"])
+    return json_response(listed)
+
+
+async def get_trace_feedback(request: web.Request) -> web.Response:
+    """GET /api/v1/traces/{trace_id}/feedback[?limit=N]: the trace's feedback, newest first."""
+    trace_id = parse_trace_id(request.match_info["trace_id"])
+    raw = request.query.get("limit", str(DEFAULT_TRACE_LIMIT))
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_TRACE_LIMIT:
+        raise ApiError(400, "invalid_request", f"limit must be a whole number from 1 to {MAX_TRACE_LIMIT}")
+    listed, projects = await trace_feedback(request.app[READER_KEY], trace_id, principal(request), limit)
+    audit(request, "feedback.read", target=trace_id, project=projects[0] if len(projects) == 1 else "",
+          detail=f"trace items={len(listed.items)} projects={','.join(projects)}")
     return json_response(listed)

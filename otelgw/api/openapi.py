@@ -26,6 +26,7 @@ from otelgw.api.schemas import (
     SessionDetailQuery,
     SessionListQuery,
     SessionListResponse,
+    TraceFeedbackList,
 )
 from otelgw.receiver.bud_records import BulkEnvelope
 
@@ -63,6 +64,7 @@ def _query_parameters(kind: type) -> list[dict[str, Any]]:
 def build() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [ListRequest, ListResponse, ExportRequest, InferenceDetail, FeedbackRequest, FeedbackItem, FeedbackList,
+         TraceFeedbackList,
          ErrorResponse, AnalyticsRequest, AnalyticsResponse, BulkEnvelope, SessionListResponse, SessionDetail],
         ref_template=_REF)
     inference_id = {"name": "inference_id", "in": "path", "required": True,
@@ -95,6 +97,16 @@ def build() -> dict[str, Any]:
                      "requestBody": {"required": True, **_json(FeedbackRequest)},
                      "responses": {"201": {"description": "stored", **_json(FeedbackItem)},
                                    **_errors(400, 401, 403, 404)}}},
+        routes.PATH_TRACE_FEEDBACK: {"get": {
+            "summary": "Feedback of every span of a trace, newest first: inference feedback and evaluations of "
+                       "agent, tool and retrieval spans (inference_id null)",
+            "parameters": [{"name": "trace_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{1,32}$"}},
+                           {"name": "limit", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 1000}}],
+            "security": secured,
+            "responses": {"200": {"description": "feedback", **_json(TraceFeedbackList)},
+                          **_errors(400, 401, 403)}}},
         routes.PATH_ANALYTICS: {"post": {
             "summary": "Time series of requests, outcomes, tokens, latency, TTFT, queue time, throughput, "
                        "concurrency, cache and cost per bucket and group (Bud metrics service compatible)",

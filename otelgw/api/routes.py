@@ -12,6 +12,8 @@ PATH_INFERENCE = "/api/v1/metrics/inferences/{inference_id}"
 PATH_INFERENCE_FEEDBACK = "/api/v1/metrics/inferences/{inference_id}/feedback"
 PATH_SEMCONV_UNMAPPED = "/api/v1/semconv/unmapped"
 PATH_INFERENCE_TRACE = "/api/v1/metrics/inferences/{inference_id}/trace"
+# Feedback of a whole trace: the only way to evaluations of spans that are no inference.
+PATH_TRACE_FEEDBACK = "/api/v1/traces/{trace_id}/feedback"
 # Grafana Tempo's HTTP API (pkg/api/http.go), so Grafana can use otelgw as a Tempo data source.
 PATH_TEMPO_TRACE = "/api/traces/{trace_id}"
 PATH_TEMPO_TRACE_V2 = "/api/v2/traces/{trace_id}"

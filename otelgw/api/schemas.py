@@ -96,7 +96,9 @@ class FeedbackRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class FeedbackItem(msgspec.Struct, kw_only=True):
     feedback_id: str
-    inference_id: str
+    # None only in a trace's feedback: an evaluation of a span no inference row stands for (an
+    # agent, tool or retrieval span).
+    inference_id: str | None
     kind: str
     name: str
     value: float | None
@@ -105,6 +107,8 @@ class FeedbackItem(msgspec.Struct, kw_only=True):
     source: str
     created_by: str
     timestamp: str
+    trace_id: str = ""
+    span_id: str = ""
 
 
 class FeedbackSummary(msgspec.Struct, kw_only=True):
@@ -118,6 +122,14 @@ class FeedbackList(msgspec.Struct, kw_only=True):
     inference_id: str
     items: list[FeedbackItem]
     summary: FeedbackSummary
+
+
+class TraceFeedbackList(msgspec.Struct, kw_only=True):
+    trace_id: str
+    items: list[FeedbackItem]
+    summary: FeedbackSummary
+    # More than `limit` rows: the newest are listed.
+    has_more: bool
 
 
 class Message(msgspec.Struct, kw_only=True):

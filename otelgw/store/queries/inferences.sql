@@ -26,12 +26,12 @@ WHERE inference_id = {inference_id:UUID} AND project_id = {project_id:String}
 ORDER BY direction = 'output', `index`;
 
 -- name: feedback_by_inference
-SELECT feedback_id, kind, name, value, label, comment, source, created_by, response_id,
+SELECT feedback_id, kind, name, value, label, comment, source, created_by, response_id, trace_id, span_id,
        toUnixTimestamp64Nano(timestamp) AS timestamp_ns
 FROM feedback FINAL
 WHERE inference_id = {inference_id:UUID} AND project_id = {project_id:String}
 UNION DISTINCT
-SELECT feedback_id, kind, name, value, label, comment, source, created_by, response_id,
+SELECT feedback_id, kind, name, value, label, comment, source, created_by, response_id, trace_id, span_id,
        toUnixTimestamp64Nano(timestamp) AS timestamp_ns
 FROM feedback
 WHERE {response_id:String} != '' AND response_id = {response_id:String} AND project_id = {project_id:String};

@@ -19,3 +19,17 @@ WHERE trace_id = {trace_id:String}
   AND end_timestamp >= fromUnixTimestamp64Nano({start_ns:Int64}, 'UTC')
 ORDER BY timestamp
 LIMIT 1000;
+
+-- name: feedback_of_trace
+SELECT feedback_id, inference_id, project_id, kind, name, value, label, comment, source, created_by, response_id, trace_id,
+       span_id, toUnixTimestamp64Nano(timestamp) AS timestamp_ns
+FROM feedback FINAL
+WHERE trace_id = {trace_id:String}
+ORDER BY timestamp DESC, feedback_id
+LIMIT {limit:UInt32};
+
+-- name: inferences_for_feedback
+SELECT inference_id, project_id, response_id
+FROM inferences FINAL
+WHERE project_id IN {projects:Array(String)}
+  AND (inference_id IN {ids:Array(UUID)} OR (response_id != '' AND response_id IN {response_ids:Array(String)}));

@@ -123,14 +123,15 @@ function FeedbackForm({ id, onSaved }) {
   </form>`;
 }
 
-function FeedbackList({ feedback }) {
+// `where` (optional) renders what an item is attached to, in front of its source line.
+export function FeedbackList({ feedback, where, testid = "feedback" }) {
   if (!feedback.items.length) return html`<p class="empty">No feedback yet.</p>`;
-  return html`<ul class="feedback-list" data-testid="feedback-list">${feedback.items.map((f) => html`
-    <li data-testid="feedback-item"><strong>${f.kind}${f.name && f.name !== f.kind ? ` · ${f.name}` : ""}</strong>
+  return html`<ul class="feedback-list" data-testid=${`${testid}-list`}>${feedback.items.map((f) => html`
+    <li data-testid=${`${testid}-item`} data-span-id=${f.span_id}><strong>${f.kind}${f.name && f.name !== f.kind ? ` · ${f.name}` : ""}</strong>
       ${f.value !== null && html` <span>${f.kind === "boolean" ? (f.value > 0 ? "👍" : "👎") : f.value}</span>`}
       ${f.label && html` <span>${f.label}</span>`}
       ${f.comment && html`<div class="comment">${f.comment}</div>`}
-      <div class="muted">${f.source}${f.created_by ? ` · ${f.created_by}` : ""} · ${time(f.timestamp)}</div></li>`)}</ul>`;
+      <div class="muted">${where ? html`${where(f)} · ` : ""}${f.source}${f.created_by ? ` · ${f.created_by}` : ""} · ${time(f.timestamp)}</div></li>`)}</ul>`;
 }
 
 export function InferencePage({ params }) {

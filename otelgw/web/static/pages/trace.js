@@ -1,6 +1,8 @@
-// Trace view: the span tree with a timeline, from the Tempo v2 trace API; TraceQL search.
+// Trace view: the span tree with a timeline, from the Tempo v2 trace API; the trace's feedback;
+// TraceQL search.
 import { html, useState, useEffect, Link, navigate, api, useApi, ErrorBox, Copy } from "../lib/ui.js";
 import { ms, time } from "../lib/format.js";
+import { FeedbackList } from "./inference.js";
 
 const GENAI = /^(gen_ai\.|llm\.|ai\.|langfuse\.observation|traceloop\.)/;
 
@@ -96,9 +98,21 @@ function TraceSearch({ initial }) {
   </div>`;
 }
 
+// Feedback on any span of the trace: evaluations of agent and tool spans are only here.
+function TraceFeedback({ feedback, spans, pick }) {
+  if (!feedback || !feedback.items.length) return "";
+  const byId = new Map(spans.map((s) => [s.id, s]));
+  const where = (f) => html`${byId.has(f.span_id)
+    ? html`<button class="link" onClick=${() => pick(byId.get(f.span_id))}>${byId.get(f.span_id).name}</button>`
+    : html`span <code>${f.span_id}</code>`}${f.inference_id ? html` · <${Link} href=${`/inferences/${f.inference_id}`}>inference<//>` : ""}`;
+  return html`<h2>Feedback (${feedback.items.length}${feedback.has_more ? "+" : ""})</h2>
+    <${FeedbackList} feedback=${feedback} where=${where} testid="trace-feedback" />`;
+}
+
 export function TracePage({ params }) {
   const [traceId] = params;
   const { data, error } = useApi(`/api/v2/traces/${encodeURIComponent(traceId)}`);
+  const { data: feedback } = useApi(`/api/v1/traces/${encodeURIComponent(traceId)}/feedback`);
   const [selected, setSelected] = useState(null);
   useEffect(() => setSelected(null), [traceId]);
   if (error) return html`<section class="page"><h1>Trace <code>${traceId}</code></h1><${ErrorBox} error=${error} /><${TraceSearch} /></section>`;
@@ -125,6 +139,7 @@ export function TracePage({ params }) {
       </div>
       <${SpanDetail} span=${spans.find((s) => s.id === selected)} />
     </div>
+    <${TraceFeedback} feedback=${feedback} spans=${spans} pick=${pick} />
     <h2>Search traces</h2>
     <${TraceSearch} />
   </section>`;
