@@ -445,3 +445,49 @@ def test_salvage_keeps_only_the_records_that_follow_in_order(tmp_path: Path) -> 
     # Record 2 damaged, followed by a record that is not 3 (a forged one): no salvage.
     tampered = records[0] + bytes(damaged[len(records[0]):len(records[0]) + len(records[1])]) + forged + records[2]
     assert salvage_segment(tampered, 1)[1] == 0
+
+
+def test_dead_lettered_records_of_a_new_log_do_not_overwrite_an_older_logs(chdb_path: Path, tmp_path: Path) -> None:
+    """A record the mapper fails on is kept as its request bytes, named by the log's id and its
+    number: a log started afresh (its directory lost) numbers records from 1 again, and its
+    dead-lettered record 1 must not replace the first log's."""
+    import shutil
+
+    from conftest import start_gateway
+    from otlp_client import post_otlp
+
+    def failing_first_record(gateway) -> None:
+        mapping = gateway.gateway.pipeline.mapping
+        real = mapping.map
+
+        async def fail(records, prefix, token_range):
+            chunk = await real(records, prefix, token_range)
+            for mapped in chunk.records:
+                if mapped.seq == 1:
+                    mapped.blocks, mapped.rows, mapped.error = {}, {}, "simulated mapper failure"
+            return chunk
+
+        mapping.map = fail
+
+    bodies, ids = [], []
+    for run in range(2):
+        gateway = start_gateway(chdb_path, "t_dead_letter_names", tmp_path)
+        try:
+            failing_first_record(gateway)
+            bodies.append(_logs_body(run * 100, 5))
+            assert post_otlp(gateway.http_url, "logs", bodies[-1], "json").status == 200
+            gateway.settle()
+            assert gateway.gateway.pipeline.stats.map_errors == 1
+            ids.append(gateway.gateway.wal.id)
+        finally:
+            assert gateway.stop()
+        shutil.rmtree(gateway.gateway.wal.dir)  # the log is lost; the next start begins a new one
+    assert ids[0] != ids[1]
+    dead = {p.name: p.read_bytes() for p in (tmp_path / "dead-letter").glob("record-*")}
+    assert set(dead) == {f"record-{ids[0]}-1-logs.pb", f"record-{ids[1]}-1-logs.pb"}
+    from otelgw.pipeline.request import Signal
+    from otelgw.receiver.decode import Encoding, decode
+
+    for wal_id, body in zip(ids, bodies, strict=True):
+        expected = decode(Signal.LOGS, body, Encoding.JSON).message.SerializeToString()
+        assert dead[f"record-{wal_id}-1-logs.pb"] == expected

@@ -386,7 +386,9 @@ class Pipeline:
 
     def _dead_letter(self, record: WalRecord) -> None:
         self._dead_letter_dir.mkdir(parents=True, exist_ok=True)
-        path = self._dead_letter_dir / f"record-{record.seq}-{record.signal}.pb"
+        # Named by the log's id too: a new log (its directory lost or moved) numbers records
+        # from 1 again, and must not overwrite what an earlier log dead-lettered.
+        path = self._dead_letter_dir / f"record-{self.wal.id}-{record.seq}-{record.signal}.pb"
         path.write_bytes(record.request)
 
     async def _consume(self) -> None:
