@@ -52,6 +52,9 @@ class SourceSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     path: str = ""
     event: str = ""
     span_name: str = ""
+    # A regex over the instrumentation scope's name (first group): OpenLIT names its scopes after
+    # the provider module, and a failed call carries no attribute to say it.
+    scope_name: str = ""
     since_start: str = ""
     scale: float = 1.0
     map: dict[str, Any] = {}
@@ -99,6 +102,11 @@ class MessageSpec(msgspec.Struct, forbid_unknown_fields=True):
                             self.tool_name_attribute, self.tool_id_attribute, self.tool_arguments_attribute) if a]
 
 
+class InputExcludesCache(msgspec.Struct, forbid_unknown_fields=True):
+    providers: list[str]
+    add: list[str]
+
+
 class FamilyTable(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     priority: int
@@ -112,13 +120,16 @@ class FamilyTable(msgspec.Struct, forbid_unknown_fields=True):
     # Spans whose attribute has one of these values are never inferences, whichever family's
     # rule would match (agent and tool operations: GenAI spans, but not model calls).
     not_inference: list[DetectRule] = []
+    # This family's input tokens leave out the prompt cache's for these providers (a library
+    # passing the provider's usage on as it is): the `add` attributes are added to them.
+    input_excludes_cache: InputExcludesCache | None = None
 
 
 class Source(msgspec.Struct, frozen=True):
     """One compiled source: `kind` picks how `key` is read; `label` says where a value came
     from ("attribute:gen_ai.server.time_to_first_token", "event:First Token Stream Event")."""
 
-    kind: Literal["attribute", "json", "event", "event_attribute", "span_name", "since_start"]
+    kind: Literal["attribute", "json", "event", "event_attribute", "span_name", "scope_name", "since_start"]
     key: str
     label: str
     path: tuple[str, ...] = ()
@@ -141,19 +152,21 @@ def _compile_source(raw: str | SourceSpec, where: str) -> Source:
         if spec.attribute:
             return Source("event_attribute", spec.attribute, f"event:{spec.event}", event=spec.event, **common)
         return Source("event", "", f"event:{spec.event}", event=spec.event, **common)
-    if spec.span_name:
+    for kind, regex in (("span_name", spec.span_name), ("scope_name", spec.scope_name)):
+        if not regex:
+            continue
         try:
-            pattern = re.compile(spec.span_name)
+            pattern = re.compile(regex)
         except re.error as exc:
-            raise ValueError(f"{where}: bad span_name regex: {exc}") from exc
+            raise ValueError(f"{where}: bad {kind} regex: {exc}") from exc
         if pattern.groups < 1:
-            raise ValueError(f"{where}: span_name regex needs one group")
-        return Source("span_name", "", "span_name", pattern=pattern, **common)
+            raise ValueError(f"{where}: {kind} regex needs one group")
+        return Source(kind, "", kind, pattern=pattern, **common)  # type: ignore[arg-type]
     if spec.since_start:
         return Source("since_start", spec.since_start, f"attribute:{spec.since_start}", **common)
     if spec.attribute:
         return Source("attribute", spec.attribute, f"attribute:{spec.attribute}", **common)
-    raise ValueError(f"{where}: a source needs attribute, json, event, span_name or since_start")
+    raise ValueError(f"{where}: a source needs attribute, json, event, span_name, scope_name or since_start")
 
 
 class Rule(msgspec.Struct, frozen=True):
@@ -171,6 +184,7 @@ class Family(msgspec.Struct):
     defaults: dict[str, Any]
     sources: dict[str, list[Source]]
     messages: list[MessageSpec]
+    input_excludes_cache: InputExcludesCache | None = None
 
 
 class Plan(msgspec.Struct):
@@ -276,7 +290,8 @@ class Conventions:
                 else:
                     vetoes.append((r.attribute, frozenset(v.lower() for v in r.in_)))
                     known.add(r.attribute)
-            self.families.append(Family(table.name, table.priority, rules, table.defaults, sources, table.messages))
+            self.families.append(Family(table.name, table.priority, rules, table.defaults, sources, table.messages,
+                                        table.input_excludes_cache))
         self._vetoes = tuple(vetoes)
         self._name_vetoes = tuple(name_vetoes)
         self._known = frozenset(known)

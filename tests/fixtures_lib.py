@@ -114,6 +114,10 @@ def compare_inference(exp: dict[str, Any], row: dict[str, Any], inputs: list[dic
     check("span_id", exp["span_id"], row["span_id"])
     check("trace_id", exp["trace_id"], row["trace_id"])
     check("model", exp.get("model"), row["response_model"] or row["request_model"])
+    # Optional, where a capture tells the two apart (a request naming an alias, a dated answer).
+    check("request_model", exp.get("request_model"), row["request_model"])
+    check("response_model", exp.get("response_model"), row["response_model"])
+    check("finish_reason", exp.get("finish_reason"), row["finish_reason"])
     check("provider", exp.get("provider"), row["provider"] or None)
     check("operation", exp.get("operation"), row["operation"] or None)
     check("input_tokens", exp.get("input_tokens"), row["input_tokens"])

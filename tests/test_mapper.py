@@ -315,3 +315,53 @@ def test_agent_and_tool_operations_are_not_inferences() -> None:
     batch = map_span("chat gpt-4o", {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
                                      "gen_ai.request.model": "gpt-4o"})
     assert len(batch.inferences) == 1
+
+
+def _nested_request(spans: list[tuple[int, int, str, dict[str, Any]]]) -> ExportTraceServiceRequest:
+    """(span number, parent number or 0, name, attributes), children listed first as exporters do."""
+    request = ExportTraceServiceRequest()
+    scope_spans = request.resource_spans.add().scope_spans.add()
+    for number, parent, name, attrs in spans:
+        span = scope_spans.spans.add(trace_id=b"\x07" * 16, span_id=number.to_bytes(8, "big"), name=name,
+                                     parent_span_id=parent.to_bytes(8, "big") if parent else b"",
+                                     start_time_unix_nano=START, end_time_unix_nano=START + 1_000_000_000)
+        span.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in attrs.items())
+    return request
+
+
+def test_a_call_traced_twice_one_span_inside_the_other_is_one_inference() -> None:
+    sdk = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude",
+           "gen_ai.response.id": "msg_1", "gen_ai.usage.input_tokens": 25, "gen_ai.usage.output_tokens": 7,
+           "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": "hi"}]}])}
+    outer = {"openinference.span.kind": "LLM", "llm.provider": "anthropic", "llm.model_name": "claude",
+             "output.value": json.dumps({"id": "msg_1"}), "output.mime_type": "application/json",
+             "llm.token_count.prompt": 25, "llm.token_count.completion": 7,
+             "llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": "hi"}
+    mapper = build_mapper(Config())
+    # The SDK's span inside an HTTP client span inside the library's span; and a second call of
+    # its own (another response id) inside the same library span is kept.
+    request = _nested_request([
+        (4, 3, "anthropic.messages.create", sdk),
+        (3, 2, "POST", {"http.request.method": "POST"}),
+        (5, 2, "chat claude", {**sdk, "gen_ai.response.id": "msg_2"}),
+        (2, 1, "Messages", outer),
+        (1, 0, "agent run", {}),
+    ])
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    evaluation = span.events.add(name="gen_ai.evaluation.result", time_unix_nano=START)
+    evaluation.attributes.append(KeyValue(key="gen_ai.evaluation.name", value=AnyValue(string_value="ok")))
+    batch = mapper.map_traces(request, "", time.time_ns())
+    by_span = {row.span_id: row for row in batch.inferences}
+    assert set(by_span) == {(2).to_bytes(8, "big").hex(), (5).to_bytes(8, "big").hex()}
+    outer_row = by_span[(2).to_bytes(8, "big").hex()]
+    assert outer_row.family == "openinference" and outer_row.input_tokens == 25
+    ids = {row.inference_id for row in batch.inferences}
+    assert {m.inference_id for m in batch.messages} == ids  # the inner span's messages went with it
+    inner_span = next(s for s in batch.spans if s.span_id == (4).to_bytes(8, "big").hex())
+    assert inner_span.inference_id == "" and "gen_ai.input.messages" in inner_span.attributes
+    assert [f.inference_id for f in batch.feedback] == [outer_row.inference_id]
+
+    # Without the same response id, nesting alone is no duplicate.
+    lone = mapper.map_traces(_nested_request([(4, 2, "chat", {**sdk, "gen_ai.response.id": "msg_9"}),
+                                              (2, 0, "Messages", outer)]), "", time.time_ns())
+    assert len(lone.inferences) == 2

@@ -177,9 +177,9 @@ class _Reader:
         elif kind == "event_attribute":
             event = self.first_event(src.event)
             value = event.attrs.get(src.key) if event else None
-        elif kind == "span_name":
+        elif kind == "span_name" or kind == "scope_name":
             assert src.pattern is not None
-            match = src.pattern.search(view.name)
+            match = src.pattern.search(view.name if kind == "span_name" else view.scope_name)
             value = match.group(1) if match else None
         else:  # since_start
             at = parse_timestamp_ns(view.attrs.get(src.key))
@@ -209,7 +209,7 @@ def _fields_to_read(plan: Plan, keys: tuple[str, ...], has_events: bool) -> list
             for field, rank, src in hits:
                 candidates.setdefault(field, []).append((rank, src))
     for field, rank, src in plan.keyless:
-        if src.kind == "span_name" or has_events:
+        if src.kind == "span_name" or src.kind == "scope_name" or has_events:
             candidates.setdefault(field, []).append((rank, src))
     found = [(field, FIELD_TYPES[field], [src for _, src in sorted(ranked, key=_rank)])
              for field, ranked in candidates.items()]
@@ -293,5 +293,13 @@ def extract_messages(conv: Conventions, family: Family | None, view: SpanView) -
         got = _from_spec(spec, reader, event_messages)
         if got:
             found[spec.direction] = got
-    inputs = found.get("system", []) + found.get("input", [])
-    return inputs, found.get("output", [])
+    return with_system(found.get("system", []), found.get("input", [])), found.get("output", [])
+
+
+def with_system(system: list[Message], inputs: list[Message]) -> list[Message]:
+    """System instructions first, unless the input messages carry them already (OpenLIT sends
+    the system prompt both in `gen_ai.input.messages` and in `gen_ai.system_instructions`)."""
+    if not system:
+        return inputs
+    present = {m.content for m in inputs if m.role == "system"}
+    return [m for m in system if m.content not in present] + inputs

@@ -156,6 +156,9 @@ class Mapper:
         """`native`: leave the spans it allows to ClickHouse (the fast path)."""
         batch = RowBatch(inferences=[], messages=[], feedback=[], spans=[], native=[], native_resources=[])
         unmapped = UnmappedCounter()
+        # Span rows' attributes before their message content moved to `messages`, for spans that
+        # turn out to be no inference of their own (_drop_nested_duplicates).
+        full_maps: dict[str, dict[str, str]] = {}
         conv = self.conventions
         opts = self.options
         max_attrs, max_chars = opts.max_attributes, opts.max_attribute_chars
@@ -201,6 +204,7 @@ class Mapper:
                         # rest of its attributes and links to the inference by id.
                         consumed = _message_keys(conv, family, attrs)
                         if consumed:
+                            full_maps[span_hex] = attr_map
                             attr_map = {k: v for k, v in attr_map.items() if k not in consumed}
                         inference_id = self._inference(batch, view, family, span, project, service, trace_hex,
                                                        span_hex, end_ns, attr_map)
@@ -237,6 +241,8 @@ class Mapper:
                                        for link in span.links]) if span.links else "[]",
                         inference_id=inference_id,
                     ))
+        if len(batch.inferences) > 1:
+            _drop_nested_duplicates(batch, full_maps)
         batch.unmapped_attributes = unmapped.rows()
         return batch
 
@@ -246,6 +252,13 @@ class Mapper:
         ext = genai.extract_fields(conv, family, view)
         values = ext.values
         inputs, outputs = genai.extract_messages(conv, family, view)
+        embeddings = values.get("operation") == "embeddings"
+        if embeddings:
+            # An embedding call answers vectors, not a message (OpenInference's `output.value` is the
+            # whole response, every vector in it); and it streams no tokens, so a "time to first
+            # token" (OpenLIT sends one) is no TTFT.
+            outputs = []
+            values.pop("ttft_ms", None)
         inference_id = explicit_uuid(values.get("inference_id")) or derived_inference_id(trace_hex, span_hex)
 
         failed = span.status.code == 2 or str(values.get("level", "")).upper() == "ERROR"
@@ -262,6 +275,9 @@ class Mapper:
         input_tokens = values.get("input_tokens", 0)
         output_tokens = values.get("output_tokens", 0)
         cached = values.get("cached_input_tokens", 0)
+        uncached = family.input_excludes_cache
+        if uncached is not None and str(values.get("provider", "")).lower() in uncached.providers:
+            input_tokens += sum(max(genai._coerce(view.attrs.get(key), int) or 0, 0) for key in uncached.add)
         request_model = values.get("request_model", "")
         response_model = values.get("response_model", "")
         cost = _plausible(values.get("cost_usd"), _MAX_COST_USD)
@@ -370,6 +386,49 @@ class Mapper:
             trace_id=trace_hex,
             span_id=span_hex,
         )
+
+
+_MAX_NESTING = 16
+
+
+def _drop_nested_duplicates(batch: RowBatch, full_maps: dict[str, dict[str, str]]) -> None:
+    """One model call traced twice, one span inside the other (an instrumentation library's span
+    around the provider SDK's own: anthropic 2.x traces itself whenever a tracer provider is set;
+    OpenInference's LangChain span around its OpenAI span), is one inference: the outer span's.
+    They are told apart from two calls by the same response id. The inner span stays a span row,
+    its attributes whole; its evaluations go to the outer inference."""
+    by_span = {(row.trace_id, row.span_id): row for row in batch.inferences}
+    parents = {(span.trace_id, span.span_id): span.parent_span_id for span in batch.spans}
+    dropped: dict[str, str] = {}
+    for row in batch.inferences:
+        if not row.response_id:
+            continue
+        # The nearest enclosing inference, through spans between them (an HTTP client span).
+        parent = row.parent_span_id
+        for _ in range(_MAX_NESTING):
+            outer = by_span.get((row.trace_id, parent))
+            if outer is not None:
+                if outer.response_id == row.response_id:
+                    dropped[row.inference_id] = outer.inference_id
+                break
+            parent = parents.get((row.trace_id, parent), "")
+            if not parent:
+                break
+    if not dropped:
+        return
+    for inner, outer_id in dropped.items():
+        while outer_id in dropped:
+            outer_id = dropped[outer_id]
+        dropped[inner] = outer_id
+    batch.inferences = [r for r in batch.inferences if r.inference_id not in dropped]
+    batch.messages = [m for m in batch.messages if m.inference_id not in dropped]
+    for fb in batch.feedback:
+        if fb.inference_id in dropped:
+            fb.inference_id = dropped[fb.inference_id]
+    for span in batch.spans:
+        if span.inference_id in dropped:
+            span.inference_id = ""
+            span.attributes = full_maps.get(span.span_id, span.attributes)
 
 
 def _message_keys(conv: Conventions, family: Any, attrs: dict[str, Any]) -> set[str]:
