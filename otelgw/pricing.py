@@ -15,6 +15,8 @@ class Price(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     input: float
     output: float
     cached_input: float | None = None
+    # Writing to the prompt cache (Anthropic: 1.25x input for 5-minute entries); default: input.
+    cache_write: float | None = None
 
 
 class _PricingFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -55,16 +57,21 @@ class Pricing:
         self._cache[model] = price
         return price
 
-    def cost(self, model: str, input_tokens: int, cached_input_tokens: int, output_tokens: int) -> float | None:
-        """USD for one call. Input tokens include the cached ones, as OTel's
-        gen_ai.usage.input_tokens does, so cached tokens are priced at the cached rate."""
+    def cost(self, model: str, input_tokens: int, cached_input_tokens: int, output_tokens: int,
+             cache_write_input_tokens: int = 0) -> float | None:
+        """USD for one call. Input tokens include those read from and written to the prompt
+        cache, as OTel's gen_ai.usage.input_tokens does, so each is priced at its own rate."""
         price = self.lookup(model)
         if price is None:
             return None
-        cached = min(max(cached_input_tokens, 0), max(input_tokens, 0))
-        uncached = max(input_tokens, 0) - cached
+        total = max(input_tokens, 0)
+        cached = min(max(cached_input_tokens, 0), total)
+        written = min(max(cache_write_input_tokens, 0), total - cached)
+        uncached = total - cached - written
         cached_rate = price.cached_input if price.cached_input is not None else price.input
-        return (uncached * price.input + cached * cached_rate + max(output_tokens, 0) * price.output) / 1_000_000
+        write_rate = price.cache_write if price.cache_write is not None else price.input
+        return (uncached * price.input + cached * cached_rate + written * write_rate
+                + max(output_tokens, 0) * price.output) / 1_000_000
 
 
 def _read(path: Path) -> dict[str, Price]:

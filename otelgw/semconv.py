@@ -26,6 +26,7 @@ FIELD_TYPES: dict[str, type] = {
     "input_tokens": int,
     "output_tokens": int,
     "cached_input_tokens": int,
+    "cache_write_input_tokens": int,
     "reasoning_tokens": int,
     "total_tokens": int,
     "cost_usd": float,

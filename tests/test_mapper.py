@@ -365,3 +365,32 @@ def test_a_call_traced_twice_one_span_inside_the_other_is_one_inference() -> Non
     lone = mapper.map_traces(_nested_request([(4, 2, "chat", {**sdk, "gen_ai.response.id": "msg_9"}),
                                               (2, 0, "Messages", outer)]), "", time.time_ns())
     assert len(lone.inferences) == 2
+
+
+def test_prompt_cache_writes_are_counted_and_priced_apart() -> None:
+    """Anthropic bills tokens written to the prompt cache at 1.25x the input rate: 25 input tokens
+    of which 5 read from the cache and 3 written to it (as the Anthropic captures report)."""
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
+             "gen_ai.request.model": "claude-sonnet-4-5", "gen_ai.usage.input_tokens": 25,
+             "gen_ai.usage.output_tokens": 7, "gen_ai.usage.cache_read.input_tokens": 5}
+    expected = (17 * 3.00 + 5 * 0.30 + 3 * 3.75 + 7 * 15.00) / 1e6
+    for key in ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_write.input_tokens"):
+        (row,) = map_span("chat claude-sonnet-4-5", {**attrs, key: 3}).inferences
+        assert (row.input_tokens, row.cached_input_tokens, row.cache_write_input_tokens) == (25, 5, 3)
+        assert row.cost_usd == pytest.approx(expected) and row.cost_source == "pricing"
+    (row,) = map_span("Messages", {"openinference.span.kind": "LLM", "llm.provider": "anthropic",
+                                   "llm.model_name": "claude-sonnet-4-5", "llm.token_count.prompt": 25,
+                                   "llm.token_count.completion": 7, "llm.token_count.prompt_details.cache_read": 5,
+                                   "llm.token_count.prompt_details.cache_write": 3}).inferences
+    assert row.cache_write_input_tokens == 3 and row.cost_usd == pytest.approx(expected)
+    # OpenLIT passes Anthropic's own usage on: 17 input tokens without the cache's 5 + 3.
+    (row,) = map_span("chat claude-sonnet-4-5", {**attrs, "gen_ai.usage.input_tokens": 17,
+                                                 "gen_ai.usage.cache_creation.input_tokens": 3},
+                      scope="openlit.instrumentation.anthropic").inferences
+    assert row.family == "openlit" and (row.input_tokens, row.cache_write_input_tokens) == (25, 3)
+    assert row.cost_usd == pytest.approx(expected)
+    # Never more written than the input holds beside what was read.
+    (row,) = map_span("chat claude-sonnet-4-5", {**attrs, "gen_ai.usage.cache_write.input_tokens": 90}).inferences
+    assert row.cache_write_input_tokens == 20
+    pricing = Pricing.load()
+    assert pricing.cost("gpt-4o", 100, 0, 0, cache_write_input_tokens=100) == pytest.approx(100 * 2.5 / 1e6)

@@ -193,6 +193,7 @@ class Overview(msgspec.Struct, kw_only=True):
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int
+    cache_write_input_tokens: int
     reasoning_tokens: int
     total_tokens: int
     cost_usd: float

@@ -278,6 +278,8 @@ class Mapper:
         uncached = family.input_excludes_cache
         if uncached is not None and str(values.get("provider", "")).lower() in uncached.providers:
             input_tokens += sum(max(genai._coerce(view.attrs.get(key), int) or 0, 0) for key in uncached.add)
+        # Part of the input tokens, as cached ones are; never more than what is left of them.
+        cache_write = min(max(values.get("cache_write_input_tokens", 0), 0), max(input_tokens - cached, 0))
         request_model = values.get("request_model", "")
         response_model = values.get("response_model", "")
         cost = _plausible(values.get("cost_usd"), _MAX_COST_USD)
@@ -285,7 +287,8 @@ class Mapper:
         # A reported cost of 0 for a call that used tokens means "not computed" (OpenLIT without
         # its price list): the pricing table knows better.
         if cost is None or (cost == 0 and (input_tokens or output_tokens)):
-            priced = self.pricing.cost(response_model or request_model, input_tokens, cached, output_tokens)
+            priced = self.pricing.cost(response_model or request_model, input_tokens, cached, output_tokens,
+                                       cache_write)
             if priced is not None:
                 cost, cost_source = priced, "pricing"
         finish_reason = values.get("finish_reason", "")
@@ -316,6 +319,7 @@ class Mapper:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cached_input_tokens=cached,
+            cache_write_input_tokens=cache_write,
             reasoning_tokens=values.get("reasoning_tokens", 0),
             total_tokens=values.get("total_tokens", input_tokens + output_tokens),
             cost_usd=cost or 0.0,

@@ -49,6 +49,7 @@ class InferenceRow(msgspec.Struct, kw_only=True):
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
     reasoning_tokens: int = 0
     total_tokens: int = 0
     cost_usd: float = 0.0

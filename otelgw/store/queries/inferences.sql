@@ -3,7 +3,8 @@ SELECT
     inference_id, project_id, trace_id, span_id, parent_span_id,
     toUnixTimestamp64Nano(timestamp) AS timestamp_ns, toUnixTimestamp64Nano(end_timestamp) AS end_timestamp_ns,
     service_name, span_name, span_kind, scope_name, family, operation, provider, request_model, response_model,
-    input_tokens, output_tokens, cached_input_tokens, reasoning_tokens, total_tokens, cost_usd, cost_source,
+    input_tokens, output_tokens, cached_input_tokens, cache_write_input_tokens, reasoning_tokens, total_tokens,
+    cost_usd, cost_source,
     latency_ms, ttft_ms, ttft_source, is_streaming, is_success, error_type, error_message, finish_reason,
     response_id, session_id, user_id, input_preview, output_preview, attributes
 FROM inferences FINAL

@@ -200,7 +200,8 @@ def export_batch_query(f: Filter, order: str, include_messages: bool, after: tup
 
 EXPORT_FIELDS: tuple[str, ...] = (
     "inference_id", "timestamp", "project_id", "service_name", "operation", "provider", "request_model",
-    "response_model", "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "total_tokens",
+    "response_model", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_input_tokens",
+    "reasoning_tokens", "total_tokens",
     "cost_usd", "latency_ms", "ttft_ms", "is_streaming", "is_success", "error_type", "finish_reason", "response_id",
     "session_id", "user_id", "trace_id", "span_id", "input_preview", "output_preview",
 )

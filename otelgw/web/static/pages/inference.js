@@ -16,7 +16,7 @@ function Overview({ o, perf }) {
     <${Field} label="Model">${model || "–"}<//>
     <${Field} label="Provider">${o.provider || "–"}<//>
     <${Field} label="Status">${o.is_success ? html`<span class="ok">success</span>` : html`<span class="bad">${o.error_type || "error"}</span>`}<//>
-    <${Field} label="Tokens">${count(o.input_tokens)} in · ${count(o.output_tokens)} out${o.cached_input_tokens ? ` · ${count(o.cached_input_tokens)} cached` : ""}${o.reasoning_tokens ? ` · ${count(o.reasoning_tokens)} reasoning` : ""}<//>
+    <${Field} label="Tokens">${count(o.input_tokens)} in · ${count(o.output_tokens)} out${o.cached_input_tokens ? ` · ${count(o.cached_input_tokens)} cached` : ""}${o.cache_write_input_tokens ? ` · ${count(o.cache_write_input_tokens)} written to cache` : ""}${o.reasoning_tokens ? ` · ${count(o.reasoning_tokens)} reasoning` : ""}<//>
     <${Field} label="Cost">${usd(o.cost_usd)}${o.cost_source ? html` <span class="muted">(${o.cost_source})</span>` : ""}<//>
     <${Field} label="Latency">${ms(o.latency_ms)}<//>
     <${Field} label="TTFT">${ms(o.ttft_ms)}${o.ttft_source ? html` <span class="muted">(${o.ttft_source})</span>` : ""}<//>
