@@ -21,6 +21,7 @@ from google.protobuf import __version__ as protobuf_version
 
 from otelgw import __version__
 from otelgw.api import erasure as erasure_api
+from otelgw.api import inferences as inferences_api
 from otelgw.api import retention as retention_api
 from otelgw.api.app import build_api_app
 from otelgw.auth import Authenticator
@@ -193,6 +194,7 @@ class Gateway:
                                 self.telemetry, self.pipeline, self.auditor)
             api[erasure_api.RUNNER_KEY] = self.erasure
             api[retention_api.CLUSTER_KEY] = cfg.clickhouse_cluster
+            api[inferences_api.PREVIEW_CHARS_KEY] = cfg.preview_chars
             await self.auditor.start()
             # TraceQL travels in the URL (Grafana's Tempo data source): longer than aiohttp's
             # 8 KiB request line, as Go's HTTP server (Tempo's) allows.

@@ -69,3 +69,37 @@ def test_fixture_count() -> None:
     names = {f.name for f in FIXTURES}
     assert {"otelv2-chat", "openinference-stream", "langfuse-manual", "node-chat"} <= names
     assert any(n.endswith("-tools") for n in names) and any(n.endswith("-error") for n in names)
+
+
+LOG_RECORD_FIXTURES = [f for f in FIXTURES if any(i.get("where_messages_live") == "log records"
+                                                   for i in f.expected["inferences"])]
+
+
+@pytest.mark.parametrize("fixture", LOG_RECORD_FIXTURES, ids=[f.name for f in LOG_RECORD_FIXTURES])
+def test_messages_sent_as_log_records_still_give_previews_and_finish_reason(gateway, fixture: Fixture) -> None:
+    """The official OpenAI instrumentation's default mode sends messages as log records after
+    the span: the inference row is written without previews or (streamed) a finish reason, so
+    the listing and the detail take them from the stored messages."""
+    from otlp_client import call_api
+
+    project = f"previews-{fixture.name}"
+    _send(gateway, fixture, "http", project)
+    gateway.settle()
+    status, page = call_api(gateway.api_url, "POST", "/api/v1/metrics/inferences/list",
+                            body={"from_date": "2000-01-01T00:00:00Z", "project_id": project})
+    assert status == 200 and len(page["items"]) == len(fixture.expected["inferences"])
+    for item, exp in zip(page["items"], fixture.expected["inferences"], strict=True):
+        inputs = exp.get("input_messages") or []
+        users = [m for m in inputs if m["role"] == "user"] or inputs
+        assert item["prompt_preview"] == (users[-1].get("content") or "" if users else "")
+        outputs = exp.get("output_messages") or []
+        if outputs and outputs[0].get("content"):
+            assert item["response_preview"] == outputs[0]["content"]
+        elif outputs and outputs[0].get("tool_calls"):
+            assert item["response_preview"].startswith(outputs[0]["tool_calls"][0]["name"] + "(")
+        status, detail = call_api(gateway.api_url, "GET", f"/api/v1/metrics/inferences/{item['inference_id']}")
+        stored = gateway.scalar("SELECT finish_reason FROM inferences FINAL WHERE inference_id = {i:UUID}",
+                                i=item["inference_id"])
+        finish = next((m["finish_reason"] for m in detail["messages"]
+                       if m["direction"] == "output" and m["finish_reason"]), "")
+        assert status == 200 and detail["overview"]["finish_reason"] == (stored or finish)

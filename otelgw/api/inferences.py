@@ -27,6 +27,7 @@ from otelgw.api.lookup import load_inference, parse_inference_id
 from otelgw.api.schemas import MAX_LIMIT, InferenceFilter, InferenceItem, ListRequest, ListResponse
 from otelgw.auth import Principal
 from otelgw.governance.audit import audit
+from otelgw.pipeline.anyvalue import clip
 from otelgw.store.queries.listing import (
     Cursor,
     Filter,
@@ -37,6 +38,10 @@ from otelgw.store.queries.listing import (
     rows_by_ids_query,
 )
 from otelgw.store.reader import Reader
+
+# The gateway's `preview_chars`, for previews made at read time.
+PREVIEW_CHARS_KEY: web.AppKey[int] = web.AppKey("preview_chars", int)
+DEFAULT_PREVIEW_CHARS = 512
 
 _decoder = msgspec.json.Decoder()
 # FINAL per partition only: rows of one inference never straddle partitions (same timestamp).
@@ -75,6 +80,32 @@ async def feedback_counts(reader: Reader, ids: list[str]) -> dict[str, int]:
     rows = await reader.sql("SELECT inference_id, count() AS n FROM feedback FINAL "
                             "WHERE inference_id IN {ids:Array(UUID)} GROUP BY inference_id", {"ids": ids})
     return {str(r["inference_id"]): r["n"] for r in rows}
+
+
+async def fill_previews(reader: Reader, rows: list[dict[str, Any]], limit: int) -> None:
+    """Previews (and the finish reason) of rows whose messages arrived after their span, as log
+    records (the official OpenAI instrumentation's default mode): the row was written without
+    them, so the page reads them from `messages`, as the mapper would have chosen them (the last
+    user message, the first output message)."""
+    missing = [r for r in rows if not r["input_preview"] and not r["output_preview"]]
+    if not missing:
+        return
+    found = await reader.rows("inferences", "previews_from_messages",
+                              ids=[str(r["inference_id"]) for r in missing],
+                              projects=sorted({r["project_id"] for r in missing}))
+    by_id = {str(f["inference_id"]): f for f in found}
+    for row in missing:
+        got = by_id.get(str(row["inference_id"]))
+        if got is None:
+            continue
+        row["input_preview"] = clip(got["user_input"] or got["last_input"], limit)
+        output = got["first_output"]
+        if not output and got["first_output_calls"]:
+            calls = _decoder.decode(got["first_output_calls"])
+            output = "; ".join(f"{c.get('name', '')}({c.get('arguments', '')})" for c in calls if isinstance(c, dict))
+        row["output_preview"] = clip(output, limit)
+        if "finish_reason" in row and not row["finish_reason"]:
+            row["finish_reason"] = got["finish_reason"]
 
 
 def _item(row: dict[str, Any], feedback: int) -> InferenceItem:
@@ -131,6 +162,7 @@ async def list_inferences(request: web.Request) -> web.Response:
                                            feedback_counts(reader, ids))
     by_id = {str(r["inference_id"]): r for r in fetched}
     rows = [by_id[i] for i in ids if i in by_id]
+    await fill_previews(reader, rows, request.app.get(PREVIEW_CHARS_KEY, DEFAULT_PREVIEW_CHARS))
     if rows:  # previews are content; an empty page (the UI's live poll, mostly) read none
         audit(request, "inference.list", project=body.project_id or "", detail=f"returned={len(rows)}")
     next_cursor = None
@@ -174,6 +206,10 @@ async def get_inference(request: web.Request) -> web.Response:
     for msg in messages:
         msg["tool_calls"] = _decoder.decode(msg["tool_calls"]) if msg["tool_calls"] else []
         msg.pop("timestamp_ns", None)
+    if not row["finish_reason"]:
+        # Messages that arrived as log records after the span name it (fill_previews).
+        row["finish_reason"] = next((m["finish_reason"] for m in messages
+                                     if m["direction"] == "output" and m["finish_reason"]), "")
     detail = waterfall.detail(row, messages, spans, baseline[0] if baseline else {}, feedback)
     audit(request, "inference.read", target=inference_id, project=row["project_id"])
     return json_response(detail)

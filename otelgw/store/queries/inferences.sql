@@ -56,3 +56,14 @@ WHERE project_id = {project_id:String}
   AND timestamp < fromUnixTimestamp64Nano({until_ns:Int64}, 'UTC') + toIntervalSecond(1)
   AND (response_model = {model:String} OR request_model = {model:String})
   AND is_success;
+
+-- name: previews_from_messages
+SELECT inference_id,
+       argMaxIf(content, `index`, direction = 'input' AND role = 'user') AS user_input,
+       argMaxIf(content, `index`, direction = 'input') AS last_input,
+       argMinIf(content, `index`, direction = 'output') AS first_output,
+       argMinIf(tool_calls, `index`, direction = 'output') AS first_output_calls,
+       argMinIf(finish_reason, `index`, direction = 'output' AND finish_reason != '') AS finish_reason
+FROM messages FINAL
+WHERE inference_id IN {ids:Array(UUID)} AND project_id IN {projects:Array(String)}
+GROUP BY inference_id;
