@@ -251,3 +251,28 @@ def test_analytics_sees_only_the_keys_projects_and_add_needs_an_ingest_key(secur
     # The key's project wins over the record's project_id.
     assert secured.scalar("SELECT project_id FROM inferences WHERE inference_id = {i:UUID}",
                           i=record["inference_id"]) == "alpha"
+
+
+def test_trace_feedback_of_other_projects_neither_crowds_out_nor_shows(secured) -> None:
+    """One trace crossing two projects: an alpha key's page of the trace's feedback holds alpha's
+    rows whatever the limit, however many newer rows beta has."""
+    trace = "d1" * 16
+    ids = {}
+    for project, span in (("alpha", "00000000000000d1"), ("beta", "00000000000000d2")):
+        assert post(f"{secured.http_url}/v1/traces", _span_body(trace, span), "application/json",
+                    {"Authorization": f"Bearer {secured.keys['global-admin']}",
+                     "x-otelgw-project": project}).status == 200
+        ids[project] = derived_inference_id(trace, span)
+    secured.settle()
+    admin = secured.keys["global-admin"]
+    for project, count in (("alpha", 1), ("beta", 2)):
+        for _ in range(count):
+            status, _ = call(secured, "POST", f"/api/v1/metrics/inferences/{ids[project]}/feedback", admin,
+                             {"type": "rating", "value": 3})
+            assert status == 201
+    for limit in (1, 2, 3):
+        status, page = call(secured, "GET", f"/api/v1/traces/{trace}/feedback?limit={limit}", secured.keys["viewer"])
+        assert status == 200 and [i["inference_id"] for i in page["items"]] == [ids["alpha"]], (limit, page)
+        assert page["has_more"] is False and page["summary"]["total"] == 1
+    status, page = call(secured, "GET", f"/api/v1/traces/{trace}/feedback", admin)
+    assert status == 200 and page["summary"]["total"] == 3

@@ -529,3 +529,55 @@ def test_a_range_to_the_stores_end_takes_the_rows_stored_at_it() -> None:
     assert _selector_sql(selector)[1]["end_ns"] == MAX_NS + 1
     day = build_selector(from_date="2026-01-01", to_date="2026-01-02")
     assert _selector_sql(day)[1]["end_ns"] == 1767312000 * 10**9
+
+
+def test_erasing_a_call_traced_twice_takes_the_inner_span_and_its_log_records(gw: RunningGateway) -> None:
+    """A library span around the provider SDK's own span (one call, one inference: the outer
+    one's): erasing that inference erases the inner span's row, which holds the prompt, and the
+    message its log record carried; the trace's other call stays."""
+    project = "erase-nested"
+    provider = TracerProvider(resource=Resource.create({"service.name": "nested", "project.id": project}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{gw.http_url}/v1/traces")))
+    logs = LoggerProvider(resource=Resource.create({"service.name": "nested", "project.id": project}))
+    logs.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{gw.http_url}/v1/logs")))
+    tracer, logger = provider.get_tracer("openinference.instrumentation.anthropic"), logs.get_logger("sdk")
+    call = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
+            "gen_ai.request.model": "claude-sonnet-4-5", "gen_ai.usage.input_tokens": 10,
+            "gen_ai.usage.output_tokens": 2}
+    with tracer.start_as_current_span("agent"):
+        with tracer.start_as_current_span("Messages") as outer:
+            outer.set_attributes({"openinference.span.kind": "LLM", "llm.provider": "anthropic",
+                                  "llm.model_name": "claude-sonnet-4-5", "llm.token_count.prompt": 10,
+                                  "output.value": json.dumps({"id": "msg_secret"}),
+                                  "output.mime_type": "application/json"})
+            with tracer.start_as_current_span("anthropic.messages.create", kind=SpanKind.CLIENT) as inner:
+                inner.set_attributes({**call, "gen_ai.response.id": "msg_secret", "gen_ai.input.messages": json.dumps(
+                    [{"role": "user", "parts": [{"type": "text", "content": "my card is 4111"}]}])})
+                logger.emit(event_name="gen_ai.user.message", body={"content": "my card is 4111"})
+                inner_ids = (f"{inner.get_span_context().trace_id:032x}", f"{inner.get_span_context().span_id:016x}")
+            outer_id = derived_inference_id(inner_ids[0], f"{outer.get_span_context().span_id:016x}")
+        with tracer.start_as_current_span("chat other", kind=SpanKind.CLIENT) as other:
+            other.set_attributes({**call, "gen_ai.response.id": "msg_other"})
+    assert provider.force_flush(30_000) and logs.force_flush(30_000)
+    provider.shutdown()
+    logs.shutdown()
+    gw.settle()
+    trace, inner_span = inner_ids
+    assert gw.scalar("SELECT count() FROM inferences FINAL WHERE project_id = {p:String}", p=project) == 2
+    assert gw.scalar("SELECT inference_id FROM spans FINAL WHERE trace_id = {t:String} AND span_id = {s:String}",
+                     t=trace, s=inner_span) == outer_id
+    # The SDK's log-record message names its own span: stored under that span's id, no inference's.
+    assert gw.scalar("SELECT count() FROM messages FINAL WHERE inference_id = {i:UUID}",
+                     i=derived_inference_id(trace, inner_span)) == 1
+
+    job = run_job(gw, {"project_id": project, "inference_ids": [outer_id]})
+    assert job["status"] == "done" and job["counts"]["inferences"] == 1, job
+    assert gw.scalar("SELECT count() FROM spans WHERE trace_id = {t:String} AND span_id = {s:String}",
+                     t=trace, s=inner_span) == 0
+    assert gw.scalar("SELECT count() FROM messages WHERE inference_id = {i:UUID}",
+                     i=derived_inference_id(trace, inner_span)) == 0
+    assert gw.scalar("SELECT count() FROM messages WHERE project_id = {p:String} AND content LIKE '%4111%'",
+                     p=project) == 0
+    assert gw.scalar("SELECT count() FROM inferences FINAL WHERE project_id = {p:String}", p=project) == 1
+    assert gw.scalar("SELECT count() FROM spans FINAL WHERE project_id = {p:String} AND name = 'chat other'",
+                     p=project) == 1

@@ -358,13 +358,77 @@ def test_a_call_traced_twice_one_span_inside_the_other_is_one_inference() -> Non
     ids = {row.inference_id for row in batch.inferences}
     assert {m.inference_id for m in batch.messages} == ids  # the inner span's messages went with it
     inner_span = next(s for s in batch.spans if s.span_id == (4).to_bytes(8, "big").hex())
-    assert inner_span.inference_id == "" and "gen_ai.input.messages" in inner_span.attributes
+    # Linked to the call it was part of (erasing that inference erases it), attributes whole.
+    assert inner_span.inference_id == outer_row.inference_id and "gen_ai.input.messages" in inner_span.attributes
     assert [f.inference_id for f in batch.feedback] == [outer_row.inference_id]
 
     # Without the same response id, nesting alone is no duplicate.
     lone = mapper.map_traces(_nested_request([(4, 2, "chat", {**sdk, "gen_ai.response.id": "msg_9"}),
                                               (2, 0, "Messages", outer)]), "", time.time_ns())
     assert len(lone.inferences) == 2
+
+    # What only the inner span measured (the SDK's TTFT) fills the outer row; and with the fast
+    # path on, the HTTP span between them (left to ClickHouse) still links them.
+    from otelgw.governance.masking import masker_from_config
+    from otelgw.pipeline.fastpath import NativeCheck
+
+    cfg = Config()
+    check = NativeCheck(cfg.max_attributes_per_span, cfg.max_attribute_chars,
+                        masker_from_config(cfg, mapper.conventions.content_attributes()))
+    timed = {**sdk, "gen_ai.server.time_to_first_token": 0.25}
+    batch = mapper.map_traces(_nested_request([(4, 3, "anthropic.messages.create", timed),
+                                               (3, 2, "POST", {"http.request.method": "POST"}),
+                                               (2, 0, "Messages", outer)]), "", time.time_ns(), check)
+    assert len(batch.native) == 1 and len(batch.inferences) == 1
+    assert (batch.inferences[0].ttft_ms, batch.inferences[0].family) == (250.0, "openinference")
+
+
+def test_nested_duplicates_with_hostile_parent_links_terminate_and_keep_a_row() -> None:
+    """A span that is its own parent, two spans each other's parent, two spans sharing one
+    explicit inference id, or a call nested across projects: mapping ends, nothing is lost."""
+    import signal
+
+    call = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m", "gen_ai.response.id": "r1",
+            "gen_ai.usage.input_tokens": 3}
+    cases = {
+        "own parent": ([(2, 2, "chat", call), (3, 0, "chat", {**call, "gen_ai.response.id": "r2"})], 2),
+        "cycle": ([(2, 3, "chat", call), (3, 2, "chat", call)], 2),
+        "one explicit id": ([(2, 3, "chat", {**call, "otelgw.inference_id": "5f0c6a53-8a2e-4d42-9f5b-3b1f7c0d9e11"}),
+                             (3, 0, "chat", {**call, "otelgw.inference_id": "5f0c6a53-8a2e-4d42-9f5b-3b1f7c0d9e11"})],
+                            2),
+    }
+    mapper = build_mapper(Config())
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("mapping hangs")))
+    try:
+        for name, (spans, inferences) in cases.items():
+            signal.alarm(5)
+            batch = mapper.map_traces(_nested_request(spans), "", time.time_ns())
+            signal.alarm(0)
+            assert len(batch.inferences) == inferences, name
+    finally:
+        signal.alarm(0)
+    # Nested across projects (a client app's span around a model server's, each its own project):
+    # each project keeps its own inference.
+    request = _nested_request([(4, 2, "chat", call), (2, 0, "chat", call)])
+    inner = request.resource_spans[0].scope_spans[0].spans[0]
+    other = request.resource_spans.add()
+    other.resource.attributes.append(KeyValue(key="project.id", value=AnyValue(string_value="server")))
+    other.scope_spans.add().spans.append(inner)
+    del request.resource_spans[0].scope_spans[0].spans[0]
+    batch = mapper.map_traces(request, "", time.time_ns())
+    assert sorted(r.project_id for r in batch.inferences) == ["default", "server"]
+    # The same span id in two traces: each dropped span gets its own attributes back.
+    twice = _nested_request([(4, 2, "chat", {**call, "gen_ai.input.messages": json.dumps([{"role": "user",
+                             "content": "first"}])}), (2, 0, "chat", call)])
+    second = _nested_request([(4, 2, "chat", {**call, "gen_ai.input.messages": json.dumps([{"role": "user",
+                              "content": "second"}])}), (2, 0, "chat", call)])
+    for span in second.resource_spans[0].scope_spans[0].spans:
+        span.trace_id = b"\x08" * 16
+    twice.resource_spans.extend(second.resource_spans)
+    batch = mapper.map_traces(twice, "", time.time_ns())
+    inner_rows = {s.trace_id: s.attributes["gen_ai.input.messages"] for s in batch.spans
+                  if s.span_id == (4).to_bytes(8, "big").hex()}
+    assert "first" in inner_rows["07" * 16] and "second" in inner_rows["08" * 16]
 
 
 def test_prompt_cache_writes_are_counted_and_priced_apart() -> None:
@@ -388,6 +452,12 @@ def test_prompt_cache_writes_are_counted_and_priced_apart() -> None:
                                                  "gen_ai.usage.cache_creation.input_tokens": 3},
                       scope="openlit.instrumentation.anthropic").inferences
     assert row.family == "openlit" and (row.input_tokens, row.cache_write_input_tokens) == (25, 3)
+    assert row.total_tokens == 32
+    (row,) = map_span("chat claude-sonnet-4-5", {**attrs, "gen_ai.usage.input_tokens": 17,
+                                                 "gen_ai.usage.cache_creation.input_tokens": 3,
+                                                 "gen_ai.client.token.usage": 24},
+                      scope="openlit.instrumentation.anthropic").inferences
+    assert (row.input_tokens, row.total_tokens) == (25, 32)  # its total (17 + 7) left the cache out too
     assert row.cost_usd == pytest.approx(expected)
     # Never more written than the input holds beside what was read.
     (row,) = map_span("chat claude-sonnet-4-5", {**attrs, "gen_ai.usage.cache_write.input_tokens": 90}).inferences

@@ -46,6 +46,10 @@ def _item(row: dict[str, Any], inference_id: str | None) -> FeedbackItem:
                         trace_id=row["trace_id"], span_id=row["span_id"])
 
 
+async def _nothing() -> list[dict[str, Any]]:
+    return []
+
+
 def _summary(items: list[FeedbackItem]) -> FeedbackSummary:
     by_kind: dict[str, int] = {}
     for item in items:
@@ -74,27 +78,31 @@ async def trace_feedback(reader: Reader, trace_id: str, caller: Principal,
     inference it belongs to: the one its span is, or the one its response id names (an evaluation
     sent on a span of its own), or none (an evaluation of an agent, tool or retrieval span); and
     the projects they are in."""
-    rows = await reader.rows("traces", "feedback_of_trace", trace_id=trace_id, limit=limit + 1)
+    rows = await reader.rows("traces", "feedback_of_trace", trace_id=trace_id, limit=limit + 1,
+                             every_project=caller.projects is None, projects=caller.project_list() or [])
     rows = [r for r in rows if caller.sees(r["project_id"])]
     has_more = len(rows) > limit
     rows = rows[:limit]
     by_id: set[tuple[str, str]] = set()
     by_response: dict[tuple[str, str], str] = {}
+    projects = sorted({r["project_id"] for r in rows})
+    response_ids = sorted({r["response_id"] for r in rows if r["response_id"]})
     if rows:
-        found = await reader.rows(
-            "traces", "inferences_for_feedback", projects=sorted({r["project_id"] for r in rows}),
-            ids=sorted({str(r["inference_id"]) for r in rows}),
-            response_ids=sorted({r["response_id"] for r in rows if r["response_id"]}))
-        for row in found:
-            by_id.add((row["project_id"], str(row["inference_id"])))
-            if row["response_id"]:
-                by_response[(row["project_id"], row["response_id"])] = str(row["inference_id"])
+        # Two point reads (by id in the narrow lookup table, by response id through its index)
+        # rather than one OR, which older servers cannot answer from the indexes.
+        found, named = await asyncio.gather(
+            reader.rows("traces", "inferences_by_id", ids=sorted({str(r["inference_id"]) for r in rows}),
+                        projects=projects),
+            reader.rows("traces", "inferences_by_response_id", projects=projects, response_ids=response_ids)
+            if response_ids else _nothing())
+        by_id = {(row["project_id"], str(row["inference_id"])) for row in found}
+        by_response = {(row["project_id"], row["response_id"]): str(row["inference_id"]) for row in named}
     items = []
     for row in rows:
         own = (row["project_id"], str(row["inference_id"]))
         items.append(_item(row, own[1] if own in by_id else by_response.get((row["project_id"], row["response_id"]))))
     return (TraceFeedbackList(trace_id=trace_id, items=items, summary=_summary(items), has_more=has_more),
-            sorted({r["project_id"] for r in rows}))
+            projects)
 
 
 def _validate(body: FeedbackRequest) -> tuple[float | None, str, str]:

@@ -42,6 +42,7 @@ import msgspec
 from clickhouse_connect.driver.client import Client
 
 from otelgw.api.common import MAX_NS, MAX_TIME, clamp_time
+from otelgw.pipeline.mapper import derived_inference_id_sql
 from otelgw.store.client import DSN, ClientFactory
 from otelgw.store.cluster import ddl_target
 
@@ -66,14 +67,20 @@ _INFERENCES = _TARGET.format(col="inference_id", kind="inference")
 _RESPONSES = _TARGET.format(col="response_id", kind="inference") + " AND response_id != ''"
 _TRACES = _TARGET.format(col="trace_id", kind="trace")
 _SPANS = _TARGET.format(col="trace_id, span_id", kind="inference") + " AND trace_id != ''"
+# Messages and evaluations sent as log records name their span: they are stored under the id
+# derived from it, which for a span linked to another span's inference (a call traced twice) is
+# no inference's id.
+_SPAN_IDS = _TARGET.format(col=derived_inference_id_sql("trace_id", "span_id"), kind="inference") + \
+    " AND trace_id != ''"
 _PROJECT = "project_id = {project:String}"
 # Rows of each table that belong to the job's matched inferences.
 PREDICATES = {
     "inferences": f"{_PROJECT} AND inference_id IN ({_INFERENCES})",
     "inference_lookup": f"{_PROJECT} AND inference_id IN ({_INFERENCES})",
-    "messages": f"{_PROJECT} AND inference_id IN ({_INFERENCES})",
+    "messages": f"{_PROJECT} AND (inference_id IN ({_INFERENCES}) OR inference_id IN ({_SPAN_IDS}))",
     # Evaluations that named only the provider's response id are matched by it at read time.
-    "feedback": f"{_PROJECT} AND (inference_id IN ({_INFERENCES}) OR response_id IN ({_RESPONSES}))",
+    "feedback": f"{_PROJECT} AND (inference_id IN ({_INFERENCES}) OR response_id IN ({_RESPONSES}) "
+                f"OR inference_id IN ({_SPAN_IDS}))",
     "spans": f"{_PROJECT} AND (trace_id IN ({_TRACES}) OR (trace_id, span_id) IN ({_SPANS}))",
     "logs": f"{_PROJECT} AND (trace_id IN ({_TRACES}) OR (trace_id, span_id) IN ({_SPANS}))",
 }
@@ -329,6 +336,15 @@ class Eraser:
             "INSERT INTO erasure_targets (job_id, kind, inference_id, trace_id, span_id, response_id) "
             "SELECT DISTINCT {job:String}, 'inference', inference_id, trace_id, span_id, response_id "
             f"FROM inferences WHERE {_PROJECT} AND {clause}", parameters=params)
+        # Other spans of a matched call: a provider SDK's own span inside the library's span is
+        # linked to the library span's inference (mapper._drop_nested_duplicates), with the
+        # content; its span row and log records go with the inference.
+        self.client.command(
+            "INSERT INTO erasure_targets (job_id, kind, inference_id, trace_id, span_id) "
+            "SELECT DISTINCT {job:String}, 'inference', toUUID(inference_id), trace_id, span_id FROM spans "
+            f"WHERE {_PROJECT} AND trace_id IN ({_TARGET.format(col='trace_id', kind='inference')}) "
+            f"AND inference_id != '' AND toUUIDOrZero(inference_id) IN ({_INFERENCES}) "
+            f"AND (trace_id, span_id) NOT IN ({_SPANS})", parameters=self._params(job))
         # Traces every inference of which matched: deleted whole.
         self.client.command(
             "INSERT INTO erasure_targets (job_id, kind, trace_id) "

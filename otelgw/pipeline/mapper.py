@@ -73,6 +73,17 @@ def derived_inference_id(trace_hex: str, span_hex: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def derived_inference_id_sql(trace_expr: str, span_expr: str) -> str:
+    """derived_inference_id() as a ClickHouse expression over two String columns (hex ids)."""
+    digest = f"SHA1(unhex('{_NAMESPACE_URL.hex()}') || 'otelgw:' || {trace_expr} || ':' || {span_expr})"
+    # The first 16 bytes of the SHA1, version 5 in byte 7, the RFC 4122 variant in byte 9.
+    return (f"toUUID(UUIDNumToString(toFixedString(substring({digest}, 1, 6) "
+            f"|| char(bitOr(bitAnd(reinterpretAsUInt8(substring({digest}, 7, 1)), 15), 80)) "
+            f"|| substring({digest}, 8, 1) "
+            f"|| char(bitOr(bitAnd(reinterpretAsUInt8(substring({digest}, 9, 1)), 63), 128)) "
+            f"|| substring({digest}, 10, 7), 16)))")
+
+
 def explicit_uuid(value: Any) -> str | None:
     if isinstance(value, str) and value:
         try:
@@ -156,9 +167,10 @@ class Mapper:
         """`native`: leave the spans it allows to ClickHouse (the fast path)."""
         batch = RowBatch(inferences=[], messages=[], feedback=[], spans=[], native=[], native_resources=[])
         unmapped = UnmappedCounter()
-        # Span rows' attributes before their message content moved to `messages`, for spans that
-        # turn out to be no inference of their own (_drop_nested_duplicates).
-        full_maps: dict[str, dict[str, str]] = {}
+        # For spans that turn out to be no inference of their own (_drop_nested_duplicates): every
+        # span's parent, and span rows' attributes before their message content moved to `messages`.
+        parents: dict[tuple[str, str], str] = {}
+        full_maps: dict[tuple[str, str], dict[str, str]] = {}
         conv = self.conventions
         opts = self.options
         max_attrs, max_chars = opts.max_attributes, opts.max_attribute_chars
@@ -179,6 +191,7 @@ class Mapper:
                     attrs = attrs_to_dict(span.attributes, max_attrs)
                     trace_hex = span.trace_id.hex()
                     span_hex = span.span_id.hex()
+                    parents[(trace_hex, span_hex)] = span.parent_span_id.hex()
                     # Clamped first, so durations agree with the stored (clamped) times.
                     start_ns = min(span.start_time_unix_nano, MAX_NS)
                     end_ns = max(min(span.end_time_unix_nano, MAX_NS), start_ns)
@@ -203,11 +216,15 @@ class Mapper:
                         # Message content is stored once, in `messages`: the span row keeps the
                         # rest of its attributes and links to the inference by id.
                         consumed = _message_keys(conv, family, attrs)
+                        full = attr_map
                         if consumed:
-                            full_maps[span_hex] = attr_map
+                            full_maps[(trace_hex, span_hex)] = full
                             attr_map = {k: v for k, v in attr_map.items() if k not in consumed}
                         inference_id = self._inference(batch, view, family, span, project, service, trace_hex,
                                                        span_hex, end_ns, attr_map)
+                        if consumed and batch.inferences and batch.inferences[-1].operation == "embeddings":
+                            # Its response (vectors) is no message: the span row keeps it as sent.
+                            attr_map = full
                     for index, event in enumerate(events):
                         if event.name == EVALUATION_EVENT:
                             target = inference_id or derived_inference_id(trace_hex, span_hex)
@@ -242,7 +259,7 @@ class Mapper:
                         inference_id=inference_id,
                     ))
         if len(batch.inferences) > 1:
-            _drop_nested_duplicates(batch, full_maps)
+            _drop_nested_duplicates(batch, parents, full_maps)
         batch.unmapped_attributes = unmapped.rows()
         return batch
 
@@ -276,8 +293,12 @@ class Mapper:
         output_tokens = values.get("output_tokens", 0)
         cached = values.get("cached_input_tokens", 0)
         uncached = family.input_excludes_cache
+        total_tokens = values.get("total_tokens", None)
         if uncached is not None and str(values.get("provider", "")).lower() in uncached.providers:
-            input_tokens += sum(max(genai._coerce(view.attrs.get(key), int) or 0, 0) for key in uncached.add)
+            added = sum(max(genai._coerce(view.attrs.get(key), int) or 0, 0) for key in uncached.add)
+            input_tokens += added
+            if total_tokens is not None:  # the library's total left them out too
+                total_tokens += added
         # Part of the input tokens, as cached ones are; never more than what is left of them.
         cache_write = min(max(values.get("cache_write_input_tokens", 0), 0), max(input_tokens - cached, 0))
         request_model = values.get("request_model", "")
@@ -321,7 +342,7 @@ class Mapper:
             cached_input_tokens=cached,
             cache_write_input_tokens=cache_write,
             reasoning_tokens=values.get("reasoning_tokens", 0),
-            total_tokens=values.get("total_tokens", input_tokens + output_tokens),
+            total_tokens=input_tokens + output_tokens if total_tokens is None else total_tokens,
             cost_usd=cost or 0.0,
             cost_source=cost_source if cost is not None else "",
             latency_ms=(end_ns - view.start_ns) / 1e6,
@@ -393,46 +414,85 @@ class Mapper:
 
 
 _MAX_NESTING = 16
+# Filled on the surviving (outer) row from the inner one where the outer has none: a provider
+# SDK's own span often measures what the library's span around it does not (its TTFT, a server's
+# queue time).
+_MERGED = ("request_model", "response_model", "input_tokens", "output_tokens", "cached_input_tokens",
+           "cache_write_input_tokens", "reasoning_tokens", "total_tokens", "finish_reason", "session_id",
+           "user_id", "input_preview", "output_preview", "error_type", "error_message")
+_MERGED_WITH_SOURCE = (("ttft_ms", "ttft_source"), ("cost_usd", "cost_source"))
 
 
-def _drop_nested_duplicates(batch: RowBatch, full_maps: dict[str, dict[str, str]]) -> None:
+def _drop_nested_duplicates(batch: RowBatch, parents: dict[tuple[str, str], str],
+                            full_maps: dict[tuple[str, str], dict[str, str]]) -> None:
     """One model call traced twice, one span inside the other (an instrumentation library's span
     around the provider SDK's own: anthropic 2.x traces itself whenever a tracer provider is set;
     OpenInference's LangChain span around its OpenAI span), is one inference: the outer span's.
-    They are told apart from two calls by the same response id. The inner span stays a span row,
-    its attributes whole; its evaluations go to the outer inference."""
+    They are told apart from two calls by the same response id, in the same project. What only
+    the inner span measured fills the outer row (and its messages go there if the outer has
+    none); the inner span stays a span row with its attributes whole, linked to the outer
+    inference (so erasing the inference erases it); its evaluations go to the outer inference."""
     by_span = {(row.trace_id, row.span_id): row for row in batch.inferences}
-    parents = {(span.trace_id, span.span_id): span.parent_span_id for span in batch.spans}
-    dropped: dict[str, str] = {}
+    outer_of: dict[str, InferenceRow] = {}
     for row in batch.inferences:
         if not row.response_id:
             continue
         # The nearest enclosing inference, through spans between them (an HTTP client span).
         parent = row.parent_span_id
         for _ in range(_MAX_NESTING):
+            if not parent or parent == row.span_id:
+                break
             outer = by_span.get((row.trace_id, parent))
             if outer is not None:
-                if outer.response_id == row.response_id:
-                    dropped[row.inference_id] = outer.inference_id
+                if (outer.response_id == row.response_id and outer.project_id == row.project_id
+                        and outer.inference_id != row.inference_id):
+                    outer_of[row.inference_id] = outer
                 break
             parent = parents.get((row.trace_id, parent), "")
-            if not parent:
-                break
-    if not dropped:
+    if not outer_of:
         return
-    for inner, outer_id in dropped.items():
-        while outer_id in dropped:
-            outer_id = dropped[outer_id]
-        dropped[inner] = outer_id
-    batch.inferences = [r for r in batch.inferences if r.inference_id not in dropped]
-    batch.messages = [m for m in batch.messages if m.inference_id not in dropped]
+    # Chains (three spans of one call) end at the outermost; a cycle in hostile parent links
+    # (A inside B inside A) ends where it would repeat, and keeps that row.
+    final: dict[str, InferenceRow] = {}
+    for inner_id, outer in outer_of.items():
+        seen = {inner_id}
+        while outer.inference_id in outer_of and outer.inference_id not in seen:
+            seen.add(outer.inference_id)
+            outer = outer_of[outer.inference_id]
+        if outer.inference_id != inner_id:
+            final[inner_id] = outer
+    kept = [r for r in batch.inferences if r.inference_id not in final]
+    with_messages = {m.inference_id for m in batch.messages}
+    for row in batch.inferences:
+        outer = final.get(row.inference_id)
+        if outer is None:
+            continue
+        priced_on = outer.input_tokens or outer.output_tokens
+        for name in _MERGED:
+            if not getattr(outer, name) and getattr(row, name):
+                setattr(outer, name, getattr(row, name))
+        for name, source in _MERGED_WITH_SOURCE:
+            # A cost computed on no tokens gives way to the inner row's, with the tokens it took.
+            empty = not getattr(outer, source) or (name == "cost_usd" and not priced_on)
+            if empty and getattr(row, source):
+                setattr(outer, name, getattr(row, name))
+                setattr(outer, source, getattr(row, source))
+        outer.is_streaming = outer.is_streaming or row.is_streaming
+        if outer.inference_id not in with_messages and row.inference_id in with_messages:
+            for m in batch.messages:
+                if m.inference_id == row.inference_id:
+                    m.inference_id = outer.inference_id
+            with_messages.add(outer.inference_id)
+    batch.inferences = kept
+    batch.messages = [m for m in batch.messages if m.inference_id not in final]
     for fb in batch.feedback:
-        if fb.inference_id in dropped:
-            fb.inference_id = dropped[fb.inference_id]
+        if fb.inference_id in final:
+            fb.inference_id = final[fb.inference_id].inference_id
     for span in batch.spans:
-        if span.inference_id in dropped:
-            span.inference_id = ""
-            span.attributes = full_maps.get(span.span_id, span.attributes)
+        outer = final.get(span.inference_id)
+        if outer is not None:
+            span.inference_id = outer.inference_id
+            span.attributes = full_maps.get((span.trace_id, span.span_id), span.attributes)
 
 
 def _message_keys(conv: Conventions, family: Any, attrs: dict[str, Any]) -> set[str]:

@@ -21,15 +21,21 @@ ORDER BY timestamp
 LIMIT 1000;
 
 -- name: feedback_of_trace
+-- Within the caller's projects before the limit: another project's rows must neither crowd out
+-- the caller's nor show through the count.
 SELECT feedback_id, inference_id, project_id, kind, name, value, label, comment, source, created_by, response_id, trace_id,
        span_id, toUnixTimestamp64Nano(timestamp) AS timestamp_ns
 FROM feedback FINAL
-WHERE trace_id = {trace_id:String}
+WHERE trace_id = {trace_id:String} AND ({every_project:Bool} OR project_id IN {projects:Array(String)})
 ORDER BY timestamp DESC, feedback_id
 LIMIT {limit:UInt32};
 
--- name: inferences_for_feedback
+-- name: inferences_by_id
+SELECT inference_id, project_id
+FROM inference_lookup
+WHERE inference_id IN {ids:Array(UUID)} AND project_id IN {projects:Array(String)};
+
+-- name: inferences_by_response_id
 SELECT inference_id, project_id, response_id
 FROM inferences FINAL
-WHERE project_id IN {projects:Array(String)}
-  AND (inference_id IN {ids:Array(UUID)} OR (response_id != '' AND response_id IN {response_ids:Array(String)}));
+WHERE project_id IN {projects:Array(String)} AND response_id IN {response_ids:Array(String)};
