@@ -3,12 +3,19 @@ user table, and the cost of one inference."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
 import msgspec
 
 from otelgw.resources import semconv_dir
+
+# Bedrock model ids: an optional cross-region inference profile ("us.", "global.") and the vendor
+# ("anthropic.") before the model's own name ("us.anthropic.claude-sonnet-4-5-20250929-v1:0"; an
+# inference-profile ARN ends in one). The version suffix ("-v1:0") is left for prefixes to pass.
+_BEDROCK_ID = re.compile(r"^(?:(?:us|eu|apac|au|ca|jp|us-gov|global)\.)?"
+                         r"(?:anthropic|amazon|meta|mistral|cohere|ai21|deepseek|openai|qwen|writer)\.")
 
 
 class Price(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -45,7 +52,7 @@ class Pricing:
         found = self._cache.get(model, False)
         if found is not False:
             return found  # type: ignore[return-value]
-        name = model.lower().rsplit("/", 1)[-1]
+        name = _BEDROCK_ID.sub("", model.lower().rsplit("/", 1)[-1])
         price = self._exact.get(name)
         if price is None:
             for prefix, candidate in self._prefixes:

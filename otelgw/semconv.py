@@ -103,9 +103,15 @@ class MessageSpec(msgspec.Struct, forbid_unknown_fields=True):
                             self.tool_name_attribute, self.tool_id_attribute, self.tool_arguments_attribute) if a]
 
 
-class InputExcludesCache(msgspec.Struct, forbid_unknown_fields=True):
+class UsageExcludes(msgspec.Struct, forbid_unknown_fields=True):
+    """A library that passes a provider's usage on as it is, where it counts less than otelgw's
+    fields do: the `add` attributes are added to `field` (and to the total, which left them out
+    too), for spans of these providers (and, if given, of scopes starting with one of these)."""
+
+    field: Literal["input_tokens", "output_tokens"]
     providers: list[str]
     add: list[str]
+    scopes: list[str] = []
 
 
 class FamilyTable(msgspec.Struct, forbid_unknown_fields=True):
@@ -121,9 +127,9 @@ class FamilyTable(msgspec.Struct, forbid_unknown_fields=True):
     # Spans whose attribute has one of these values are never inferences, whichever family's
     # rule would match (agent and tool operations: GenAI spans, but not model calls).
     not_inference: list[DetectRule] = []
-    # This family's input tokens leave out the prompt cache's for these providers (a library
-    # passing the provider's usage on as it is): the `add` attributes are added to them.
-    input_excludes_cache: InputExcludesCache | None = None
+    # Usage this family's libraries pass on as the provider counts it (Anthropic's and Bedrock's
+    # input tokens leave out the prompt cache's, Gemini's output tokens the thinking ones).
+    usage_excludes: list[UsageExcludes] = []
 
 
 class Source(msgspec.Struct, frozen=True):
@@ -185,7 +191,7 @@ class Family(msgspec.Struct):
     defaults: dict[str, Any]
     sources: dict[str, list[Source]]
     messages: list[MessageSpec]
-    input_excludes_cache: InputExcludesCache | None = None
+    usage_excludes: list[UsageExcludes] = []
 
 
 class Plan(msgspec.Struct):
@@ -292,7 +298,7 @@ class Conventions:
                     vetoes.append((r.attribute, frozenset(v.lower() for v in r.in_)))
                     known.add(r.attribute)
             self.families.append(Family(table.name, table.priority, rules, table.defaults, sources, table.messages,
-                                        table.input_excludes_cache))
+                                        table.usage_excludes))
         self._vetoes = tuple(vetoes)
         self._name_vetoes = tuple(name_vetoes)
         self._known = frozenset(known)

@@ -464,3 +464,28 @@ def test_prompt_cache_writes_are_counted_and_priced_apart() -> None:
     assert row.cache_write_input_tokens == 20
     pricing = Pricing.load()
     assert pricing.cost("gpt-4o", 100, 0, 0, cache_write_input_tokens=100) == pytest.approx(100 * 2.5 / 1e6)
+
+
+def test_bedrock_ids_are_priced_and_bedrock_usage_counts_the_cache() -> None:
+    """Bedrock names models `<region>.<vendor>.<model>-v1:0` (or by an inference-profile ARN);
+    the official botocore instrumentation passes Bedrock's input tokens on without the cache's."""
+    pricing = Pricing.load()
+    sonnet = pricing.lookup("claude-sonnet-4-5")
+    for model in ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "anthropic.claude-sonnet-4-5-20250929-v1:0",
+                  "arn:aws:bedrock:us-east-1:123:inference-profile/global.anthropic.claude-sonnet-4-5-20250929-v1:0"):
+        assert pricing.lookup(model) == sonnet, model
+    (row,) = map_span("chat us.anthropic.claude-sonnet-4-5-20250929-v1:0", {
+        "gen_ai.operation.name": "chat", "gen_ai.system": "aws.bedrock", "rpc.method": "ConverseStream",
+        "gen_ai.request.model": "us.anthropic.claude-sonnet-4-5-20250929-v1:0", "gen_ai.usage.input_tokens": 17,
+        "gen_ai.usage.output_tokens": 7, "gen_ai.usage.cache_read.input_tokens": 5,
+        "gen_ai.usage.cache_creation.input_tokens": 3}, scope="opentelemetry.instrumentation.botocore.bedrock-runtime",
+    ).inferences
+    assert (row.provider, row.input_tokens, row.cached_input_tokens, row.cache_write_input_tokens) == (
+        "aws.bedrock", 25, 5, 3)
+    assert row.is_streaming and row.cost_source == "pricing"
+    assert row.cost_usd == pytest.approx((17 * 3.00 + 5 * 0.30 + 3 * 3.75 + 7 * 15.00) / 1e6)
+    # A reported cost of 0 that the table cannot price either is unknown, not "from the attribute".
+    (row,) = map_span("chat in-house", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "in-house-llm",
+                                        "gen_ai.usage.input_tokens": 10, "gen_ai.usage.cost": 0.0},
+                      scope="openlit.instrumentation.openai").inferences
+    assert (row.cost_usd, row.cost_source) == (0.0, "")

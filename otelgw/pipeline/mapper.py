@@ -292,13 +292,17 @@ class Mapper:
         input_tokens = values.get("input_tokens", 0)
         output_tokens = values.get("output_tokens", 0)
         cached = values.get("cached_input_tokens", 0)
-        uncached = family.input_excludes_cache
         total_tokens = values.get("total_tokens", None)
-        if uncached is not None and str(values.get("provider", "")).lower() in uncached.providers:
-            added = sum(max(genai._coerce(view.attrs.get(key), int) or 0, 0) for key in uncached.add)
-            input_tokens += added
-            if total_tokens is not None:  # the library's total left them out too
-                total_tokens += added
+        provider = str(values.get("provider", "")).lower()
+        for rule in family.usage_excludes:
+            if provider in rule.providers and (not rule.scopes or view.scope_name.startswith(tuple(rule.scopes))):
+                added = sum(max(genai._coerce(view.attrs.get(key), int) or 0, 0) for key in rule.add)
+                if rule.field == "input_tokens":
+                    input_tokens += added
+                else:
+                    output_tokens += added
+                if total_tokens is not None:  # the library's total left them out too
+                    total_tokens += added
         # Part of the input tokens, as cached ones are; never more than what is left of them.
         cache_write = min(max(values.get("cache_write_input_tokens", 0), 0), max(input_tokens - cached, 0))
         request_model = values.get("request_model", "")
@@ -312,6 +316,9 @@ class Mapper:
                                        cache_write)
             if priced is not None:
                 cost, cost_source = priced, "pricing"
+            elif cost == 0:
+                # A reported 0 for a call that used tokens was never computed: the cost is unknown.
+                cost_source = ""
         finish_reason = values.get("finish_reason", "")
         if not finish_reason:
             finish_reason = next((m.finish_reason for m in outputs if m.finish_reason), "")
@@ -376,7 +383,7 @@ class Mapper:
                     timestamp=stamp,
                     direction=direction,
                     index=index,
-                    role=msg.role,
+                    role=_ROLES.get(msg.role, msg.role),
                     content=clip(msg.content, limit),
                     tool_calls=tool_calls_json(msg.tool_calls),
                     tool_call_id=msg.tool_call_id,
@@ -414,6 +421,8 @@ class Mapper:
 
 
 _MAX_NESTING = 16
+# Gemini answers as "model"; stored as every other provider's answers are.
+_ROLES = {"model": "assistant"}
 # Filled on the surviving (outer) row from the inner one where the outer has none: a provider
 # SDK's own span often measures what the library's span around it does not (its TTFT, a server's
 # queue time).
