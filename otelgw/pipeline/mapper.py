@@ -167,9 +167,10 @@ class Mapper:
         """`native`: leave the spans it allows to ClickHouse (the fast path)."""
         batch = RowBatch(inferences=[], messages=[], feedback=[], spans=[], native=[], native_resources=[])
         unmapped = UnmappedCounter()
-        # For spans that turn out to be no inference of their own (_drop_nested_duplicates): every
-        # span's parent, and span rows' attributes before their message content moved to `messages`.
-        parents: dict[tuple[str, str], str] = {}
+        # For spans that turn out to be no inference of their own (_drop_nested_duplicates): the
+        # parents of spans left to ClickHouse (the others' are in their rows), and span rows'
+        # attributes before their message content moved to `messages`.
+        native_parents: dict[tuple[str, str], str] = {}
         full_maps: dict[tuple[str, str], dict[str, str]] = {}
         conv = self.conventions
         opts = self.options
@@ -191,7 +192,6 @@ class Mapper:
                     attrs = attrs_to_dict(span.attributes, max_attrs)
                     trace_hex = span.trace_id.hex()
                     span_hex = span.span_id.hex()
-                    parents[(trace_hex, span_hex)] = span.parent_span_id.hex()
                     # Clamped first, so durations agree with the stored (clamped) times.
                     start_ns = min(span.start_time_unix_nano, MAX_NS)
                     end_ns = max(min(span.end_time_unix_nano, MAX_NS), start_ns)
@@ -208,6 +208,7 @@ class Mapper:
                             position_key(r_index, s_index, p_index), trace_hex, span_hex, project,
                             STATUS_CODES[span.status.code] if 0 <= span.status.code < 3 else "unset",
                             start_ns, end_ns, attrs))
+                        native_parents[(trace_hex, span_hex)] = span.parent_span_id.hex()
                         continue
                     attr_map = str_map(attrs, max_chars)
                     inference_id = ""
@@ -259,7 +260,7 @@ class Mapper:
                         inference_id=inference_id,
                     ))
         if len(batch.inferences) > 1:
-            _drop_nested_duplicates(batch, parents, full_maps)
+            _drop_nested_duplicates(batch, native_parents, full_maps)
         batch.unmapped_attributes = unmapped.rows()
         return batch
 
@@ -293,9 +294,9 @@ class Mapper:
         output_tokens = values.get("output_tokens", 0)
         cached = values.get("cached_input_tokens", 0)
         total_tokens = values.get("total_tokens", None)
-        provider = str(values.get("provider", "")).lower()
         for rule in family.usage_excludes:
-            if provider in rule.providers and (not rule.scopes or view.scope_name.startswith(tuple(rule.scopes))):
+            if (str(values.get("provider", "")).lower() in rule.providers
+                    and (not rule.scopes or view.scope_name.startswith(tuple(rule.scopes)))):
                 added = sum(max(genai._coerce(view.attrs.get(key), int) or 0, 0) for key in rule.add)
                 if rule.field == "input_tokens":
                     input_tokens += added
@@ -383,7 +384,8 @@ class Mapper:
                     timestamp=stamp,
                     direction=direction,
                     index=index,
-                    role=_ROLES.get(msg.role, msg.role),
+                    # Gemini answers as "model": stored as every other provider's answers are.
+                    role=msg.role if msg.role != "model" else "assistant",
                     content=clip(msg.content, limit),
                     tool_calls=tool_calls_json(msg.tool_calls),
                     tool_call_id=msg.tool_call_id,
@@ -421,8 +423,6 @@ class Mapper:
 
 
 _MAX_NESTING = 16
-# Gemini answers as "model"; stored as every other provider's answers are.
-_ROLES = {"model": "assistant"}
 # Filled on the surviving (outer) row from the inner one where the outer has none: a provider
 # SDK's own span often measures what the library's span around it does not (its TTFT, a server's
 # queue time).
@@ -432,7 +432,7 @@ _MERGED = ("request_model", "response_model", "input_tokens", "output_tokens", "
 _MERGED_WITH_SOURCE = (("ttft_ms", "ttft_source"), ("cost_usd", "cost_source"))
 
 
-def _drop_nested_duplicates(batch: RowBatch, parents: dict[tuple[str, str], str],
+def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str], str],
                             full_maps: dict[tuple[str, str], dict[str, str]]) -> None:
     """One model call traced twice, one span inside the other (an instrumentation library's span
     around the provider SDK's own: anthropic 2.x traces itself whenever a tracer provider is set;
@@ -442,10 +442,14 @@ def _drop_nested_duplicates(batch: RowBatch, parents: dict[tuple[str, str], str]
     none); the inner span stays a span row with its attributes whole, linked to the outer
     inference (so erasing the inference erases it); its evaluations go to the outer inference."""
     by_span = {(row.trace_id, row.span_id): row for row in batch.inferences}
+    parents: dict[tuple[str, str], str] | None = None
     outer_of: dict[str, InferenceRow] = {}
     for row in batch.inferences:
-        if not row.response_id:
+        if not row.response_id or not row.parent_span_id:
             continue
+        if parents is None:
+            parents = {(span.trace_id, span.span_id): span.parent_span_id for span in batch.spans}
+            parents.update(native_parents)
         # The nearest enclosing inference, through spans between them (an HTTP client span).
         parent = row.parent_span_id
         for _ in range(_MAX_NESTING):
