@@ -186,12 +186,15 @@ class _Reader:
             value = (at - view.start_ns) / 1e6 if at is not None and at >= view.start_ns else None
         if value is None:
             return None
+        # Trimmed first: a map names the trimmed value ("google.generative-ai" -> "google" -> ...).
+        if src.until_last and isinstance(value, str) and src.until_last in value:
+            value = value.rsplit(src.until_last, 1)[0] or None
+            if value is None:
+                return None
         if src.mapping is not None and isinstance(value, str):
             value = src.mapping.get(value.lower(), value)
         if src.lower and isinstance(value, str):
             value = value.lower()
-        if src.until_last and isinstance(value, str) and src.until_last in value:
-            value = value.rsplit(src.until_last, 1)[0] or None
         return value
 
 
