@@ -12,10 +12,11 @@ import msgspec
 from otelgw.resources import semconv_dir
 
 # Bedrock model ids: an optional cross-region inference profile ("us.", "global.") and the vendor
-# ("anthropic.") before the model's own name ("us.anthropic.claude-sonnet-4-5-20250929-v1:0"; an
-# inference-profile ARN ends in one). The version suffix ("-v1:0") is left for prefixes to pass.
-_BEDROCK_ID = re.compile(r"^(?:(?:us|eu|apac|au|ca|jp|us-gov|global)\.)?"
-                         r"(?:anthropic|amazon|meta|mistral|cohere|ai21|deepseek|openai|qwen|writer)\.")
+# before the model's own name ("us.anthropic.claude-sonnet-4-5-20250929-v1:0"; an
+# inference-profile ARN ends in one). Tried after the id as written (a pricing file may name
+# Bedrock ids itself) and only for Anthropic, whose Bedrock list prices are its API's (other
+# vendors' are not: Mistral's differ).
+_BEDROCK_ID = re.compile(r"^(?:(?:us|eu|apac|au|ca|jp|us-gov|global)\.)?anthropic\.")
 
 
 class Price(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -52,16 +53,21 @@ class Pricing:
         found = self._cache.get(model, False)
         if found is not False:
             return found  # type: ignore[return-value]
-        name = _BEDROCK_ID.sub("", model.lower().rsplit("/", 1)[-1])
+        name = model.lower().rsplit("/", 1)[-1]
+        price = self._match(name)
+        if price is None and _BEDROCK_ID.match(name):
+            price = self._match(_BEDROCK_ID.sub("", name))
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[model] = price
+        return price
+
+    def _match(self, name: str) -> Price | None:
         price = self._exact.get(name)
         if price is None:
             for prefix, candidate in self._prefixes:
                 if name.startswith(prefix):
-                    price = candidate
-                    break
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[model] = price
+                    return candidate
         return price
 
     def cost(self, model: str, input_tokens: int, cached_input_tokens: int, output_tokens: int,

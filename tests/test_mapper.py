@@ -221,12 +221,18 @@ def test_alias_is_a_table_edit(tmp_path: Path) -> None:
 def test_pricing_override(tmp_path: Path) -> None:
     override = tmp_path / "prices.toml"
     override.write_text('[models]\n"gpt-4o*" = { input = 1.0, output = 2.0 }\n'
-                        '"in-house-7b" = { input = 0.01, output = 0.02 }\n')
+                        '"in-house-7b" = { input = 0.01, output = 0.02 }\n'
+                        '"amazon.nova-pro*" = { input = 0.8, output = 3.2 }\n'
+                        '"us.anthropic.claude-sonnet-4-5*" = { input = 3.3, output = 16.5 }\n')
     pricing = Pricing.load(override)
     assert pricing.cost("gpt-4o-2024-08-06", 1_000_000, 0, 1_000_000) == pytest.approx(3.0)
     assert pricing.cost("in-house-7b", 1_000_000, 0, 0) == pytest.approx(0.01)
     assert pricing.cost("gpt-4o-mini", 1_000_000, 500_000, 0) == pytest.approx(0.5 * 0.15 + 0.5 * 0.075)
     assert pricing.cost("unknown-model", 10, 0, 10) is None
+    # A file may price Bedrock ids as written (its regional surcharge, models the table lacks).
+    assert pricing.lookup("amazon.nova-pro-v1:0").input == 0.8
+    assert pricing.lookup("us.anthropic.claude-sonnet-4-5-20250929-v1:0").input == 3.3
+    assert pricing.lookup("eu.anthropic.claude-sonnet-4-5-20250929-v1:0").input == 3.0
     with pytest.raises(ValueError, match="pricing table"):
         bad = tmp_path / "bad.toml"
         bad.write_text('[models]\n"x" = { input = "cheap" }\n')
@@ -392,7 +398,7 @@ def test_nested_duplicates_with_hostile_parent_links_terminate_and_keep_a_row() 
             "gen_ai.usage.input_tokens": 3}
     cases = {
         "own parent": ([(2, 2, "chat", call), (3, 0, "chat", {**call, "gen_ai.response.id": "r2"})], 2),
-        "cycle": ([(2, 3, "chat", call), (3, 2, "chat", call)], 2),
+        "cycle": ([(2, 3, "chat", call), (3, 2, "chat", call)], 1),
         "one explicit id": ([(2, 3, "chat", {**call, "otelgw.inference_id": "5f0c6a53-8a2e-4d42-9f5b-3b1f7c0d9e11"}),
                              (3, 0, "chat", {**call, "otelgw.inference_id": "5f0c6a53-8a2e-4d42-9f5b-3b1f7c0d9e11"})],
                             2),
@@ -471,6 +477,7 @@ def test_bedrock_ids_are_priced_and_bedrock_usage_counts_the_cache() -> None:
     the official botocore instrumentation passes Bedrock's input tokens on without the cache's."""
     pricing = Pricing.load()
     sonnet = pricing.lookup("claude-sonnet-4-5")
+    assert pricing.lookup("mistral.mistral-small-2402-v1:0") is None  # Bedrock's price is not the API's
     for model in ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "anthropic.claude-sonnet-4-5-20250929-v1:0",
                   "arn:aws:bedrock:us-east-1:123:inference-profile/global.anthropic.claude-sonnet-4-5-20250929-v1:0"):
         assert pricing.lookup(model) == sonnet, model
@@ -489,3 +496,39 @@ def test_bedrock_ids_are_priced_and_bedrock_usage_counts_the_cache() -> None:
                                         "gen_ai.usage.input_tokens": 10, "gen_ai.usage.cost": 0.0},
                       scope="openlit.instrumentation.openai").inferences
     assert (row.cost_usd, row.cost_source) == (0.0, "")
+
+
+def test_folding_a_call_merges_what_the_outer_span_lacks_and_stays_linear() -> None:
+    """The inner span's output messages when the outer has only input ones; its output tokens with
+    the total and the priced cost following them; and a hostile chain of one call across thousands
+    of nested spans maps in linear time."""
+    mapper = build_mapper(Config())
+    outer = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+             "gen_ai.response.id": "r1", "gen_ai.usage.input_tokens": 25,
+             "gen_ai.input.messages": json.dumps([{"role": "user", "content": "hi"}])}
+    inner = {**outer, "gen_ai.usage.output_tokens": 700,
+             "gen_ai.output.messages": json.dumps([{"role": "assistant", "content": "Hello there"}])}
+    batch = mapper.map_traces(_nested_request([(4, 2, "chat", inner), (2, 0, "chat", outer)]), "", time.time_ns())
+    (row,) = batch.inferences
+    assert (row.input_tokens, row.output_tokens, row.total_tokens) == (25, 700, 725)
+    assert row.cost_source == "pricing" and row.cost_usd == pytest.approx((25 * 2.5 + 700 * 10.0) / 1e6)
+    assert sorted((m.direction, m.content) for m in batch.messages) == [("input", "hi"), ("output", "Hello there")]
+    assert {m.inference_id for m in batch.messages} == {row.inference_id}
+
+    n = 20_000
+    chain = [(k, k + 1 if k < n else 0, "chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                                                  "gen_ai.response.id": "same"}) for k in range(1, n + 1)]
+    started = time.perf_counter()
+    batch = mapper.map_traces(_nested_request(chain), "", time.time_ns())
+    assert len(batch.inferences) == 1 and time.perf_counter() - started < 20
+
+
+def test_streams_said_only_by_the_span_name() -> None:
+    """OpenInference's Google GenAI and Bedrock instrumentations mark a stream only by naming the
+    span after the streaming call."""
+    attrs = {"openinference.span.kind": "LLM", "llm.model_name": "m"}
+    for name, streaming in (("GenerateContentStream", True), ("AsyncGenerateContentStream", True),
+                            ("bedrock.converse_stream", True), ("bedrock.invoke_model_with_response_stream", True),
+                            ("GenerateContent", False), ("bedrock.converse", False)):
+        (row,) = map_span(name, attrs).inferences
+        assert row.is_streaming is streaming, name

@@ -92,13 +92,13 @@ async def fill_previews(reader: Reader, rows: list[dict[str, Any]], limit: int) 
         return
     found = await reader.rows("inferences", "previews_from_messages",
                               ids=[str(r["inference_id"]) for r in missing],
-                              projects=sorted({r["project_id"] for r in missing}))
-    by_id = {str(f["inference_id"]): f for f in found}
+                              projects=sorted({r["project_id"] for r in missing}), limit=limit)
+    by_id = {(f["project_id"], str(f["inference_id"])): f for f in found}
     for row in missing:
-        got = by_id.get(str(row["inference_id"]))
+        got = by_id.get((row["project_id"], str(row["inference_id"])))
         if got is None:
             continue
-        row["input_preview"] = clip(got["user_input"] or got["last_input"], limit)
+        row["input_preview"] = clip(got["input_text"], limit)
         output = got["first_output"]
         if not output and got["first_output_calls"]:
             calls = _decoder.decode(got["first_output_calls"])

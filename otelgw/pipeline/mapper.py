@@ -260,7 +260,7 @@ class Mapper:
                         inference_id=inference_id,
                     ))
         if len(batch.inferences) > 1:
-            _drop_nested_duplicates(batch, native_parents, full_maps)
+            _drop_nested_duplicates(batch, native_parents, full_maps, self.pricing)
         batch.unmapped_attributes = unmapped.rows()
         return batch
 
@@ -433,13 +433,13 @@ _MERGED_WITH_SOURCE = (("ttft_ms", "ttft_source"), ("cost_usd", "cost_source"))
 
 
 def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str], str],
-                            full_maps: dict[tuple[str, str], dict[str, str]]) -> None:
+                            full_maps: dict[tuple[str, str], dict[str, str]], pricing: Pricing) -> None:
     """One model call traced twice, one span inside the other (an instrumentation library's span
     around the provider SDK's own: anthropic 2.x traces itself whenever a tracer provider is set;
     OpenInference's LangChain span around its OpenAI span), is one inference: the outer span's.
     They are told apart from two calls by the same response id, in the same project. What only
-    the inner span measured fills the outer row (and its messages go there if the outer has
-    none); the inner span stays a span row with its attributes whole, linked to the outer
+    the inner span measured fills the outer row (and its messages of a direction the outer has
+    none of); the inner span stays a span row with its attributes whole, linked to the outer
     inference (so erasing the inference erases it); its evaluations go to the outer inference."""
     by_span = {(row.trace_id, row.span_id): row for row in batch.inferences}
     parents: dict[tuple[str, str], str] | None = None
@@ -464,22 +464,39 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
             parent = parents.get((row.trace_id, parent), "")
     if not outer_of:
         return
-    # Chains (three spans of one call) end at the outermost; a cycle in hostile parent links
-    # (A inside B inside A) ends where it would repeat, and keeps that row.
+    # Chains (three spans of one call) end at the outermost, each resolved once (a hostile chain
+    # of thousands of spans must not cost its square); a cycle in hostile parent links (A inside
+    # B inside A) ends where it would repeat.
     final: dict[str, InferenceRow] = {}
-    for inner_id, outer in outer_of.items():
-        seen = {inner_id}
-        while outer.inference_id in outer_of and outer.inference_id not in seen:
-            seen.add(outer.inference_id)
-            outer = outer_of[outer.inference_id]
-        if outer.inference_id != inner_id:
-            final[inner_id] = outer
-    kept = [r for r in batch.inferences if r.inference_id not in final]
-    with_messages = {m.inference_id for m in batch.messages}
+    for inner_id in outer_of:
+        if inner_id in final:
+            continue
+        path, seen = [inner_id], {inner_id}
+        outer = outer_of[inner_id]
+        while True:
+            oid = outer.inference_id
+            if oid in final:
+                outer = final[oid]
+                break
+            if oid not in outer_of or oid in seen:
+                break
+            seen.add(oid)
+            path.append(oid)
+            outer = outer_of[oid]
+        for member in path:
+            if member != outer.inference_id:
+                final[member] = outer
+    if not final:
+        return
+    by_inference: dict[str, list[MessageRow]] = {}
+    for m in batch.messages:
+        by_inference.setdefault(m.inference_id, []).append(m)
+    merged: dict[str, InferenceRow] = {}
     for row in batch.inferences:
         outer = final.get(row.inference_id)
         if outer is None:
             continue
+        merged[outer.inference_id] = outer
         priced_on = outer.input_tokens or outer.output_tokens
         for name in _MERGED:
             if not getattr(outer, name) and getattr(row, name):
@@ -491,12 +508,22 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
                 setattr(outer, name, getattr(row, name))
                 setattr(outer, source, getattr(row, source))
         outer.is_streaming = outer.is_streaming or row.is_streaming
-        if outer.inference_id not in with_messages and row.inference_id in with_messages:
-            for m in batch.messages:
-                if m.inference_id == row.inference_id:
-                    m.inference_id = outer.inference_id
-            with_messages.add(outer.inference_id)
-    batch.inferences = kept
+        # The inner span's messages of a direction the outer has none of (its output, say).
+        outer_messages = by_inference.setdefault(outer.inference_id, [])
+        have = {m.direction for m in outer_messages}
+        for m in by_inference.get(row.inference_id, []):
+            if m.direction not in have:
+                m.inference_id = outer.inference_id
+                outer_messages.append(m)
+    # Tokens taken from the inner row: the total and a priced cost follow them.
+    for outer in merged.values():
+        outer.total_tokens = max(outer.total_tokens, outer.input_tokens + outer.output_tokens)
+        if outer.cost_source == "pricing":
+            priced = pricing.cost(outer.response_model or outer.request_model, outer.input_tokens,
+                                  outer.cached_input_tokens, outer.output_tokens, outer.cache_write_input_tokens)
+            if priced is not None:
+                outer.cost_usd = priced
+    batch.inferences = [r for r in batch.inferences if r.inference_id not in final]
     batch.messages = [m for m in batch.messages if m.inference_id not in final]
     for fb in batch.feedback:
         if fb.inference_id in final:

@@ -58,12 +58,14 @@ WHERE project_id = {project_id:String}
   AND is_success;
 
 -- name: previews_from_messages
-SELECT inference_id,
-       argMaxIf(content, `index`, direction = 'input' AND role = 'user') AS user_input,
-       argMaxIf(content, `index`, direction = 'input') AS last_input,
-       argMinIf(content, `index`, direction = 'output') AS first_output,
+-- Clipped here: a page of agent calls must not carry their whole histories back.
+SELECT project_id, inference_id,
+       leftUTF8(if(countIf(direction = 'input' AND role = 'user') > 0,
+                   argMaxIf(content, `index`, direction = 'input' AND role = 'user'),
+                   argMaxIf(content, `index`, direction = 'input')), {limit:UInt32} + 1) AS input_text,
+       leftUTF8(argMinIf(content, `index`, direction = 'output'), {limit:UInt32} + 1) AS first_output,
        argMinIf(tool_calls, `index`, direction = 'output') AS first_output_calls,
        argMinIf(finish_reason, `index`, direction = 'output' AND finish_reason != '') AS finish_reason
 FROM messages FINAL
 WHERE inference_id IN {ids:Array(UUID)} AND project_id IN {projects:Array(String)}
-GROUP BY inference_id;
+GROUP BY project_id, inference_id;
