@@ -532,3 +532,53 @@ def test_streams_said_only_by_the_span_name() -> None:
                             ("GenerateContent", False), ("bedrock.converse", False)):
         (row,) = map_span(name, attrs).inferences
         assert row.is_streaming is streaming, name
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_folding_random_span_graphs_keeps_every_row_consistent(seed: int) -> None:
+    """Random parent links (forests, self-parents, cycles, links across projects), random
+    response ids, messages and evaluations: mapping ends, every call keeps exactly one row per
+    (project, response id) group it folds, and no message, evaluation or span row points at a
+    row that was folded away."""
+    import random
+
+    rnd = random.Random(seed)
+    mapper = build_mapper(Config())
+    for _ in range(40):
+        n = rnd.randint(2, 40)
+        request = ExportTraceServiceRequest()
+        resources = [request.resource_spans.add() for _ in range(2)]
+        resources[1].resource.attributes.append(KeyValue(key="project.id", value=AnyValue(string_value="other")))
+        for number in range(1, n + 1):
+            attrs = {"gen_ai.operation.name": rnd.choice(["chat", "chat", "invoke_agent"]),
+                     "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": rnd.randint(0, 9)}
+            if rnd.random() < 0.8:
+                attrs["gen_ai.response.id"] = rnd.choice(["a", "b", "c"])
+            if rnd.random() < 0.5:
+                attrs["gen_ai.input.messages"] = json.dumps([{"role": "user", "content": f"m{number}"}])
+            if rnd.random() < 0.3:
+                attrs["gen_ai.output.messages"] = json.dumps([{"role": "assistant", "content": f"o{number}"}])
+            parent = rnd.randint(0, n)  # 0: root; may be itself or form cycles
+            span = rnd.choice(resources).scope_spans.add().spans.add(
+                trace_id=b"\\x09" * 16, span_id=number.to_bytes(8, "big"), name="chat gpt-4o",
+                parent_span_id=parent.to_bytes(8, "big") if parent else b"",
+                start_time_unix_nano=START, end_time_unix_nano=START + 1000)
+            span.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in attrs.items())
+            if rnd.random() < 0.2:
+                span.events.add(name="gen_ai.evaluation.result", time_unix_nano=START)
+        batch = mapper.map_traces(request, "", time.time_ns())
+        kept = {r.inference_id for r in batch.inferences}
+        assert len(kept) == len(batch.inferences)
+        assert {m.inference_id for m in batch.messages} <= kept
+        spans = {s.span_id: s for s in batch.spans}
+        for row in batch.inferences:
+            assert spans[row.span_id].inference_id == row.inference_id
+        for span in batch.spans:
+            assert span.inference_id == "" or span.inference_id in kept
+        inference_spans = {r.span_id for r in batch.inferences}
+        for fb in batch.feedback:
+            # Evaluations of kept or folded inferences point at kept rows; of non-inferences
+            # (agent spans), at their own span's id.
+            assert fb.inference_id in kept or fb.span_id not in inference_spans
+        for row in batch.inferences:
+            assert row.total_tokens >= row.input_tokens + row.output_tokens
