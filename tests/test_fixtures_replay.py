@@ -48,8 +48,14 @@ def _stored(gateway, project: str, span_id: str) -> tuple[dict, list[dict], list
             [m for m in messages if m["direction"] == "output"])
 
 
+# A capture whose expected.json names a gap otelgw knows it has: expected to fail, strictly, so
+# the day it passes the marker must go.
+CASES = [pytest.param(f, id=f.name, marks=[pytest.mark.xfail(strict=True, reason=f.expected["known_gap"])]
+                      if f.expected.get("known_gap") else []) for f in FIXTURES]
+
+
 @pytest.mark.parametrize("transport", ["http", "grpc"])
-@pytest.mark.parametrize("fixture", FIXTURES, ids=[f.name for f in FIXTURES])
+@pytest.mark.parametrize("fixture", CASES)
 def test_fixture_replay(gateway, fixture: Fixture, transport: str) -> None:
     project = f"{transport}-{fixture.name}"
     _send(gateway, fixture, transport, project)

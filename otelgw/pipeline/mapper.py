@@ -426,18 +426,40 @@ _MAX_NESTING = 16
 # Filled on the surviving (outer) row from the inner one where the outer has none: a provider
 # SDK's own span often measures what the library's span around it does not (its TTFT, a server's
 # queue time).
-_MERGED = ("request_model", "response_model", "input_tokens", "output_tokens", "cached_input_tokens",
-           "cache_write_input_tokens", "reasoning_tokens", "total_tokens", "finish_reason", "session_id",
-           "user_id", "input_preview", "output_preview", "error_type", "error_message")
+_MERGED = ("provider", "request_model", "response_model", "response_id", "input_tokens", "output_tokens",
+           "cached_input_tokens", "cache_write_input_tokens", "reasoning_tokens", "total_tokens", "finish_reason",
+           "session_id", "user_id", "input_preview", "output_preview", "error_type", "error_message")
 _MERGED_WITH_SOURCE = (("ttft_ms", "ttft_source"), ("cost_usd", "cost_source"))
+
+
+def _same_call(outer: InferenceRow, inner: InferenceRow) -> bool:
+    """Two nested inference spans that describe one model call: the same response id; or, where
+    one has none, the same operation, a model in common (or none said) and token counts that do
+    not differ where both have them."""
+    if outer.response_id and inner.response_id:
+        return outer.response_id == inner.response_id
+    if outer.operation != inner.operation:
+        return False
+    outer_models = {m.lower() for m in (outer.request_model, outer.response_model) if m}
+    inner_models = {m.lower() for m in (inner.request_model, inner.response_model) if m}
+    if outer_models and inner_models and not outer_models & inner_models:
+        return False
+    return all(not a or not b or a == b for a, b in ((outer.input_tokens, inner.input_tokens),
+                                                     (outer.output_tokens, inner.output_tokens)))
+
+
+def _measured(row: InferenceRow) -> bool:
+    return bool(row.input_tokens or row.output_tokens or row.response_id)
 
 
 def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str], str],
                             full_maps: dict[tuple[str, str], dict[str, str]], pricing: Pricing) -> None:
     """One model call traced twice, one span inside the other (an instrumentation library's span
     around the provider SDK's own: anthropic 2.x traces itself whenever a tracer provider is set;
-    OpenInference's LangChain span around its OpenAI span), is one inference: the outer span's.
-    They are told apart from two calls by the same response id, in the same project. What only
+    OpenInference's LangChain span around its OpenAI span; LlamaIndex's spans around the OpenAI
+    instrumentation's), is one inference: the outer span's (unless both are one library's and
+    only the inner measured the call). They are told apart from two calls by `_same_call`, in the
+    same project. What only
     the inner span measured fills the outer row (and its messages of a direction the outer has
     none of); the inner span stays a span row with its attributes whole, linked to the outer
     inference (so erasing the inference erases it); its evaluations go to the outer inference."""
@@ -445,7 +467,7 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
     parents: dict[tuple[str, str], str] | None = None
     outer_of: dict[str, InferenceRow] = {}
     for row in batch.inferences:
-        if not row.response_id or not row.parent_span_id:
+        if not row.parent_span_id:
             continue
         if parents is None:
             parents = {(span.trace_id, span.span_id): span.parent_span_id for span in batch.spans}
@@ -457,13 +479,23 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
                 break
             outer = by_span.get((row.trace_id, parent))
             if outer is not None:
-                if (outer.response_id == row.response_id and outer.project_id == row.project_id
-                        and outer.inference_id != row.inference_id):
+                if (outer.project_id == row.project_id and outer.inference_id != row.inference_id
+                        and _same_call(outer, row)):
                     outer_of[row.inference_id] = outer
                 break
             parent = parents.get((row.trace_id, parent), "")
     if not outer_of:
         return
+    # Which of the two stands for the call: the outer span, unless both come from one library and
+    # only the inner one measured it (LlamaIndex's `OpenAI.predict` around its `OpenAI.chat`):
+    # then the outer one is folded into the inner.
+    by_id = {row.inference_id: row for row in batch.inferences}
+    for inner_id, outer in list(outer_of.items()):
+        inner = by_id[inner_id]
+        if (inner.scope_name == outer.scope_name and _measured(inner) and not _measured(outer)
+                and outer_of.get(inner_id) is outer):
+            del outer_of[inner_id]
+            outer_of[outer.inference_id] = inner
     # Chains (three spans of one call) end at the outermost, each resolved once (a hostile chain
     # of thousands of spans must not cost its square); a cycle in hostile parent links (A inside
     # B inside A) ends where it would repeat.
