@@ -16,7 +16,7 @@ from otelgw.pipeline import genai
 from otelgw.pipeline.anyvalue import attrs_to_dict, clip, str_map, to_json, to_str
 from otelgw.pipeline.fastpath import MAX_INDEX, NativeCheck, position_key
 from otelgw.pipeline.genai import SpanEvent, SpanView
-from otelgw.pipeline.messages import Message, tool_calls_json
+from otelgw.pipeline.messages import Message, parse_json_text, tool_calls_json
 from otelgw.pipeline.rows import (
     MAX_NS,
     FeedbackRow,
@@ -321,6 +321,11 @@ class Mapper:
                 # A reported 0 for a call that used tokens was never computed: the cost is unknown.
                 cost_source = ""
         finish_reason = values.get("finish_reason", "")
+        if finish_reason[:1] == "[":
+            # A JSON array in a string (LiteLLM's callback: '["stop"]'): its first reason.
+            parsed = parse_json_text(finish_reason)
+            if isinstance(parsed, list):
+                finish_reason = to_str(parsed[0]) if parsed else ""
         if not finish_reason:
             finish_reason = next((m.finish_reason for m in outputs if m.finish_reason), "")
 
