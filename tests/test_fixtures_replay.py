@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fixtures_lib import Fixture, all_fixtures, compare_inference
+from fixtures_lib import CAPTURED, Fixture, all_fixtures, compare_inference
 from otlp_client import grpc_export, post_otlp
 
 from otelgw.pipeline.request import Signal
@@ -50,12 +50,20 @@ def _stored(gateway, project: str, span_id: str) -> tuple[dict, list[dict], list
 
 # A capture whose expected.json names a gap otelgw knows it has: expected to fail, strictly, so
 # the day it passes the marker must go.
-CASES = [pytest.param(f, id=f.name, marks=[pytest.mark.xfail(strict=True, reason=f.expected["known_gap"])]
-                      if f.expected.get("known_gap") else []) for f in FIXTURES]
+def _case(fixture: Fixture, transport: str) -> object:
+    marks = [pytest.mark.xfail(strict=True, reason=fixture.expected["known_gap"])] if fixture.expected.get(
+        "known_gap") else []
+    return pytest.param(fixture, transport, id=f"{fixture.name}-{transport}", marks=marks)
 
 
-@pytest.mark.parametrize("transport", ["http", "grpc"])
-@pytest.mark.parametrize("fixture", CASES)
+# Every capture over OTLP/HTTP; over gRPC (the same request, another receiver) the shared
+# fixtures and each kit's chat and tools scenarios, which keeps the suite within its time.
+CASES = [_case(f, "http") for f in FIXTURES] + [
+    _case(f, "grpc") for f in FIXTURES
+    if not f.path.is_relative_to(CAPTURED) or f.name.endswith(("-chat", "-tools", "-error"))]
+
+
+@pytest.mark.parametrize(("fixture", "transport"), CASES)
 def test_fixture_replay(gateway, fixture: Fixture, transport: str) -> None:
     project = f"{transport}-{fixture.name}"
     _send(gateway, fixture, transport, project)
