@@ -582,3 +582,18 @@ def test_folding_random_span_graphs_keeps_every_row_consistent(seed: int) -> Non
             assert fb.inference_id in kept or fb.span_id not in inference_spans
         for row in batch.inferences:
             assert row.total_tokens >= row.input_tokens + row.output_tokens
+
+
+def test_nested_calls_that_are_not_one_call_are_kept_apart() -> None:
+    """Without a common response id: a failed attempt inside a call that then succeeded, and a
+    step whose span would match two calls inside it, keep every call."""
+    mapper = build_mapper(Config())
+    step = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"}
+    ok = {**step, "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 2}
+    retry = _nested_request([(3, 2, "chat", step), (2, 0, "chat", ok)])
+    retry.resource_spans[0].scope_spans[0].spans[0].status.code = 2  # the failed attempt
+    assert len(mapper.map_traces(retry, "", time.time_ns()).inferences) == 2
+    two = _nested_request([(3, 2, "chat", ok), (4, 2, "chat", {**ok, "gen_ai.usage.input_tokens": 20}),
+                           (2, 0, "chat", step)])
+    batch = mapper.map_traces(two, "", time.time_ns())
+    assert sorted(r.input_tokens for r in batch.inferences) == [0, 10, 20]

@@ -443,7 +443,8 @@ def _same_call(outer: InferenceRow, inner: InferenceRow) -> bool:
     not differ where both have them."""
     if outer.response_id and inner.response_id:
         return outer.response_id == inner.response_id
-    if outer.operation != inner.operation:
+    # A failed attempt inside a call that succeeded (a retry) is a call of its own.
+    if outer.operation != inner.operation or outer.is_success != inner.is_success:
         return False
     outer_models = {m.lower() for m in (outer.request_model, outer.response_model) if m}
     inner_models = {m.lower() for m in (inner.request_model, inner.response_model) if m}
@@ -469,6 +470,7 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
     none of); the inner span stays a span row with its attributes whole, linked to the outer
     inference (so erasing the inference erases it); its evaluations go to the outer inference."""
     by_span = {(row.trace_id, row.span_id): row for row in batch.inferences}
+    by_inference_row = {row.inference_id: row for row in batch.inferences}
     parents: dict[tuple[str, str], str] | None = None
     outer_of: dict[str, InferenceRow] = {}
     for row in batch.inferences:
@@ -489,14 +491,23 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
                     outer_of[row.inference_id] = outer
                 break
             parent = parents.get((row.trace_id, parent), "")
+    # Without a common response id, an outer span that two inner ones would match says nothing
+    # about which is its call (two attempts, or a step making two calls): none of them is folded.
+    heuristic: dict[str, list[str]] = {}
+    for inner_id, outer in outer_of.items():
+        if not (outer.response_id and by_inference_row[inner_id].response_id):
+            heuristic.setdefault(outer.inference_id, []).append(inner_id)
+    for inners in heuristic.values():
+        if len(inners) > 1:
+            for inner_id in inners:
+                del outer_of[inner_id]
     if not outer_of:
         return
     # Which of the two stands for the call: the outer span, unless both come from one library and
     # only the inner one measured it (LlamaIndex's `OpenAI.predict` around its `OpenAI.chat`):
     # then the outer one is folded into the inner.
-    by_id = {row.inference_id: row for row in batch.inferences}
     for inner_id, outer in list(outer_of.items()):
-        inner = by_id[inner_id]
+        inner = by_inference_row[inner_id]
         if (inner.scope_name == outer.scope_name and _measured(inner) and not _measured(outer)
                 and outer_of.get(inner_id) is outer):
             del outer_of[inner_id]
