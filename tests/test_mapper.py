@@ -597,3 +597,21 @@ def test_nested_calls_that_are_not_one_call_are_kept_apart() -> None:
                            (2, 0, "chat", step)])
     batch = mapper.map_traces(two, "", time.time_ns())
     assert sorted(r.input_tokens for r in batch.inferences) == [0, 10, 20]
+
+
+def test_a_span_that_measured_nothing_does_not_chain_two_calls_into_one() -> None:
+    """A judge's call (its own response id and tokens) inside a framework span that measured
+    nothing, inside the judged call: two calls, two rows; and a call that reported nothing inside
+    one that measured itself stays apart."""
+    mapper = build_mapper(Config())
+    step = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"}
+    call = {**step, "gen_ai.response.id": "chatcmpl-1", "gen_ai.usage.input_tokens": 300,
+            "gen_ai.usage.output_tokens": 40}
+    judge = {**step, "gen_ai.response.id": "chatcmpl-2", "gen_ai.usage.input_tokens": 120,
+             "gen_ai.usage.output_tokens": 5}
+    batch = mapper.map_traces(_nested_request([(4, 3, "chat", judge), (3, 2, "chat", step), (2, 0, "chat", call)]),
+                              "", time.time_ns())
+    assert sorted(r.response_id for r in batch.inferences) == ["chatcmpl-1", "chatcmpl-2"]
+    for a, b in (({k: v for k, v in call.items() if k != "gen_ai.response.id"}, step),):
+        batch = mapper.map_traces(_nested_request([(3, 2, "chat", b), (2, 0, "chat", a)]), "", time.time_ns())
+        assert len(batch.inferences) == 2

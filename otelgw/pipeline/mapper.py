@@ -443,8 +443,11 @@ def _same_call(outer: InferenceRow, inner: InferenceRow) -> bool:
     not differ where both have them."""
     if outer.response_id and inner.response_id:
         return outer.response_id == inner.response_id
-    # A failed attempt inside a call that succeeded (a retry) is a call of its own.
+    # A failed attempt inside a call that succeeded (a retry) is a call of its own; so is a call
+    # that reported nothing inside one that measured itself (a judge's call inside the call).
     if outer.operation != inner.operation or outer.is_success != inner.is_success:
+        return False
+    if _measured(outer) and not _measured(inner):
         return False
     outer_models = {m.lower() for m in (outer.request_model, outer.response_model) if m}
     inner_models = {m.lower() for m in (inner.request_model, inner.response_model) if m}
@@ -532,7 +535,10 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
             path.append(oid)
             outer = outer_of[oid]
         for member in path:
-            if member != outer.inference_id:
+            # Through a span that matched both neighbours (one that measured nothing), two calls
+            # that disagree would chain into one: each folds only into a row it matches itself.
+            if member != outer.inference_id and (
+                    outer_of[member] is outer or _same_call(outer, by_inference_row[member])):
                 final[member] = outer
     if not final:
         return
