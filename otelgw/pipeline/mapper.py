@@ -468,10 +468,11 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
     OpenInference's LangChain span around its OpenAI span; LlamaIndex's spans around the OpenAI
     instrumentation's), is one inference: the outer span's (unless both are one library's and
     only the inner measured the call). They are told apart from two calls by `_same_call`, in the
-    same project. What only
-    the inner span measured fills the outer row (and its messages of a direction the outer has
-    none of); the inner span stays a span row with its attributes whole, linked to the outer
-    inference (so erasing the inference erases it); its evaluations go to the outer inference."""
+    same project. What only the inner span measured fills the outer row (and its messages of a
+    direction the outer has none of); the inner span stays a span row with its attributes whole,
+    linked to the outer inference (so erasing the inference erases it); its evaluations go to the
+    outer inference. An outer row whose own outer is also a fold target when it gives way to its
+    inner one keeps only the latter link (rare: three layers of one library)."""
     by_span = {(row.trace_id, row.span_id): row for row in batch.inferences}
     by_inference_row = {row.inference_id: row for row in batch.inferences}
     parents: dict[tuple[str, str], str] | None = None
