@@ -70,6 +70,11 @@ def principal(request: web.Request) -> Principal:
     return request[PRINCIPAL]
 
 
+async def no_rows() -> list[dict[str, Any]]:
+    """An awaitable empty result, for a query a handler skips inside asyncio.gather."""
+    return []
+
+
 async def decode_body(request: web.Request, kind: type[T]) -> T:
     """The JSON body as `kind`; a 400 naming the field when it does not fit."""
     raw = await request.read()

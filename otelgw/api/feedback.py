@@ -22,6 +22,7 @@ from otelgw.api.common import (
     ApiError,
     decode_body,
     json_response,
+    no_rows,
     principal,
     rfc3339_ns,
 )
@@ -44,10 +45,6 @@ def _item(row: dict[str, Any], inference_id: str | None) -> FeedbackItem:
                         name=row["name"], value=row["value"], label=row["label"], comment=row["comment"],
                         source=row["source"], created_by=row["created_by"], timestamp=rfc3339_ns(row["timestamp_ns"]),
                         trace_id=row["trace_id"], span_id=row["span_id"])
-
-
-async def _nothing() -> list[dict[str, Any]]:
-    return []
 
 
 def _summary(items: list[FeedbackItem]) -> FeedbackSummary:
@@ -94,7 +91,7 @@ async def trace_feedback(reader: Reader, trace_id: str, caller: Principal,
             reader.rows("traces", "inferences_by_id", ids=sorted({str(r["inference_id"]) for r in rows}),
                         projects=projects),
             reader.rows("traces", "inferences_by_response_id", projects=projects, response_ids=response_ids)
-            if response_ids else _nothing())
+            if response_ids else no_rows())
         by_id = {(row["project_id"], str(row["inference_id"])) for row in found}
         by_response = {(row["project_id"], row["response_id"]): str(row["inference_id"]) for row in named}
     items = []

@@ -18,6 +18,7 @@ from otelgw.api.common import (
     ApiError,
     decode_body,
     json_response,
+    no_rows,
     parse_time_ns,
     principal,
     rfc3339_ns,
@@ -68,10 +69,6 @@ def build_filter(body: InferenceFilter, caller: Principal) -> Filter:
         service_name=body.endpoint or body.service_name, session_id=body.session_id, user_id=body.user_id,
         has_feedback=body.has_feedback, search=body.search or None,
     )
-
-
-async def _nothing() -> list[dict[str, Any]]:
-    return []
 
 
 async def feedback_counts(reader: Reader, ids: list[str]) -> dict[str, int]:
@@ -158,7 +155,7 @@ async def list_inferences(request: web.Request) -> web.Response:
     page = page[:body.limit]
     ids = [str(k["inference_id"]) for k in page]
     rows_sql, rows_params = rows_by_ids_query(ids, filt)
-    fetched, counts = await asyncio.gather(reader.sql(rows_sql, rows_params, FINAL_SETTINGS) if ids else _nothing(),
+    fetched, counts = await asyncio.gather(reader.sql(rows_sql, rows_params, FINAL_SETTINGS) if ids else no_rows(),
                                            feedback_counts(reader, ids))
     by_id = {str(r["inference_id"]): r for r in fetched}
     rows = [by_id[i] for i in ids if i in by_id]

@@ -473,6 +473,8 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
     linked to the outer inference (so erasing the inference erases it); its evaluations go to the
     outer inference. An outer row whose own outer is also a fold target when it gives way to its
     inner one keeps only the latter link (rare: three layers of one library)."""
+    if not any(row.parent_span_id for row in batch.inferences):
+        return  # only roots (a batch of separate calls): nothing is nested
     by_span = {(row.trace_id, row.span_id): row for row in batch.inferences}
     by_inference_row = {row.inference_id: row for row in batch.inferences}
     parents: dict[tuple[str, str], str] | None = None
