@@ -203,6 +203,18 @@ def test_table_errors_are_reported(tmp_path: Path) -> None:
     (tmp_path / "10-x.toml").write_text('name = "x"\npriority = 1\nfields = 3\n')
     with pytest.raises(ValueError, match="10-x.toml"):
         load_tables(tmp_path)
+    # The session's table options: a scope_name regex needs a group, usage_excludes a known field.
+    (tmp_path / "10-x.toml").write_text('name = "x"\npriority = 1\n[fields]\nprovider = [{ scope_name = "^lib" }]\n')
+    with pytest.raises(ValueError, match="scope_name regex needs one group"):
+        Conventions(load_tables(tmp_path))
+    (tmp_path / "10-x.toml").write_text('name = "x"\npriority = 1\n[[usage_excludes]]\nfield = "cost"\n'
+                                         'providers = ["a"]\nadd = ["b"]\n')
+    with pytest.raises(ValueError, match="10-x.toml"):
+        load_tables(tmp_path)
+    bad = tmp_path / "prices.toml"
+    bad.write_text('[models]\n"m" = { input = 1.0, output = 2.0, cache_write = "dear" }\n')
+    with pytest.raises(ValueError, match="pricing table"):
+        Pricing.load(bad)
 
 
 def test_alias_is_a_table_edit(tmp_path: Path) -> None:
