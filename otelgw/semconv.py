@@ -92,6 +92,9 @@ class MessageSpec(msgspec.Struct, forbid_unknown_fields=True):
     tool_call_id: str = ""
     name: str = ""
     finish_reason: str = ""
+    # indexed shape: one call in OpenAI's legacy `function_call` form (no index, no id)
+    function_name: str = ""
+    function_arguments: str = ""
     # text shape: a tool call carried in separate attributes
     tool_calls_attribute: str = ""
     tool_name_attribute: str = ""

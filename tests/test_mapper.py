@@ -124,6 +124,32 @@ def test_openllmetry_indexed_prompts() -> None:
     assert not any(k.startswith("gen_ai.prompt.") for k in row.attributes)
 
 
+def test_an_empty_message_source_gives_way_to_one_with_the_call() -> None:
+    # LiteLLM's callback: the tool-call turn's output message has empty parts; the call itself
+    # is only in the legacy function_call form under gen_ai.completion.0.
+    hollow = json.dumps([{"role": "assistant", "parts": [], "finish_reason": "tool_calls"}])
+    attrs = {
+        "gen_ai.system": "openai", "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": "Paris?"}]}]),
+        "gen_ai.output.messages": hollow,
+        "gen_ai.completion.0.function_call.name": "get_weather",
+        "gen_ai.completion.0.function_call.arguments": "{\"city\": \"Paris\"}",
+    }
+    batch = map_span("litellm_request", attrs)
+    (out,) = [m for m in batch.messages if m.direction == "output"]
+    assert json.loads(out.tool_calls) == [{"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}]
+    assert (out.role, out.finish_reason) == ("assistant", "tool_calls")
+    assert messages(batch, "input") == [("user", "Paris?")]
+    # With nothing better, the empty message is still stored: its finish reason says something.
+    del attrs["gen_ai.completion.0.function_call.name"], attrs["gen_ai.completion.0.function_call.arguments"]
+    (out,) = [m for m in map_span("litellm_request", attrs).messages if m.direction == "output"]
+    assert (out.content, out.tool_calls, out.finish_reason) == ("", "", "tool_calls")
+    # A source with content keeps winning over a later one.
+    attrs["gen_ai.output.messages"] = json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "Sun"}]}])
+    attrs["gen_ai.completion.0.function_call.name"] = "ignored"
+    assert messages(map_span("litellm_request", attrs), "output") == [("assistant", "Sun")]
+
+
 def test_older_otel_prompt_events_and_legacy_span_events() -> None:
     batch = map_span("chat gpt-4", {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4"}, events=[
         ("gen_ai.content.prompt", 1, {"gen_ai.prompt": json.dumps([{"role": "user", "content": "2+2?"}])}),

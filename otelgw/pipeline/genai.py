@@ -290,13 +290,31 @@ def extract_messages(conv: Conventions, family: Family | None, view: SpanView) -
     reader = _Reader(view)
     event_messages = legacy_event_messages(view.events) if view.events else []
     found: dict[str, list[Message]] = {}
+    hollow: dict[str, list[Message]] = {}
     for spec in conv.plan(family).messages:
         if spec.direction in found:
             continue
         got = _from_spec(spec, reader, event_messages)
-        if got:
+        if not got:
+            continue
+        if any(m.content or m.tool_calls or m.tool_call_id for m in got):
             found[spec.direction] = got
+        else:
+            # Messages with nothing in them (LiteLLM sends its tool call's output message with
+            # empty parts and the call in other attributes): a later source may say more.
+            hollow.setdefault(spec.direction, got)
+    for direction, got in hollow.items():
+        if direction not in found:
+            found[direction] = got
+        else:
+            _keep_finish_reasons(got, found[direction])
     return with_system(found.get("system", []), found.get("input", [])), found.get("output", [])
+
+
+def _keep_finish_reasons(hollow: list[Message], chosen: list[Message]) -> None:
+    for before, after in zip(hollow, chosen, strict=False):
+        if before.finish_reason and not after.finish_reason:
+            after.finish_reason = before.finish_reason
 
 
 def with_system(system: list[Message], inputs: list[Message]) -> list[Message]:

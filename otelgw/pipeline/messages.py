@@ -328,6 +328,9 @@ def from_indexed(spec: MessageSpec, attrs: dict[str, Any]) -> list[Message]:
             call = calls[j]
             msg.tool_calls.append(ToolCall(_text(call.get("tool_id")), _text(call.get("tool_name")),
                                            _arguments(call.get("tool_arguments"))))
+        if not msg.tool_calls and spec.function_name and subs.get(spec.function_name):
+            msg.tool_calls.append(ToolCall("", _text(subs[spec.function_name]),
+                                           _arguments(subs.get(spec.function_arguments))))
         if spec.tool_call_id:
             msg.tool_call_id = _text(subs.get(spec.tool_call_id))
         if spec.name:
