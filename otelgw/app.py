@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,6 +66,10 @@ def _loopback(addr: str) -> bool:
         return parsed[0] == "localhost"
 
 
+class StartError(Exception):
+    """The gateway could not start serving (a listener's port is taken)."""
+
+
 class Ports(msgspec.Struct):
     otlp_grpc: int = 0
     otlp_http: int = 0
@@ -79,13 +84,19 @@ def migrate(cfg: Config) -> list[str]:
         clients.close()
 
 
-async def _start_site(app: web.Application, addr: str, **handler: Any) -> tuple[web.AppRunner, int]:
+async def _start_site(app: web.Application, addr: str, reuse_port: bool = False,
+                      **handler: Any) -> tuple[web.AppRunner, int]:
     """`handler`: aiohttp's request handler options (auto_decompress, max_line_size)."""
     host, port = parse_addr(addr)  # type: ignore[misc]  # validated with the config
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **handler)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
+    site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(f"cannot listen on {addr}: {reason}") from exc
     bound = runner.addresses[0][1] if runner.addresses else port
     return runner, bound
 
@@ -204,12 +215,13 @@ class Gateway:
             app = build_otlp_http_app(self.pipeline, self.auth, cfg.max_request_bytes, self._decode_pool,
                                       self.telemetry.receiver)
             # The receiver decompresses its bodies itself (receiver/body.py).
-            runner, self.ports.otlp_http = await _start_site(app, cfg.otlp_http_addr, auto_decompress=False)
+            runner, self.ports.otlp_http = await _start_site(app, cfg.otlp_http_addr, cfg.reuse_port,
+                                                             auto_decompress=False)
             self._runners.append(runner)
         if cfg.otlp_grpc_addr:
             self._grpc, self.ports.otlp_grpc = build_otlp_grpc_server(
                 self.pipeline, self.auth, cfg.otlp_grpc_addr, cfg.max_request_bytes, self._decode_pool,
-                self.telemetry.receiver)
+                self.telemetry.receiver, reuse_port=cfg.reuse_port)
             await self._grpc.start()
         self._serving = True
         log.info("otelgw serving", extra={"version": __version__, **msgspec.to_builtins(self.ports)})
@@ -267,7 +279,14 @@ async def serve(cfg: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except OSError as exc:
+        # A listener could not bind (its port is taken): stop what did start, so the workers
+        # exit and what the log replayed is flushed, and say why in one line.
+        log.error("cannot start", extra={"error": str(exc)})
+        await gateway.stop()
+        raise StartError(str(exc)) from exc
     await stop.wait()
     log.info("shutdown requested")
     flushed = await gateway.stop()

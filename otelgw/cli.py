@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                     "Stop it, or use its API)" if cfg.clickhouse_dsn.startswith("chdb:") else "")
             print(f"otelgw: {exc}{hint}", file=sys.stderr)
             return 1
-    from otelgw.app import serve
+    from otelgw.app import StartError, serve
 
     try:
         try:
@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"otelgw: {exc}", file=sys.stderr)
         return 2
+    except StartError as exc:
+        print(f"otelgw: {exc}", file=sys.stderr)
+        return 1
 
 
 def _command(args: argparse.Namespace, cfg: Any) -> int:

@@ -50,6 +50,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     otlp_http_addr: str = "0.0.0.0:4318"
     # Query API, health and readiness.
     api_addr: str = "127.0.0.1:3200"
+    # Let several gateway processes on one machine listen on the same OTLP ports (SO_REUSEPORT:
+    # the kernel spreads connections over them). Off: a taken OTLP port is an error at start, as
+    # in the OTel Collector (gRPC would otherwise share the port silently). Needs a server DSN:
+    # the processes must write into one store. Each keeps its own api_addr (/metrics, /ready).
+    reuse_port: bool = False
     # Serve the API without keys on a non-loopback address (with no key created, the API is
     # anonymous; by default only on loopback).
     allow_anonymous: bool = False
@@ -150,6 +155,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                           "(letters, digits, _ . -)")
         if self.clickhouse_cluster and self.clickhouse_dsn.startswith("chdb:"):
             errors.append("clickhouse_cluster: needs a ClickHouse server DSN (http:// or https://), not chdb://")
+        if self.reuse_port and self.clickhouse_dsn.startswith("chdb:"):
+            errors.append("reuse_port: gateways sharing the OTLP ports must write into one store: needs a "
+                          "ClickHouse server DSN (http:// or https://); an embedded chDB directory has one owner")
         if self.fast_path not in ("auto", "off"):
             errors.append(f"fast_path: {self.fast_path!r} is not auto or off")
         if self.fast_path == "auto" and re.search(r"[*?{}\[\]:']", str(Path(self.data_dir).resolve())):

@@ -98,10 +98,14 @@ def _export_handler(pipeline: Pipeline, auth: Authenticator, executor: Executor 
 
 def build_otlp_grpc_server(pipeline: Pipeline, auth: Authenticator, addr: str, max_request_bytes: int,
                            executor: Executor | None,
-                           instruments: ReceiverInstruments | None = None) -> tuple[grpc.aio.Server, int]:
+                           instruments: ReceiverInstruments | None = None,
+                           reuse_port: bool = False) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", max_request_bytes),
         ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        # gRPC sets SO_REUSEPORT unless told not to: a second gateway on this port would then
+        # take half the connections silently instead of failing to start.
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ])
     handlers = [
         grpc.method_handlers_generic_handler(
@@ -109,7 +113,10 @@ def build_otlp_grpc_server(pipeline: Pipeline, auth: Authenticator, addr: str, m
         for service, signal in SERVICES.items()
     ]
     server.add_generic_rpc_handlers(handlers)
-    port = server.add_insecure_port(addr)
+    try:
+        port = server.add_insecure_port(addr)
+    except RuntimeError:  # grpcio raises, or returns 0, by version; its message says no more
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen for OTLP/gRPC on {addr}")
+        raise OSError(f"cannot listen for OTLP/gRPC on {addr}: in use, or not an address of this host")
     return server, port
