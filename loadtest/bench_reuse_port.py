@@ -198,7 +198,7 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=600)
     args = p.parse_args()
     requests = bench_ingest.build_requests(args.spans, 512, 64, 1)
-    spans = len(requests) * 512
+    spans = args.spans  # the last request holds the remainder
     size = sum(len(r) for r in requests) / spans
     print(f"=== {spans:,} GenAI spans ({size:,.0f} B), 512 a request, {args.concurrency} senders, "
           f"a new connection per request, ClickHouse-HTTP test double ===")
