@@ -109,12 +109,15 @@ class MessageSpec(msgspec.Struct, forbid_unknown_fields=True):
 class UsageExcludes(msgspec.Struct, forbid_unknown_fields=True):
     """A library that passes a provider's usage on as it is, where it counts less than otelgw's
     fields do: the `add` attributes are added to `field` (and to the total, which left them out
-    too), for spans of these providers (and, if given, of scopes starting with one of these)."""
+    too), for spans of these providers (and, if given, of scopes starting with one of these).
+    `rest_of_total`: what the library's total counts beyond input + output is added to `field`
+    instead (a library whose total counts the thinking tokens its output leaves out)."""
 
     field: Literal["input_tokens", "output_tokens"]
     providers: list[str]
-    add: list[str]
+    add: list[str] = []
     scopes: list[str] = []
+    rest_of_total: bool = False
 
 
 class FamilyTable(msgspec.Struct, forbid_unknown_fields=True):
@@ -300,6 +303,11 @@ class Conventions:
                 else:
                     vetoes.append((r.attribute, frozenset(v.lower() for v in r.in_)))
                     known.add(r.attribute)
+            for i, usage in enumerate(table.usage_excludes):
+                if bool(usage.add) == usage.rest_of_total:
+                    raise ValueError(f"{table.name}.usage_excludes[{i}]: takes `add` attributes or `rest_of_total`, "
+                                     "one of them")
+                known.update(usage.add)
             self.families.append(Family(table.name, table.priority, rules, table.defaults, sources, table.messages,
                                         table.usage_excludes))
         self._vetoes = tuple(vetoes)

@@ -150,6 +150,24 @@ def test_an_empty_message_source_gives_way_to_one_with_the_call() -> None:
     assert messages(map_span("litellm_request", attrs), "output") == [("assistant", "Sun")]
 
 
+def test_thinking_tokens_only_in_the_total_are_added_to_the_output() -> None:
+    # OpenLLMetry's Gemini spans: output = candidates only, total = input + candidates + thoughts.
+    attrs = {"gen_ai.provider.name": "gcp.gen_ai", "gen_ai.operation.name": "generate_content",
+             "gen_ai.request.model": "gemini-2.5-flash", "gen_ai.usage.input_tokens": 21,
+             "gen_ai.usage.output_tokens": 7, "gen_ai.usage.total_tokens": 32}
+    (row,) = map_span("generate_content gemini-2.5-flash", attrs,
+                      scope="opentelemetry.instrumentation.google_generativeai").inferences
+    assert (row.input_tokens, row.output_tokens, row.total_tokens) == (21, 11, 32)
+    priced = Pricing.load().cost("gemini-2.5-flash", 21, 0, 11, 0)
+    assert priced is not None and row.cost_usd == pytest.approx(priced)
+    # Another library's Gemini span, or a total that adds up, is left as sent.
+    (row,) = map_span("generate_content gemini-2.5-flash", attrs, scope="other").inferences
+    assert row.output_tokens == 7
+    (row,) = map_span("generate_content gemini-2.5-flash", {**attrs, "gen_ai.usage.total_tokens": 28},
+                      scope="opentelemetry.instrumentation.google_generativeai").inferences
+    assert (row.output_tokens, row.total_tokens) == (7, 28)
+
+
 def test_older_otel_prompt_events_and_legacy_span_events() -> None:
     batch = map_span("chat gpt-4", {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4"}, events=[
         ("gen_ai.content.prompt", 1, {"gen_ai.prompt": json.dumps([{"role": "user", "content": "2+2?"}])}),
@@ -237,6 +255,10 @@ def test_table_errors_are_reported(tmp_path: Path) -> None:
                                          'providers = ["a"]\nadd = ["b"]\n')
     with pytest.raises(ValueError, match="10-x.toml"):
         load_tables(tmp_path)
+    (tmp_path / "10-x.toml").write_text('name = "x"\npriority = 1\n[[usage_excludes]]\nfield = "output_tokens"\n'
+                                         'providers = ["a"]\nadd = ["b"]\nrest_of_total = true\n')
+    with pytest.raises(ValueError, match=r"x.usage_excludes\[0\]: takes `add` attributes or `rest_of_total`"):
+        Conventions(load_tables(tmp_path))
     bad = tmp_path / "prices.toml"
     bad.write_text('[models]\n"m" = { input = 1.0, output = 2.0, cache_write = "dear" }\n')
     with pytest.raises(ValueError, match="pricing table"):

@@ -297,12 +297,15 @@ class Mapper:
         for rule in family.usage_excludes:
             if (str(values.get("provider", "")).lower() in rule.providers
                     and (not rule.scopes or view.scope_name.startswith(tuple(rule.scopes)))):
-                added = sum(max(genai._coerce(view.attrs.get(key), int) or 0, 0) for key in rule.add)
+                if rule.rest_of_total:
+                    added = max(total_tokens - input_tokens - output_tokens, 0) if total_tokens is not None else 0
+                else:
+                    added = sum(max(genai._coerce(view.attrs.get(key), int) or 0, 0) for key in rule.add)
                 if rule.field == "input_tokens":
                     input_tokens += added
                 else:
                     output_tokens += added
-                if total_tokens is not None:  # the library's total left them out too
+                if total_tokens is not None and not rule.rest_of_total:  # the total left them out too
                     total_tokens += added
         # Part of the input tokens, as cached ones are; never more than what is left of them.
         cache_write = min(max(values.get("cache_write_input_tokens", 0), 0), max(input_tokens - cached, 0))
