@@ -41,6 +41,7 @@ from otelgw.pipeline.workers import (
     load_mapper_inputs,
     mapping_workers,
 )
+from otelgw.receiver import ListenError
 from otelgw.receiver.otlp_grpc import build_otlp_grpc_server
 from otelgw.receiver.otlp_http import build_otlp_http_app
 from otelgw.semconv import tables_digest
@@ -67,7 +68,7 @@ def _loopback(addr: str) -> bool:
 
 
 class StartError(Exception):
-    """The gateway could not start serving (a listener's port is taken)."""
+    """The gateway could not start serving: a listener could not bind its address."""
 
 
 class Ports(msgspec.Struct):
@@ -95,8 +96,9 @@ async def _start_site(app: web.Application, addr: str, reuse_port: bool = False,
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise OSError(f"cannot listen on {addr}: {reason}") from exc
+        # DNS failures carry a negative errno that strerror does not know.
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else (exc.strerror or str(exc))
+        raise ListenError(f"cannot listen on {addr}: {reason}") from exc
     bound = runner.addresses[0][1] if runner.addresses else port
     return runner, bound
 
@@ -281,9 +283,9 @@ async def serve(cfg: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await gateway.start()
-    except OSError as exc:
-        # A listener could not bind (its port is taken): stop what did start, so the workers
-        # exit and what the log replayed is flushed, and say why in one line.
+    except ListenError as exc:
+        # The listeners bind last, after the log replayed and the workers started: stop those,
+        # so the workers exit and what was replayed is flushed, and say why in one line.
         log.error("cannot start", extra={"error": str(exc)})
         await gateway.stop()
         raise StartError(str(exc)) from exc

@@ -95,6 +95,11 @@ class MessageSpec(msgspec.Struct, forbid_unknown_fields=True):
     # indexed shape: one call in OpenAI's legacy `function_call` form (no index, no id)
     function_name: str = ""
     function_arguments: str = ""
+    # Replaces an earlier source's messages for this direction when those are all empty (no
+    # content, tool call or tool call id): LiteLLM sends its tool call's output message with empty
+    # parts and the call in OpenLLMetry's attributes. Opt-in: other fallbacks (a whole response
+    # document as one message) must not replace an answer that was empty.
+    fills_empty: bool = False
     # text shape: a tool call carried in separate attributes
     tool_calls_attribute: str = ""
     tool_name_attribute: str = ""
@@ -307,6 +312,11 @@ class Conventions:
                 if bool(usage.add) == usage.rest_of_total:
                     raise ValueError(f"{table.name}.usage_excludes[{i}]: takes `add` attributes or `rest_of_total`, "
                                      "one of them")
+                if usage.rest_of_total and any(other.field == usage.field for other in table.usage_excludes
+                                               if other is not usage):
+                    # The rest of the total depends on what the other rule added first.
+                    raise ValueError(f"{table.name}.usage_excludes[{i}]: a `rest_of_total` rule must be the only "
+                                     f"rule for {usage.field}")
                 known.update(usage.add)
             self.families.append(Family(table.name, table.priority, rules, table.defaults, sources, table.messages,
                                         table.usage_excludes))

@@ -148,6 +148,26 @@ def test_an_empty_message_source_gives_way_to_one_with_the_call() -> None:
     attrs["gen_ai.output.messages"] = json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "Sun"}]}])
     attrs["gen_ai.completion.0.function_call.name"] = "ignored"
     assert messages(map_span("litellm_request", attrs), "output") == [("assistant", "Sun")]
+    # Two empty choices and one call: which choice it belongs to is unknown, so no reason is lent.
+    attrs["gen_ai.output.messages"] = json.dumps([{"role": "assistant", "parts": [], "finish_reason": "stop"},
+                                                  {"role": "assistant", "parts": [], "finish_reason": "tool_calls"}])
+    (out,) = [m for m in map_span("litellm_request", attrs).messages if m.direction == "output"]
+    assert (json.loads(out.tool_calls)[0]["name"], out.finish_reason) == ("ignored", "")
+
+
+def test_an_empty_answer_is_not_replaced_by_a_fallback_document() -> None:
+    # OpenInference (LangChain): an answer with no text and no tool call (a length stop, a content
+    # filter) stays empty; output.value, the whole LLMResult, is no message.
+    batch = map_span("ChatOpenAI", {
+        "openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini",
+        "llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": "Hi",
+        "llm.output_messages.0.message.role": "assistant",
+        "output.value": json.dumps({"generations": [[{"text": "", "generation_info": {"finish_reason": "length"}}]]}),
+        "output.mime_type": "application/json",
+    })
+    (row,) = batch.inferences
+    assert messages(batch, "output") == [("assistant", "")]
+    assert row.output_preview == ""
 
 
 def test_thinking_tokens_only_in_the_total_are_added_to_the_output() -> None:
@@ -166,6 +186,14 @@ def test_thinking_tokens_only_in_the_total_are_added_to_the_output() -> None:
     (row,) = map_span("generate_content gemini-2.5-flash", {**attrs, "gen_ai.usage.total_tokens": 28},
                       scope="opentelemetry.instrumentation.google_generativeai").inferences
     assert (row.output_tokens, row.total_tokens) == (7, 28)
+    (row,) = map_span("generate_content gemini-2.5-flash", attrs,
+                      scope="opentelemetry.instrumentation.google_generativeai").inferences
+    assert row.reasoning_tokens == 4
+    # Without an input count the rest of the total is not known to be thinking: left as sent.
+    (row,) = map_span("generate_content gemini-2.5-flash", {k: v for k, v in attrs.items()
+                                                             if k != "gen_ai.usage.input_tokens"},
+                      scope="opentelemetry.instrumentation.google_generativeai").inferences
+    assert (row.input_tokens, row.output_tokens) == (0, 7)
 
 
 def test_older_otel_prompt_events_and_legacy_span_events() -> None:
@@ -258,6 +286,11 @@ def test_table_errors_are_reported(tmp_path: Path) -> None:
     (tmp_path / "10-x.toml").write_text('name = "x"\npriority = 1\n[[usage_excludes]]\nfield = "output_tokens"\n'
                                          'providers = ["a"]\nadd = ["b"]\nrest_of_total = true\n')
     with pytest.raises(ValueError, match=r"x.usage_excludes\[0\]: takes `add` attributes or `rest_of_total`"):
+        Conventions(load_tables(tmp_path))
+    (tmp_path / "10-x.toml").write_text('name = "x"\npriority = 1\n[[usage_excludes]]\nfield = "output_tokens"\n'
+                                         'providers = ["a"]\nadd = ["b"]\n[[usage_excludes]]\n'
+                                         'field = "output_tokens"\nproviders = ["c"]\nrest_of_total = true\n')
+    with pytest.raises(ValueError, match=r"x.usage_excludes\[1\]: a `rest_of_total` rule must be the only"):
         Conventions(load_tables(tmp_path))
     bad = tmp_path / "prices.toml"
     bad.write_text('[models]\n"m" = { input = 1.0, output = 2.0, cache_write = "dear" }\n')
@@ -675,3 +708,25 @@ def test_a_span_that_measured_nothing_does_not_chain_two_calls_into_one() -> Non
     for a, b in (({k: v for k, v in call.items() if k != "gen_ai.response.id"}, step),):
         batch = mapper.map_traces(_nested_request([(3, 2, "chat", b), (2, 0, "chat", a)]), "", time.time_ns())
         assert len(batch.inferences) == 2
+
+
+def test_a_call_whose_inner_span_lost_its_answer_is_folded_by_its_prompt_and_model() -> None:
+    """The OpenAI instrumentation inside the Agents SDK's stream: the outer span measured the call
+    (a dated model, tokens, an id), the inner one only its request (the alias, the prompt)."""
+    mapper = build_mapper(Config())
+    prompt = json.dumps([{"role": "user", "content": "Weather in Paris?"}])
+    outer = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini-2024-07-18",
+             "gen_ai.response.id": "resp_1", "gen_ai.usage.input_tokens": 23, "gen_ai.usage.output_tokens": 7,
+             "gen_ai.input.messages": prompt}
+    inner = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini", "gen_ai.request.stream": True,
+             "gen_ai.input.messages": prompt}
+    (row,) = mapper.map_traces(_nested_request([(3, 2, "chat", inner), (2, 0, "chat", outer)]), "",
+                               time.time_ns()).inferences
+    assert (row.response_id, row.input_tokens, row.request_model) == ("resp_1", 23, "gpt-4o-mini-2024-07-18")
+    # Another prompt inside a measured call is a call of its own (a judge's); so is another model.
+    judge = {**inner, "gen_ai.input.messages": json.dumps([{"role": "user", "content": "Rate this answer"}])}
+    assert len(mapper.map_traces(_nested_request([(3, 2, "chat", judge), (2, 0, "chat", outer)]), "",
+                                 time.time_ns()).inferences) == 2
+    other = {**inner, "gen_ai.request.model": "gpt-4o"}
+    assert len(mapper.map_traces(_nested_request([(3, 2, "chat", other), (2, 0, "chat", outer)]), "",
+                                 time.time_ns()).inferences) == 2

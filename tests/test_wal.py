@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from otelgw.pipeline.request import Signal
-from otelgw.pipeline.wal import CutLog, WalFull, WalRecord, WriteAheadLog, decode_record, encode_record, iter_segment
+from otelgw.pipeline.wal import (
+    CutLog,
+    WalError,
+    WalFull,
+    WalRecord,
+    WriteAheadLog,
+    decode_record,
+    encode_record,
+    iter_segment,
+)
 
 
 def run(coro):
@@ -491,3 +500,26 @@ def test_dead_lettered_records_of_a_new_log_do_not_overwrite_an_older_logs(chdb_
     for wal_id, body in zip(ids, bodies, strict=True):
         expected = decode(Signal.LOGS, body, Encoding.JSON).message.SerializeToString()
         assert dead[f"record-{wal_id}-1-logs.pb"] == expected
+
+
+def test_one_process_a_log(tmp_path: Path) -> None:
+    """A second process on a log another one holds is refused at once, naming the holder; the
+    lock goes with its holder however that one ends (here SIGKILL)."""
+    import signal
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from otelgw.pipeline.wal import WriteAheadLog; "
+        f"WriteAheadLog({str(tmp_path)!r}, fsync_ms=0, max_bytes=1 << 30).recover(); "
+        "print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        with pytest.raises(WalError, match=rf"in use by another process \(pid {holder.pid}\).*own data_dir"):
+            WriteAheadLog(tmp_path, fsync_ms=0, max_bytes=1 << 30).recover()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+    wal = WriteAheadLog(tmp_path, fsync_ms=0, max_bytes=1 << 30)
+    wal.recover()
+    run(wal.close())

@@ -292,29 +292,23 @@ def extract_messages(conv: Conventions, family: Family | None, view: SpanView) -
     found: dict[str, list[Message]] = {}
     hollow: dict[str, list[Message]] = {}
     for spec in conv.plan(family).messages:
-        if spec.direction in found:
+        if spec.direction in found or (spec.direction in hollow and not spec.fills_empty):
             continue
         got = _from_spec(spec, reader, event_messages)
         if not got:
             continue
-        if any(m.content or m.tool_calls or m.tool_call_id for m in got):
+        if spec.direction not in hollow and not any(m.content or m.tool_calls or m.tool_call_id for m in got):
+            # Messages with nothing in them: a later `fills_empty` source may say more.
+            hollow[spec.direction] = got
+        elif spec.direction not in hollow or any(m.content or m.tool_calls for m in got):
             found[spec.direction] = got
-        else:
-            # Messages with nothing in them (LiteLLM sends its tool call's output message with
-            # empty parts and the call in other attributes): a later source may say more.
-            hollow.setdefault(spec.direction, got)
     for direction, got in hollow.items():
         if direction not in found:
             found[direction] = got
-        else:
-            _keep_finish_reasons(got, found[direction])
+        elif len(got) == len(found[direction]):  # one message a choice on both sides
+            for before, after in zip(got, found[direction], strict=True):
+                after.finish_reason = after.finish_reason or before.finish_reason
     return with_system(found.get("system", []), found.get("input", [])), found.get("output", [])
-
-
-def _keep_finish_reasons(hollow: list[Message], chosen: list[Message]) -> None:
-    for before, after in zip(hollow, chosen, strict=False):
-        if before.finish_reason and not after.finish_reason:
-            after.finish_reason = before.finish_reason
 
 
 def with_system(system: list[Message], inputs: list[Message]) -> list[Message]:

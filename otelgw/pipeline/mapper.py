@@ -7,6 +7,7 @@ thread or a worker process, and is tested straight from the captured fixtures.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from typing import Any
 
@@ -294,11 +295,18 @@ class Mapper:
         output_tokens = values.get("output_tokens", 0)
         cached = values.get("cached_input_tokens", 0)
         total_tokens = values.get("total_tokens", None)
+        reasoning_tokens = values.get("reasoning_tokens", 0)
         for rule in family.usage_excludes:
             if (str(values.get("provider", "")).lower() in rule.providers
                     and (not rule.scopes or view.scope_name.startswith(tuple(rule.scopes)))):
                 if rule.rest_of_total:
-                    added = max(total_tokens - input_tokens - output_tokens, 0) if total_tokens is not None else 0
+                    # Only a complete split says what the rest is (without the input count, the
+                    # whole prompt would be billed as output).
+                    added = 0
+                    if total_tokens is not None and "input_tokens" in values and "output_tokens" in values:
+                        added = max(total_tokens - input_tokens - output_tokens, 0)
+                    if rule.field == "output_tokens" and not reasoning_tokens:
+                        reasoning_tokens = added
                 else:
                     added = sum(max(genai._coerce(view.attrs.get(key), int) or 0, 0) for key in rule.add)
                 if rule.field == "input_tokens":
@@ -357,7 +365,7 @@ class Mapper:
             output_tokens=output_tokens,
             cached_input_tokens=cached,
             cache_write_input_tokens=cache_write,
-            reasoning_tokens=values.get("reasoning_tokens", 0),
+            reasoning_tokens=reasoning_tokens,
             total_tokens=input_tokens + output_tokens if total_tokens is None else total_tokens,
             cost_usd=cost or 0.0,
             cost_source=cost_source if cost is not None else "",
@@ -450,14 +458,26 @@ def _same_call(outer: InferenceRow, inner: InferenceRow) -> bool:
     # that reported nothing inside one that measured itself (a judge's call inside the call).
     if outer.operation != inner.operation or outer.is_success != inner.is_success:
         return False
-    if _measured(outer) and not _measured(inner):
+    # ... unless it sent the same prompt (a provider SDK's span that lost its answer: the
+    # OpenAI instrumentation on the Agents SDK's streams records no usage and no id).
+    if _measured(outer) and not _measured(inner) and not (
+            inner.input_preview and inner.input_preview == outer.input_preview):
         return False
-    outer_models = {m.lower() for m in (outer.request_model, outer.response_model) if m}
-    inner_models = {m.lower() for m in (inner.request_model, inner.response_model) if m}
+    outer_models = {_model_family(m) for m in (outer.request_model, outer.response_model) if m}
+    inner_models = {_model_family(m) for m in (inner.request_model, inner.response_model) if m}
     if outer_models and inner_models and not outer_models & inner_models:
         return False
     return all(not a or not b or a == b for a, b in ((outer.input_tokens, inner.input_tokens),
                                                      (outer.output_tokens, inner.output_tokens)))
+
+
+# A dated snapshot and its alias name one model (gpt-4o-mini-2024-07-18 / gpt-4o-mini,
+# claude-sonnet-4-5-20250929 / claude-sonnet-4-5): one span says what was asked, the other what answered.
+_SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
+
+
+def _model_family(model: str) -> str:
+    return _SNAPSHOT.sub("", model.lower())
 
 
 def _measured(row: InferenceRow) -> bool:

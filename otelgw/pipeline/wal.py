@@ -29,6 +29,7 @@ without a second file to keep in step.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import struct
@@ -228,6 +229,7 @@ class WriteAheadLog:
         self._to_close: list[int] = []
         self.durable_changed: asyncio.Event | None = None
         self.id = ""
+        self._lock_fd: int | None = None
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -235,6 +237,7 @@ class WriteAheadLog:
         """Open the directory: read the checkpoint, check every segment, cut a torn or corrupt
         tail (logged), and continue the sequence after the last good record."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
         id_file = self.dir / "id"
         cp_file = self.dir / "checkpoint"
         try:
@@ -453,6 +456,28 @@ class WriteAheadLog:
                 keep.append(segment)
         self._segments = keep
 
+    def _lock(self) -> None:
+        """One process a log: two gateways appending to one directory would hand out the same
+        sequence numbers (`reuse_port` makes two gateways on one machine a normal sight). A
+        record lock, so the kernel releases it when the process dies, however it dies."""
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            try:
+                holder = os.pread(fd, 16, 0).decode(errors="replace").strip()
+            except OSError:
+                holder = ""
+            os.close(fd)
+            raise WalError(f"write-ahead log {self.dir} is in use by another process"
+                           f"{f' (pid {holder})' if holder.isdigit() else ''}: each gateway needs its own "
+                           "data_dir (or wal_dir)") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
     async def close(self) -> None:
         if self._syncer is not None:
             # One last fsync for anything written, then stop.
@@ -475,6 +500,9 @@ class WriteAheadLog:
         self._fd = None
         self._to_close = []
         self._pool.shutdown(wait=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 class WalCursor:

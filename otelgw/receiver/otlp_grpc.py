@@ -21,6 +21,7 @@ from otelgw.pipeline.admission import Exhausted, Overloaded, RateLimited
 from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Signal
 from otelgw.protowire import len_field, varint
+from otelgw.receiver import ListenError
 from otelgw.receiver.decode import DecodeError, Encoding
 from otelgw.receiver.ingest import BadProject, clean_project, ingest
 from otelgw.telemetry.gateway import ReceiverInstruments
@@ -118,5 +119,5 @@ def build_otlp_grpc_server(pipeline: Pipeline, auth: Authenticator, addr: str, m
     except RuntimeError:  # grpcio raises, or returns 0, by version; its message says no more
         port = 0
     if port == 0:
-        raise OSError(f"cannot listen for OTLP/gRPC on {addr}: in use, or not an address of this host")
+        raise ListenError(f"cannot listen for OTLP/gRPC on {addr}: in use, or not an address of this host")
     return server, port
