@@ -63,6 +63,9 @@ class SourceSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     # Keep a string value up to the last occurrence of this text ("openai.chat" -> "openai",
     # "google.vertex.chat" -> "google.vertex").
     until_last: str = ""
+    # The value is `true` whenever the attribute is there, whatever it holds (Pydantic AI says a
+    # request streamed only by sending its first-chunk time).
+    present: bool = False
 
 
 class DetectRule(msgspec.Struct, forbid_unknown_fields=True):
@@ -157,12 +160,14 @@ class Source(msgspec.Struct, frozen=True):
     mapping: dict[str, Any] | None = None
     lower: bool = False
     until_last: str = ""
+    present: bool = False
 
 
 def _compile_source(raw: str | SourceSpec, where: str) -> Source:
     spec = SourceSpec(attribute=raw) if isinstance(raw, str) else raw
     mapping = {str(k).lower(): v for k, v in spec.map.items()} or None
-    common = {"scale": spec.scale, "mapping": mapping, "lower": spec.lower, "until_last": spec.until_last}
+    common = {"scale": spec.scale, "mapping": mapping, "lower": spec.lower, "until_last": spec.until_last,
+              "present": spec.present}
     if spec.json:
         return Source("json", spec.json, f"json:{spec.json}", path=tuple(p for p in spec.path.split(".") if p),
                       **common)

@@ -196,6 +196,26 @@ def test_thinking_tokens_only_in_the_total_are_added_to_the_output() -> None:
     assert (row.input_tokens, row.output_tokens) == (0, 7)
 
 
+def test_pydantic_ai_streams_and_tool_results() -> None:
+    # A stream said only by its first-chunk time (seconds); a tool result sent as the user's turn.
+    tool_result = {"role": "user", "parts": [{"type": "tool_call_response", "id": "call_1", "name": "get_weather",
+                                              "result": "Sunny"}]}
+    mixed = {"role": "user", "parts": [{"type": "tool_call_response", "id": "call_2", "result": "Rain"},
+                                       {"type": "text", "content": "And tomorrow?"}]}
+    batch = map_span("chat gpt-4o-mini", {
+        "gen_ai.provider.name": "openai", "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.client.operation.time_to_first_chunk": 0.049, "gen_ai.usage.details.reasoning_tokens": 3,
+        "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": "Paris?"}]},
+                                             tool_result, mixed]),
+    }, scope="pydantic-ai")
+    (row,) = batch.inferences
+    assert row.is_streaming and row.ttft_ms == pytest.approx(49.0) and row.reasoning_tokens == 3
+    assert messages(batch, "input") == [("user", "Paris?"), ("tool", "Sunny"), ("user", "Rain\nAnd tomorrow?")]
+    (plain,) = map_span("chat gpt-4o-mini", {"gen_ai.provider.name": "openai", "gen_ai.operation.name": "chat",
+                                            "gen_ai.request.model": "gpt-4o-mini"}).inferences
+    assert not plain.is_streaming and plain.ttft_ms is None
+
+
 def test_older_otel_prompt_events_and_legacy_span_events() -> None:
     batch = map_span("chat gpt-4", {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4"}, events=[
         ("gen_ai.content.prompt", 1, {"gen_ai.prompt": json.dumps([{"role": "user", "content": "2+2?"}])}),

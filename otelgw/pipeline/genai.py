@@ -186,6 +186,8 @@ class _Reader:
             value = (at - view.start_ns) / 1e6 if at is not None and at >= view.start_ns else None
         if value is None:
             return None
+        if src.present:
+            return True
         # Trimmed first: a map names the trimmed value ("google.generative-ai" -> "google" -> ...).
         if src.until_last and isinstance(value, str) and src.until_last in value:
             value = value.rsplit(src.until_last, 1)[0] or None

@@ -132,6 +132,11 @@ def normalize(raw: Any, default_role: str) -> Message | None:
     content = raw.get("parts", raw.get("content"))
     if isinstance(content, list):
         _parts(content, msg)
+        if msg.role == "user" and content and all(
+                isinstance(p, dict) and p.get("type") in _TOOL_RESULT_PARTS for p in content):
+            # Tool results sent as the user's turn (Pydantic AI's data format 5, Anthropic's
+            # tool_result blocks): the conventions' role for them is "tool".
+            msg.role = "tool"
     elif isinstance(content, dict):
         _parts([content], msg)
     else:
