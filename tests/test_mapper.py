@@ -210,6 +210,10 @@ def test_pydantic_ai_streams_and_tool_results() -> None:
     }, scope="pydantic-ai")
     (row,) = batch.inferences
     assert row.is_streaming and row.ttft_ms == pytest.approx(49.0) and row.reasoning_tokens == 3
+    (priced,) = map_span("chat gpt-4o-mini", {"gen_ai.provider.name": "openai", "gen_ai.operation.name": "chat",
+                                             "gen_ai.request.model": "gpt-4o-mini", "operation.cost": 7.275e-06,
+                                             "gen_ai.usage.input_tokens": 23}, scope="pydantic-ai").inferences
+    assert (priced.cost_usd, priced.cost_source) == (7.275e-06, "attribute:operation.cost")
     assert messages(batch, "input") == [("user", "Paris?"), ("tool", "Sunny"), ("user", "Rain\nAnd tomorrow?")]
     (plain,) = map_span("chat gpt-4o-mini", {"gen_ai.provider.name": "openai", "gen_ai.operation.name": "chat",
                                             "gen_ai.request.model": "gpt-4o-mini"}).inferences
