@@ -33,7 +33,14 @@ class RunningGateway:
         self._thread = threading.Thread(target=self.loop.run_forever, name="gateway-loop", daemon=True)
         self._thread.start()
         self.gateway = Gateway(cfg)
-        self._call(self.gateway.start())
+        try:
+            self._call(self.gateway.start())
+        except BaseException:
+            # A start that is refused (tests expect some) must not leave its loop running the
+            # tasks it had started (the API-key refresher would log against a closed store).
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            raise
         self.ports = self.gateway.ports
         self._clients = ClientFactory(DSN(cfg.clickhouse_dsn))
 
