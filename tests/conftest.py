@@ -24,6 +24,13 @@ from otelgw.config import Config
 from otelgw.store.client import DSN, ClientFactory
 
 
+async def _cancel_other_tasks() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class RunningGateway:
     """A Gateway on its own event-loop thread, plus a ClickHouse client for assertions."""
 
@@ -38,6 +45,7 @@ class RunningGateway:
         except BaseException:
             # A start that is refused (tests expect some) must not leave its loop running the
             # tasks it had started (the API-key refresher would log against a closed store).
+            self._call(_cancel_other_tasks(), timeout=10)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             raise
