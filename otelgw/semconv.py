@@ -83,6 +83,9 @@ class MessageSpec(msgspec.Struct, forbid_unknown_fields=True):
     event: str = ""
     default_role: str = ""
     mime_attribute: str = ""
+    # json shape: the messages sit under this dotted path of the attribute's JSON document
+    # (Pydantic Logfire's legacy request_data.messages / response_data.message)
+    path: str = ""
     # indexed shape: sub-keys under `prefix{i}.`; `{j}` stands for a part or tool-call index
     prefix: str = ""
     role: str = ""

@@ -754,3 +754,47 @@ def test_a_call_whose_inner_span_lost_its_answer_is_folded_by_its_prompt_and_mod
     other = {**inner, "gen_ai.request.model": "gpt-4o"}
     assert len(mapper.map_traces(_nested_request([(3, 2, "chat", other), (2, 0, "chat", outer)]), "",
                                  time.time_ns()).inferences) == 2
+
+
+def test_a_logfire_stream_and_its_completion_log_are_one_call() -> None:
+    """Logfire's request span (input only) and, after the stream was read, its zero-length log
+    span (answer, id, usage), siblings: one streamed inference each, paired by prompt."""
+    request = ExportTraceServiceRequest()
+    scope_spans = request.resource_spans.add().scope_spans.add()
+    scope_spans.scope.name = "logfire.openai"
+    base = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini"}
+
+    def add(number: int, name: str, start_ms: int, end_ms: int, attrs: dict[str, Any]) -> None:
+        span = scope_spans.spans.add(trace_id=b"\x07" * 16, span_id=number.to_bytes(8, "big"), name=name,
+                                     parent_span_id=(99).to_bytes(8, "big"),
+                                     start_time_unix_nano=START + start_ms * 1_000_000,
+                                     end_time_unix_nano=START + end_ms * 1_000_000)
+        span.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in {**base, **attrs}.items())
+
+    def prompt(text: str) -> str:
+        return json.dumps([{"role": "user", "parts": [{"type": "text", "content": text}]}])
+
+    def answer(text: str) -> dict[str, Any]:
+        return {"gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text",
+                                                                                       "content": text}]}]),
+                "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 3, "gen_ai.response.id": text}
+
+    log_name = "streaming response from {request_data[model]!r} took {duration:.2f}s"
+    add(1, "Chat Completion with {request_data[model]!r}", 0, 4, {"gen_ai.input.messages": prompt("one")})
+    add(2, "Chat Completion with {request_data[model]!r}", 10, 14, {"gen_ai.input.messages": prompt("two")})
+    add(3, log_name, 900, 900, {"gen_ai.input.messages": prompt("two"), **answer("answer two")})
+    add(4, log_name, 950, 950, {"gen_ai.input.messages": prompt("one"), **answer("answer one")})
+    batch = build_mapper(Config()).map_traces(request, "", time.time_ns())
+    rows = sorted(batch.inferences, key=lambda r: r.span_id)
+    assert [(r.span_id[-1], r.response_id, r.is_streaming) for r in rows] == [("1", "answer one", True),
+                                                                              ("2", "answer two", True)]
+    assert rows[0].latency_ms == pytest.approx(950.0) and rows[0].output_tokens == 3
+    out = {m.inference_id: m.content for m in batch.messages if m.direction == "output"}
+    assert [out[r.inference_id] for r in rows] == ["answer one", "answer two"]
+
+
+def test_row_timestamps_read_back() -> None:
+    from otelgw.pipeline.rows import ts, ts_ns
+
+    for ns in (0, 1, 5_000_000_000, 999_999_999_999_999_999, 1_764_150_000_123_456_789):
+        assert ts_ns(ts(ns)) == ns

@@ -271,6 +271,11 @@ def _from_spec(spec: MessageSpec, reader: _Reader,
     if spec.mime_attribute and attrs.get(spec.mime_attribute) not in (None, "application/json"):
         return []
     if spec.shape == "json":
+        if spec.path:
+            doc = msgs.parse_json_text(value) if isinstance(value, (str, bytes)) else value
+            value = _walk(doc, tuple(p for p in spec.path.split(".") if p))
+            if value is None:
+                return []
         return msgs.from_json(value, spec.default_role)
     if spec.shape == "role_lines":
         return msgs.from_role_lines(value)

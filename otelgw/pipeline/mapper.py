@@ -28,6 +28,7 @@ from otelgw.pipeline.rows import (
     SpanRow,
     UnmappedRow,
     ts,
+    ts_ns,
 )
 from otelgw.pricing import Pricing
 from otelgw.semconv import Conventions
@@ -261,6 +262,7 @@ class Mapper:
                         inference_id=inference_id,
                     ))
         if len(batch.inferences) > 1:
+            _join_logfire_streams(batch, full_maps, self.pricing)
             _drop_nested_duplicates(batch, native_parents, full_maps, self.pricing)
         batch.unmapped_attributes = unmapped.rows()
         return batch
@@ -566,8 +568,15 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
             if member != outer.inference_id and (
                     outer_of[member] is outer or _same_call(outer, by_inference_row[member])):
                 final[member] = outer
-    if not final:
-        return
+    if final:
+        _fold_rows(batch, final, full_maps, pricing)
+
+
+def _fold_rows(batch: RowBatch, final: dict[str, InferenceRow], full_maps: dict[tuple[str, str], dict[str, str]],
+               pricing: Pricing) -> None:
+    """Each row of `final` (inference id -> the row that stands for its call) given way: what only
+    it has fills that row, its messages of a direction that row has none of move there, and its
+    span row, evaluations and inference id follow."""
     by_inference: dict[str, list[MessageRow]] = {}
     for m in batch.messages:
         by_inference.setdefault(m.inference_id, []).append(m)
@@ -613,6 +622,52 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
         if outer is not None:
             span.inference_id = outer.inference_id
             span.attributes = full_maps.get((span.trace_id, span.span_id), span.attributes)
+
+
+# Pydantic Logfire (5.4, instrument_openai / instrument_anthropic) traces a stream as two spans: the
+# request span, ended when the client returns the stream (request attributes and input messages
+# only), and, once the stream is read, a zero-length log span "streaming response from ... took
+# {duration}s" (logfire.span_type "log") with the request attributes again plus the answer, id and
+# usage. The log is started in the context the call was made in: the request span's sibling, or,
+# with no parent, the root of a trace of its own.
+_LOGFIRE_STREAM_LOG = "streaming response from "
+
+
+def _join_logfire_streams(batch: RowBatch, full_maps: dict[tuple[str, str], dict[str, str]],
+                          pricing: Pricing) -> None:
+    """A Logfire stream's log row is the completion of its request row (same scope, project,
+    parent, request model and prompt, ended before the log; the latest such): one call, one
+    inference, on the request span, streamed, timed from the request's start to the log."""
+    logs = [r for r in batch.inferences
+            if r.scope_name.startswith("logfire") and r.span_name.startswith(_LOGFIRE_STREAM_LOG)]
+    if not logs:
+        return
+    final: dict[str, InferenceRow] = {}
+    taken: set[str] = set()
+    for log in logs:
+        log.is_streaming = True
+        best: InferenceRow | None = None
+        for row in batch.inferences:
+            if (row is log or row.inference_id in taken or row.span_name.startswith(_LOGFIRE_STREAM_LOG)
+                    or row.scope_name != log.scope_name or row.project_id != log.project_id
+                    or row.parent_span_id != log.parent_span_id
+                    or (row.parent_span_id and row.trace_id != log.trace_id)
+                    or not row.is_success or _measured(row) or row.operation != log.operation
+                    or row.request_model != log.request_model or row.input_preview != log.input_preview
+                    or ts_ns(row.end_timestamp) > ts_ns(log.timestamp)):
+                continue
+            if best is None or ts_ns(row.end_timestamp) > ts_ns(best.end_timestamp):
+                best = row
+        if best is None:
+            continue
+        taken.add(best.inference_id)
+        final[log.inference_id] = best
+        best.is_streaming = True
+        best.latency_ms = max(best.latency_ms, (ts_ns(log.end_timestamp) - ts_ns(best.timestamp)) / 1e6)
+        if ts_ns(log.end_timestamp) > ts_ns(best.end_timestamp):
+            best.end_timestamp = log.end_timestamp
+    if final:
+        _fold_rows(batch, final, full_maps, pricing)
 
 
 def _message_keys(conv: Conventions, family: Any, attrs: dict[str, Any]) -> set[str]:

@@ -28,6 +28,16 @@ def ts(ns: int) -> str:
     return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S") + f".{frac:09d}"
 
 
+def ts_ns(stamp: str) -> int:
+    """`ts` back to nanoseconds."""
+    seconds, _, frac = stamp.partition(".")
+    if seconds.isdigit():
+        whole = int(seconds)
+    else:  # an early date `ts` spelled out
+        whole = int((datetime.strptime(seconds, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC) - _EPOCH).total_seconds())
+    return whole * 1_000_000_000 + int((frac + "000000000")[:9])
+
+
 class InferenceRow(msgspec.Struct, kw_only=True):
     TABLE: ClassVar[str] = "inferences"
     inference_id: str
