@@ -798,3 +798,21 @@ def test_row_timestamps_read_back() -> None:
 
     for ns in (0, 1, 5_000_000_000, 999_999_999_999_999_999, 1_764_150_000_123_456_789):
         assert ts_ns(ts(ns)) == ns
+
+
+def test_a_stream_sent_one_message_a_chunk_is_one_answer() -> None:
+    # Google ADK: one output message per streamed chunk, the finish reason on the last only.
+    def out(*messages: dict[str, Any]) -> list[tuple[str, str]]:
+        return messages_of(map_span("generate_content gemini-2.5-flash", {
+            "gen_ai.provider.name": "gcp.gemini", "gen_ai.operation.name": "generate_content",
+            "gen_ai.request.model": "gemini-2.5-flash", "gen_ai.output.messages": json.dumps(list(messages))}))
+
+    def messages_of(batch: RowBatch) -> list[tuple[str, str]]:
+        return [(m.content, m.finish_reason) for m in batch.messages if m.direction == "output"]
+
+    def text(content: str, reason: str = "") -> dict[str, Any]:
+        return {"role": "assistant", "parts": [{"type": "text", "content": content}], "finish_reason": reason}
+
+    assert out(text("Hello! "), text("How can I "), text("help?", "stop")) == [("Hello! How can I help?", "stop")]
+    # Two choices, each with its reason, stay two.
+    assert out(text("One", "stop"), text("Two", "stop")) == [("One", "stop"), ("Two", "stop")]

@@ -315,7 +315,22 @@ def extract_messages(conv: Conventions, family: Family | None, view: SpanView) -
         elif len(got) == len(found[direction]):  # one message a choice on both sides
             for before, after in zip(got, found[direction], strict=True):
                 after.finish_reason = after.finish_reason or before.finish_reason
-    return with_system(found.get("system", []), found.get("input", [])), found.get("output", [])
+    return with_system(found.get("system", []), found.get("input", [])), _joined_chunks(found.get("output", []))
+
+
+def _joined_chunks(outputs: list[Message]) -> list[Message]:
+    """A streamed answer sent as one output message per chunk (Google ADK 2.13: every message
+    but the last without a finish reason, the last with it) is one message: the conventions'
+    output messages are choices, and a stream of one choice answered once."""
+    if len(outputs) < 2 or not outputs[-1].finish_reason:
+        return outputs
+    role = outputs[0].role
+    if any(m.finish_reason or m.role != role or m.tool_calls or m.tool_call_id for m in outputs[:-1]) \
+            or outputs[-1].role != role or outputs[-1].tool_calls:
+        return outputs
+    last = outputs[-1]
+    last.content = "".join(m.content for m in outputs)
+    return [last]
 
 
 def with_system(system: list[Message], inputs: list[Message]) -> list[Message]:

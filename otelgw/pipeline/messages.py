@@ -90,6 +90,22 @@ _VERCEL_OUTPUTS = frozenset({"text", "json", "error-text", "error-json", "conten
 _VERCEL_OUTPUT_KEYS = frozenset({"type", "value", "providerOptions"})
 
 
+def _gemini_part(part: dict[str, Any]) -> dict[str, Any]:
+    """A google-genai `Part` as its SDK dumps it (Google ADK's legacy message events): no `type`,
+    one of text / function_call / function_response set (snake_case or the API's camelCase), the
+    others null. Read as the OTel part it is; a part without those keys is left as it is."""
+    call = part.get("function_call") or part.get("functionCall")
+    if isinstance(call, dict):
+        return {"type": "tool_call", "id": call.get("id") or "", "name": call.get("name"),
+                "arguments": call.get("args")}
+    result = part.get("function_response") or part.get("functionResponse")
+    if isinstance(result, dict):
+        return {"type": "tool_call_response", "id": result.get("id") or "", "response": result.get("response")}
+    if part.get("thought") is True:
+        return {"type": "reasoning"}
+    return part
+
+
 def _parts(parts: list[Any], msg: Message) -> None:
     texts: list[str] = []
     for part in parts:
@@ -98,6 +114,8 @@ def _parts(parts: list[Any], msg: Message) -> None:
             continue
         if not isinstance(part, dict):
             continue
+        if "type" not in part:
+            part = _gemini_part(part)
         kind = part.get("type", "text")
         if kind in _TEXT_PARTS:
             texts.append(_text(part.get("content", part.get("text"))))
@@ -128,12 +146,17 @@ def normalize(raw: Any, default_role: str) -> Message | None:
         return Message(role=default_role or "user", content=raw)
     if not isinstance(raw, dict):
         return None
-    msg = Message(role=_text(raw.get("role")) or default_role or "user")
     content = raw.get("parts", raw.get("content"))
+    if isinstance(content, dict) and isinstance(content.get("parts"), list):
+        # A Gemini Content under `content` (Google ADK's legacy events): its own role says who spoke.
+        raw = {**raw, "role": content.get("role") or raw.get("role")}
+        content = content["parts"]
+    msg = Message(role=_text(raw.get("role")) or default_role or "user")
     if isinstance(content, list):
         _parts(content, msg)
         if msg.role == "user" and content and all(
-                isinstance(p, dict) and p.get("type") in _TOOL_RESULT_PARTS for p in content):
+                isinstance(p, dict) and (p.get("type") in _TOOL_RESULT_PARTS or (
+                    "type" not in p and _gemini_part(p).get("type") == "tool_call_response")) for p in content):
             # Tool results sent as the user's turn (Pydantic AI's data format 5, Anthropic's
             # tool_result blocks): the conventions' role for them is "tool".
             msg.role = "tool"
@@ -370,6 +393,8 @@ def legacy_event(name: str, body: Any, attrs: dict[str, Any]) -> tuple[str, Mess
         if not isinstance(body, dict):
             return "output", Message(role="assistant", content=_text(body)), None
         inner = body.get("message")
+        if inner is None and isinstance(body.get("content"), dict):
+            inner = body  # a Gemini Content under `content` (Google ADK's legacy gen_ai.choice)
         msg = normalize(inner if isinstance(inner, dict) else {"content": inner}, "assistant") or Message("assistant")
         msg.finish_reason = _text(body.get("finish_reason")) or msg.finish_reason
         index = body.get("index")
