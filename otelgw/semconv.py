@@ -255,7 +255,9 @@ def _plan(order: list[Family]) -> Plan:
                 else:
                     keyless.append((field, rank, src))
     specs = [m for fam in order for m in fam.messages]
-    keys = frozenset(s.attribute for s in specs if s.attribute and not s.event and s.shape != "indexed")
+    # A document read through a `path` holds more than its messages (Logfire's request_data: the
+    # system prompt, tools, parameters): it stays in the rows' attributes.
+    keys = frozenset(s.attribute for s in specs if s.attribute and not s.event and s.shape != "indexed" and not s.path)
     prefixes = tuple(sorted({s.prefix for s in specs if s.shape == "indexed"}))
     return Plan(by_key, keyless, specs, keys, prefixes, {})
 

@@ -754,6 +754,15 @@ def test_a_call_whose_inner_span_lost_its_answer_is_folded_by_its_prompt_and_mod
     other = {**inner, "gen_ai.request.model": "gpt-4o"}
     assert len(mapper.map_traces(_nested_request([(3, 2, "chat", other), (2, 0, "chat", outer)]), "",
                                  time.time_ns()).inferences) == 2
+    # The same question under another system prompt (a classifier's) is another call too.
+    classifier = {**inner, "gen_ai.input.messages": json.dumps([{"role": "system", "content": "Say SAFE or UNSAFE"},
+                                                                {"role": "user", "content": "Weather in Paris?"}])}
+    assert len(mapper.map_traces(_nested_request([(3, 2, "chat", classifier), (2, 0, "chat", outer)]), "",
+                                 time.time_ns()).inferences) == 2
+    # Two snapshots of one model are two models.
+    snapshot = {**inner, "gen_ai.request.model": "gpt-4o-mini-2024-01-01"}
+    assert len(mapper.map_traces(_nested_request([(3, 2, "chat", snapshot), (2, 0, "chat", outer)]), "",
+                                 time.time_ns()).inferences) == 2
 
 
 def test_a_logfire_stream_and_its_completion_log_are_one_call() -> None:
@@ -802,10 +811,11 @@ def test_row_timestamps_read_back() -> None:
 
 def test_a_stream_sent_one_message_a_chunk_is_one_answer() -> None:
     # Google ADK: one output message per streamed chunk, the finish reason on the last only.
-    def out(*messages: dict[str, Any]) -> list[tuple[str, str]]:
+    def out(*messages: dict[str, Any], scope: str = "gcp.vertex.agent") -> list[tuple[str, str]]:
         return messages_of(map_span("generate_content gemini-2.5-flash", {
             "gen_ai.provider.name": "gcp.gemini", "gen_ai.operation.name": "generate_content",
-            "gen_ai.request.model": "gemini-2.5-flash", "gen_ai.output.messages": json.dumps(list(messages))}))
+            "gen_ai.request.model": "gemini-2.5-flash", "gen_ai.output.messages": json.dumps(list(messages))},
+            scope=scope))
 
     def messages_of(batch: RowBatch) -> list[tuple[str, str]]:
         return [(m.content, m.finish_reason) for m in batch.messages if m.direction == "output"]
@@ -814,5 +824,24 @@ def test_a_stream_sent_one_message_a_chunk_is_one_answer() -> None:
         return {"role": "assistant", "parts": [{"type": "text", "content": content}], "finish_reason": reason}
 
     assert out(text("Hello! "), text("How can I "), text("help?", "stop")) == [("Hello! How can I help?", "stop")]
-    # Two choices, each with its reason, stay two.
+    # Two choices, each with its reason, stay two; so do other libraries' messages.
     assert out(text("One", "stop"), text("Two", "stop")) == [("One", "stop"), ("Two", "stop")]
+    assert out(text("A "), text("B", "stop"), scope="other") == [("A ", ""), ("B", "stop")]
+
+
+def test_a_document_read_through_a_path_stays_in_the_attributes() -> None:
+    # Logfire's legacy request_data holds more than messages (the system prompt, tools) and its
+    # stream logs' response_data holds no message at all: both are kept as sent.
+    request = {"model": "claude-sonnet-4-5", "system": "You are a pirate.",
+               "messages": [{"role": "user", "content": "Hi"}]}
+    batch = map_span("Message with {request_data[model]!r}", {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": "claude-sonnet-4-5",
+        "request_data": json.dumps(request), "response_data": json.dumps({"combined_chunk_content": "Arr"}),
+    }, scope="logfire.anthropic")
+    (row,) = batch.inferences
+    assert messages(batch, "input") == [("user", "Hi")]
+    assert json.loads(row.attributes["request_data"])["system"] == "You are a pirate."
+    assert json.loads(row.attributes["response_data"]) == {"combined_chunk_content": "Arr"}
+    (span,) = batch.spans
+    assert "response_data" in span.attributes

@@ -315,13 +315,21 @@ def extract_messages(conv: Conventions, family: Family | None, view: SpanView) -
         elif len(got) == len(found[direction]):  # one message a choice on both sides
             for before, after in zip(got, found[direction], strict=True):
                 after.finish_reason = after.finish_reason or before.finish_reason
-    return with_system(found.get("system", []), found.get("input", [])), _joined_chunks(found.get("output", []))
+    outputs = found.get("output", [])
+    if view.scope_name.startswith(_CHUNKED_OUTPUT_SCOPES):
+        outputs = _joined_chunks(outputs)
+    return with_system(found.get("system", []), found.get("input", [])), outputs
+
+
+# Libraries that send a streamed answer as one output message per chunk (Google ADK 2.13). Only
+# theirs: elsewhere several output messages are several choices.
+_CHUNKED_OUTPUT_SCOPES = ("gcp.vertex.agent",)
 
 
 def _joined_chunks(outputs: list[Message]) -> list[Message]:
-    """A streamed answer sent as one output message per chunk (Google ADK 2.13: every message
-    but the last without a finish reason, the last with it) is one message: the conventions'
-    output messages are choices, and a stream of one choice answered once."""
+    """A streamed answer sent as one output message per chunk (every message but the last without
+    a finish reason, the last with it) is one message: the conventions' output messages are
+    choices, and a stream of one choice answered once."""
     if len(outputs) < 2 or not outputs[-1].finish_reason:
         return outputs
     role = outputs[0].role

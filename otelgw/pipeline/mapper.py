@@ -450,7 +450,7 @@ _MERGED = ("provider", "request_model", "response_model", "response_id", "input_
 _MERGED_WITH_SOURCE = (("ttft_ms", "ttft_source"), ("cost_usd", "cost_source"))
 
 
-def _same_call(outer: InferenceRow, inner: InferenceRow) -> bool:
+def _same_call(outer: InferenceRow, inner: InferenceRow, prompts: _Prompts | None = None) -> bool:
     """Two nested inference spans that describe one model call: the same response id; or, where
     one has none, the same operation, a model in common (or none said) and token counts that do
     not differ where both have them."""
@@ -460,14 +460,13 @@ def _same_call(outer: InferenceRow, inner: InferenceRow) -> bool:
     # that reported nothing inside one that measured itself (a judge's call inside the call).
     if outer.operation != inner.operation or outer.is_success != inner.is_success:
         return False
-    # ... unless it sent the same prompt (a provider SDK's span that lost its answer: the
-    # OpenAI instrumentation on the Agents SDK's streams records no usage and no id).
-    if _measured(outer) and not _measured(inner) and not (
-            inner.input_preview and inner.input_preview == outer.input_preview):
+    # ... unless it sent the very same input messages, every one (the OpenAI instrumentation on
+    # the Agents SDK's streams records no usage and no id); a judge sends its own prompt.
+    if _measured(outer) and not _measured(inner) and not (prompts is not None and prompts.same(outer, inner)):
         return False
-    outer_models = {_model_family(m) for m in (outer.request_model, outer.response_model) if m}
-    inner_models = {_model_family(m) for m in (inner.request_model, inner.response_model) if m}
-    if outer_models and inner_models and not outer_models & inner_models:
+    outer_models = {m.lower() for m in (outer.request_model, outer.response_model) if m}
+    inner_models = {m.lower() for m in (inner.request_model, inner.response_model) if m}
+    if outer_models and inner_models and not any(_one_model(a, b) for a in outer_models for b in inner_models):
         return False
     return all(not a or not b or a == b for a, b in ((outer.input_tokens, inner.input_tokens),
                                                      (outer.output_tokens, inner.output_tokens)))
@@ -478,8 +477,26 @@ def _same_call(outer: InferenceRow, inner: InferenceRow) -> bool:
 _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
 
 
-def _model_family(model: str) -> str:
-    return _SNAPSHOT.sub("", model.lower())
+def _one_model(a: str, b: str) -> bool:
+    """The same name, or one the other's dated snapshot (two snapshots are two models)."""
+    return a == b or _SNAPSHOT.sub("", a) == b or a == _SNAPSHOT.sub("", b)
+
+
+class _Prompts:
+    """A batch's input messages by inference, gathered once and only when asked."""
+
+    def __init__(self, messages: list[MessageRow]) -> None:
+        self._messages = messages
+        self._by_inference: dict[str, list[tuple[int, str, str]]] | None = None
+
+    def same(self, a: InferenceRow, b: InferenceRow) -> bool:
+        if self._by_inference is None:
+            self._by_inference = {}
+            for m in self._messages:
+                if m.direction == "input":
+                    self._by_inference.setdefault(m.inference_id, []).append((m.index, m.role, m.content))
+        mine = self._by_inference.get(a.inference_id)
+        return bool(mine) and sorted(mine) == sorted(self._by_inference.get(b.inference_id, ()))
 
 
 def _measured(row: InferenceRow) -> bool:
@@ -502,6 +519,7 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
         return  # only roots (a batch of separate calls): nothing is nested
     by_span = {(row.trace_id, row.span_id): row for row in batch.inferences}
     by_inference_row = {row.inference_id: row for row in batch.inferences}
+    prompts = _Prompts(batch.messages)
     parents: dict[tuple[str, str], str] | None = None
     outer_of: dict[str, InferenceRow] = {}
     for row in batch.inferences:
@@ -518,7 +536,7 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
             outer = by_span.get((row.trace_id, parent))
             if outer is not None:
                 if (outer.project_id == row.project_id and outer.inference_id != row.inference_id
-                        and _same_call(outer, row)):
+                        and _same_call(outer, row, prompts)):
                     outer_of[row.inference_id] = outer
                 break
             parent = parents.get((row.trace_id, parent), "")
@@ -566,7 +584,7 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
             # Through a span that matched both neighbours (one that measured nothing), two calls
             # that disagree would chain into one: each folds only into a row it matches itself.
             if member != outer.inference_id and (
-                    outer_of[member] is outer or _same_call(outer, by_inference_row[member])):
+                    outer_of[member] is outer or _same_call(outer, by_inference_row[member], prompts)):
                 final[member] = outer
     if final:
         _fold_rows(batch, final, full_maps, pricing)
@@ -635,37 +653,48 @@ _LOGFIRE_STREAM_LOG = "streaming response from "
 
 def _join_logfire_streams(batch: RowBatch, full_maps: dict[tuple[str, str], dict[str, str]],
                           pricing: Pricing) -> None:
-    """A Logfire stream's log row is the completion of its request row (same scope, project,
-    parent, request model and prompt, ended before the log; the latest such): one call, one
-    inference, on the request span, streamed, timed from the request's start to the log."""
+    """A Logfire stream's log row is the completion of its request row: same scope, project,
+    service, parent (and trace, under a parent), operation, request model and input messages
+    (all of them), a request that succeeded and measured nothing, ended before the log; the
+    earliest such pairs with the earliest log. One call, one inference, on the request span,
+    streamed, timed from the request's start to the log, failed if the stream failed. Both spans
+    must be in this batch (one export request): apart, they stay two rows (docs/conventions.md)."""
     logs = [r for r in batch.inferences
             if r.scope_name.startswith("logfire") and r.span_name.startswith(_LOGFIRE_STREAM_LOG)]
     if not logs:
         return
+    log_ids = {r.inference_id for r in logs}
+    candidates = [r for r in batch.inferences
+                  if r.scope_name.startswith("logfire") and r.inference_id not in log_ids and r.is_success
+                  and not _measured(r)]
+    if not candidates:
+        return
+    wanted = log_ids | {r.inference_id for r in candidates}
+    inputs: dict[str, list[tuple[int, str, str]]] = {}
+    for m in batch.messages:
+        if m.direction == "input" and m.inference_id in wanted:
+            inputs.setdefault(m.inference_id, []).append((m.index, m.role, m.content))
+
+    def key(row: InferenceRow) -> tuple[Any, ...]:
+        return (row.scope_name, row.project_id, row.service_name, row.parent_span_id,
+                row.trace_id if row.parent_span_id else "", row.operation, row.request_model,
+                tuple(sorted(inputs.get(row.inference_id, ()))))
+
+    waiting: dict[tuple[Any, ...], list[InferenceRow]] = {}
+    for row in sorted(candidates, key=lambda r: ts_ns(r.end_timestamp)):
+        waiting.setdefault(key(row), []).append(row)
     final: dict[str, InferenceRow] = {}
-    taken: set[str] = set()
-    for log in logs:
-        log.is_streaming = True
-        best: InferenceRow | None = None
-        for row in batch.inferences:
-            if (row is log or row.inference_id in taken or row.span_name.startswith(_LOGFIRE_STREAM_LOG)
-                    or row.scope_name != log.scope_name or row.project_id != log.project_id
-                    or row.parent_span_id != log.parent_span_id
-                    or (row.parent_span_id and row.trace_id != log.trace_id)
-                    or not row.is_success or _measured(row) or row.operation != log.operation
-                    or row.request_model != log.request_model or row.input_preview != log.input_preview
-                    or ts_ns(row.end_timestamp) > ts_ns(log.timestamp)):
-                continue
-            if best is None or ts_ns(row.end_timestamp) > ts_ns(best.end_timestamp):
-                best = row
-        if best is None:
+    for log in sorted(logs, key=lambda r: ts_ns(r.timestamp)):
+        queue = waiting.get(key(log))
+        if not queue or ts_ns(queue[0].end_timestamp) > ts_ns(log.timestamp):
             continue
-        taken.add(best.inference_id)
-        final[log.inference_id] = best
-        best.is_streaming = True
-        best.latency_ms = max(best.latency_ms, (ts_ns(log.end_timestamp) - ts_ns(best.timestamp)) / 1e6)
-        if ts_ns(log.end_timestamp) > ts_ns(best.end_timestamp):
-            best.end_timestamp = log.end_timestamp
+        request = queue.pop(0)
+        final[log.inference_id] = request
+        request.is_streaming = True
+        request.is_success = log.is_success
+        request.latency_ms = max(request.latency_ms, (ts_ns(log.end_timestamp) - ts_ns(request.timestamp)) / 1e6)
+        if ts_ns(log.end_timestamp) > ts_ns(request.end_timestamp):
+            request.end_timestamp = log.end_timestamp
     if final:
         _fold_rows(batch, final, full_maps, pricing)
 

@@ -103,6 +103,10 @@ def _gemini_part(part: dict[str, Any]) -> dict[str, Any]:
         return {"type": "tool_call_response", "id": result.get("id") or "", "response": result.get("response")}
     if part.get("thought") is True:
         return {"type": "reasoning"}
+    for media in ("inline_data", "inlineData", "file_data", "fileData", "executable_code", "executableCode",
+                  "code_execution_result", "codeExecutionResult"):
+        if part.get(media) is not None:
+            return {"type": media}  # a marker, as typed media parts get
     return part
 
 
@@ -148,8 +152,11 @@ def normalize(raw: Any, default_role: str) -> Message | None:
         return None
     content = raw.get("parts", raw.get("content"))
     if isinstance(content, dict) and isinstance(content.get("parts"), list):
-        # A Gemini Content under `content` (Google ADK's legacy events): its own role says who spoke.
-        raw = {**raw, "role": content.get("role") or raw.get("role")}
+        # A Gemini Content under `content` (Google ADK's legacy events, which send every turn of
+        # the history as a user message event): its own role says who spoke, unless the event
+        # says system (Gemini gives system instructions role "user").
+        content_role = "system" if default_role == "system" else content.get("role")
+        raw = {**raw, "role": raw.get("role") or content_role or default_role}
         content = content["parts"]
     msg = Message(role=_text(raw.get("role")) or default_role or "user")
     if isinstance(content, list):
