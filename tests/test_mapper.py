@@ -845,3 +845,42 @@ def test_a_document_read_through_a_path_stays_in_the_attributes() -> None:
     assert json.loads(row.attributes["response_data"]) == {"combined_chunk_content": "Arr"}
     (span,) = batch.spans
     assert "response_data" in span.attributes
+
+
+def test_strands_agents_converse_block_events_and_details_span_events() -> None:
+    # Strands Agents 1.62 (scope strands.telemetry.tracer), default conventions: per-message span
+    # events whose content is its Converse content blocks as JSON text; TTFT in milliseconds.
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.system": "strands-agents", "gen_ai.request.model": "gpt-4o-mini",
+             "gen_ai.server.time_to_first_token": 62}
+    batch = map_span("chat", attrs, [
+        ("gen_ai.user.message", 0, {"content": '[{"text": "What is the weather in Paris?"}]'}),
+        ("gen_ai.assistant.message", 0, {"content": '[{"toolUse": {"toolUseId": "c1", "name": "get_weather", '
+                                                    '"input": {"city": "Paris"}}}]'}),
+        ("gen_ai.tool.message", 0, {"content": '[{"toolResult": {"toolUseId": "c1", "status": "success", '
+                                               '"content": [{"text": "sunny, 22 C"}]}}]'}),
+        ("gen_ai.choice", 100, {"finish_reason": "end_turn", "message": '[{"text": "It is sunny."}]'}),
+    ], scope="strands.telemetry.tracer")
+    assert messages(batch, "input") == [("user", "What is the weather in Paris?"), ("assistant", ""),
+                                        ("tool", "sunny, 22 C")]
+    assert messages(batch, "output") == [("assistant", "It is sunny.")]
+    call = next(m for m in batch.messages if m.role == "assistant" and m.direction == "input")
+    assert json.loads(call.tool_calls)[0]["name"] == "get_weather"
+    assert next(m for m in batch.messages if m.role == "tool").tool_call_id == "c1"
+    row = batch.inferences[0]
+    assert row.ttft_ms == 62 and row.finish_reason == "end_turn"
+
+    # OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental: the current attributes, on one
+    # gen_ai.client.inference.operation.details span event each.
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "strands-agents",
+             "gen_ai.request.model": "gpt-4o-mini"}
+    details = "gen_ai.client.inference.operation.details"
+    batch = map_span("chat", attrs, [
+        (details, 0, {"gen_ai.system_instructions": '[{"type": "text", "content": "Be brief."}]'}),
+        (details, 0, {"gen_ai.input.messages": '[{"role": "user", "parts": [{"type": "tool_call_response", '
+                                               '"id": "c1", "response": [{"text": "sunny, 22 C"}]}]}]'}),
+        (details, 100, {"gen_ai.output.messages": '[{"role": "assistant", "parts": [{"type": "text", '
+                                                  '"content": "It is sunny."}], "finish_reason": "end_turn"}]'}),
+    ], scope="strands.telemetry.tracer")
+    assert messages(batch, "input") == [("system", "Be brief."), ("tool", "sunny, 22 C")]
+    assert messages(batch, "output") == [("assistant", "It is sunny.")]
+    assert batch.inferences[0].finish_reason == "end_turn"

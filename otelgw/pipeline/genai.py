@@ -157,10 +157,11 @@ class _Reader:
         self._json[key] = doc
         return doc
 
-    def first_event(self, name: str) -> SpanEvent | None:
+    def first_event(self, name: str, having: str | None = None) -> SpanEvent | None:
         best: SpanEvent | None = None
         for event in self.view.events:
-            if event.name == name and (best is None or event.time_ns < best.time_ns):
+            if event.name == name and (having is None or having in event.attrs) \
+                    and (best is None or event.time_ns < best.time_ns):
                 best = event
         return best
 
@@ -262,7 +263,9 @@ def _from_spec(spec: MessageSpec, reader: _Reader,
     if spec.shape == "indexed":
         return msgs.from_indexed(spec, attrs)
     if spec.event:
-        event = reader.first_event(spec.event)
+        # The first such event that carries the attribute: Strands Agents sends one
+        # gen_ai.client.inference.operation.details span event per attribute.
+        event = reader.first_event(spec.event, spec.attribute)
         value = event.attrs.get(spec.attribute) if event else None
     else:
         value = attrs.get(spec.attribute)

@@ -110,6 +110,52 @@ def _gemini_part(part: dict[str, Any]) -> dict[str, Any]:
     return part
 
 
+# Bedrock Converse content blocks (Strands Agents' message events and tool results): no `type`,
+# one key naming the block.
+_CONVERSE_BLOCKS = frozenset({"text", "toolUse", "toolResult", "reasoningContent", "image", "document", "video",
+                              "cachePoint", "guardContent", "citationsContent"})
+
+
+def _converse_part(part: dict[str, Any]) -> dict[str, Any]:
+    """A Bedrock Converse content block (as Strands Agents serialises its messages) read as the
+    OTel part it is; a part that is no such block is left as it is."""
+    use = part.get("toolUse")
+    if isinstance(use, dict):
+        return {"type": "tool_call", "id": use.get("toolUseId") or "", "name": use.get("name"),
+                "arguments": use.get("input")}
+    result = part.get("toolResult")
+    if isinstance(result, dict):
+        return {"type": "tool_call_response", "id": result.get("toolUseId") or "", "response": result.get("content")}
+    if "reasoningContent" in part:
+        return {"type": "reasoning"}
+    for kind in ("image", "document", "video"):
+        if kind in part:
+            return {"type": kind}
+    if "cachePoint" in part:
+        return {"type": "reasoning"}  # a cache marker: no content
+    return part
+
+
+def converse_blocks(value: Any) -> list[dict[str, Any]] | None:
+    """A list of Converse content blocks, from JSON text or as it is; None for anything else."""
+    doc = parse_json_text(value) if isinstance(value, (str, bytes)) else value
+    if isinstance(doc, list) and doc and all(
+            isinstance(b, dict) and "type" not in b and len(b) == 1 and next(iter(b)) in _CONVERSE_BLOCKS
+            for b in doc):
+        return doc
+    return None
+
+
+def _result_text(result: Any) -> str:
+    """A tool result; a list of text blocks ({text} or {type: text, content|text}) is its text."""
+    if isinstance(result, list) and result and all(
+            isinstance(b, dict) and (set(b) == {"text"} or (b.get("type") == "text"
+                                                            and set(b) <= {"type", "text", "content"}))
+            for b in result):
+        return "\n".join(_text(b.get("text", b.get("content"))) for b in result)
+    return _text(result)
+
+
 def _parts(parts: list[Any], msg: Message) -> None:
     texts: list[str] = []
     for part in parts:
@@ -119,7 +165,7 @@ def _parts(parts: list[Any], msg: Message) -> None:
         if not isinstance(part, dict):
             continue
         if "type" not in part:
-            part = _gemini_part(part)
+            part = _converse_part(_gemini_part(part))
         kind = part.get("type", "text")
         if kind in _TEXT_PARTS:
             texts.append(_text(part.get("content", part.get("text"))))
@@ -136,7 +182,7 @@ def _parts(parts: list[Any], msg: Message) -> None:
                 # The AI SDK 5+ wraps a tool's output: {type: "json", value}; errors keep a marker.
                 value = result["value"]
                 result = f"[error] {_text(value)}" if str(result["type"]).startswith("error") else value
-            texts.append(_text(result))
+            texts.append(_result_text(result))
         elif kind == "reasoning":
             continue
         else:  # media (blob, uri, image_url, file): a marker, never the bytes
@@ -385,6 +431,12 @@ def legacy_event(name: str, body: Any, attrs: dict[str, Any]) -> tuple[str, Mess
             body = parse_json_text(attrs["gen_ai.event.content"])
         else:  # a span event: the body's fields are its attributes
             body = {k: v for k, v in attrs.items() if not k.startswith("gen_ai.")} or None
+    if isinstance(body, dict):
+        # Strands Agents: the message's Converse content blocks as JSON text under content / message.
+        for key in ("content", "message"):
+            blocks = converse_blocks(body.get(key)) if isinstance(body.get(key), str) else None
+            if blocks is not None:
+                body = {**body, key: blocks}
     role = LEGACY_INPUT_EVENTS.get(name)
     if role is not None:
         if isinstance(body, dict):
@@ -394,7 +446,7 @@ def legacy_event(name: str, body: Any, attrs: dict[str, Any]) -> tuple[str, Mess
         if msg is None:
             return None
         if role == "tool" and isinstance(body, dict):
-            msg.tool_call_id = _text(body.get("id") or body.get("tool_call_id"))
+            msg.tool_call_id = _text(body.get("id") or body.get("tool_call_id")) or msg.tool_call_id
         return "input", msg, None
     if name == LEGACY_OUTPUT_EVENT:
         if not isinstance(body, dict):
