@@ -128,6 +128,13 @@ def gateway(chdb_path: Path, request: pytest.FixtureRequest,
         yield running
     finally:
         assert running.stop(), "gateway did not flush everything on stop"
+        # The session's one chDB would otherwise keep merging every finished module's parts
+        # beside the later modules' work.
+        clients = ClientFactory(DSN(f"chdb://{chdb_path}"))
+        try:
+            clients.get().command(f"DROP DATABASE IF EXISTS {database} SYNC")
+        finally:
+            clients.close()
 
 
 def wait_until(predicate: Any, timeout: float = 20, interval: float = 0.05) -> Any:
