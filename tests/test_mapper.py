@@ -884,3 +884,23 @@ def test_strands_agents_converse_block_events_and_details_span_events() -> None:
     assert messages(batch, "input") == [("system", "Be brief."), ("tool", "sunny, 22 C")]
     assert messages(batch, "output") == [("assistant", "It is sunny.")]
     assert batch.inferences[0].finish_reason == "end_turn"
+
+
+def test_converse_blocks_are_read_for_strands_only_and_whole() -> None:
+    # A Bedrock answer with citations or a guardrail keeps its text.
+    strands = {"gen_ai.operation.name": "chat", "gen_ai.system": "strands-agents", "gen_ai.request.model": "m"}
+    cited = json.dumps([{"citationsContent": {"citations": [{"title": "t"}],
+                                              "content": [{"text": "Paris is the capital [1]."}]}}])
+    batch = map_span("chat", strands, [("gen_ai.choice", 1, {"finish_reason": "end_turn", "message": cited})],
+                     scope="strands.telemetry.tracer")
+    assert messages(batch, "output") == [("assistant", "Paris is the capital [1].")]
+    # Another library's event whose text merely looks like blocks is stored as sent.
+    literal = '[{"text": "row one"}, {"image": "https://x/1.png"}]'
+    batch = map_span("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"},
+                     [("gen_ai.tool.message", 0, {"content": literal, "id": "c1"})])
+    assert messages(batch, "input") == [("tool", literal)]
+    # An untyped part with text and another key is no Converse block: its text stays.
+    parts = json.dumps([{"role": "user", "parts": [{"text": "Describe this", "image": {"url": "u"}}]}])
+    batch = map_span("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                              "gen_ai.input.messages": parts})
+    assert messages(batch, "input") == [("user", "Describe this")]

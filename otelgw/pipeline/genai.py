@@ -285,11 +285,17 @@ def _from_spec(spec: MessageSpec, reader: _Reader,
     return msgs.from_text(spec, attrs, value)
 
 
-def legacy_event_messages(events: list[SpanEvent]) -> list[tuple[str, Message, int | None]]:
+# Libraries whose message events carry Bedrock Converse blocks as JSON text (Strands Agents:
+# Python's scope strands.telemetry.tracer, TypeScript's strands-agents).
+_CONVERSE_EVENT_SCOPES = ("strands.telemetry", "strands-agents")
+
+
+def legacy_event_messages(events: list[SpanEvent], scope_name: str = "") -> list[tuple[str, Message, int | None]]:
     out: list[tuple[str, Message, int | None]] = []
+    converse = scope_name.startswith(_CONVERSE_EVENT_SCOPES)
     for event in events:
         if event.name in msgs.LEGACY_INPUT_EVENTS or event.name == msgs.LEGACY_OUTPUT_EVENT:
-            found = msgs.legacy_event(event.name, None, event.attrs)
+            found = msgs.legacy_event(event.name, None, event.attrs, converse)
             if found:
                 out.append(found)
     return out
@@ -298,7 +304,7 @@ def legacy_event_messages(events: list[SpanEvent]) -> list[tuple[str, Message, i
 def extract_messages(conv: Conventions, family: Family | None, view: SpanView) -> tuple[list[Message], list[Message]]:
     """(input messages with system instructions first, output messages)."""
     reader = _Reader(view)
-    event_messages = legacy_event_messages(view.events) if view.events else []
+    event_messages = legacy_event_messages(view.events, view.scope_name) if view.events else []
     found: dict[str, list[Message]] = {}
     hollow: dict[str, list[Message]] = {}
     for spec in conv.plan(family).messages:

@@ -119,6 +119,8 @@ _CONVERSE_BLOCKS = frozenset({"text", "toolUse", "toolResult", "reasoningContent
 def _converse_part(part: dict[str, Any]) -> dict[str, Any]:
     """A Bedrock Converse content block (as Strands Agents serialises its messages) read as the
     OTel part it is; a part that is no such block is left as it is."""
+    if len(part) != 1 or next(iter(part)) not in _CONVERSE_BLOCKS:
+        return part  # another library's untyped part ({text, image} together, say)
     use = part.get("toolUse")
     if isinstance(use, dict):
         return {"type": "tool_call", "id": use.get("toolUseId") or "", "name": use.get("name"),
@@ -133,7 +135,17 @@ def _converse_part(part: dict[str, Any]) -> dict[str, Any]:
             return {"type": kind}
     if "cachePoint" in part:
         return {"type": "reasoning"}  # a cache marker: no content
-    return part
+    cited = part.get("citationsContent")
+    if isinstance(cited, dict):  # Bedrock's answer with citations: its text blocks
+        return {"type": "text", "content": "".join(_text(b.get("text")) for b in cited.get("content") or ()
+                                                   if isinstance(b, dict))}
+    guarded = part.get("guardContent")
+    if isinstance(guarded, dict):
+        inner = guarded.get("text")
+        return {"type": "text", "content": _text(inner.get("text") if isinstance(inner, dict) else inner)}
+    if "text" in part:
+        return part
+    return {"type": next(iter(part))}  # a block read no further: a marker, never nothing
 
 
 def converse_blocks(value: Any) -> list[dict[str, Any]] | None:
@@ -149,8 +161,8 @@ def converse_blocks(value: Any) -> list[dict[str, Any]] | None:
 def _result_text(result: Any) -> str:
     """A tool result; a list of text blocks ({text} or {type: text, content|text}) is its text."""
     if isinstance(result, list) and result and all(
-            isinstance(b, dict) and (set(b) == {"text"} or (b.get("type") == "text"
-                                                            and set(b) <= {"type", "text", "content"}))
+            isinstance(b, dict) and isinstance(b.get("text", b.get("content")), str)
+            and (set(b) == {"text"} or (b.get("type") == "text" and set(b) <= {"type", "text", "content"}))
             for b in result):
         return "\n".join(_text(b.get("text", b.get("content"))) for b in result)
     return _text(result)
@@ -422,8 +434,10 @@ def from_indexed(spec: MessageSpec, attrs: dict[str, Any]) -> list[Message]:
     return out
 
 
-def legacy_event(name: str, body: Any, attrs: dict[str, Any]) -> tuple[str, Message, int | None] | None:
-    """One legacy GenAI message event: (direction, message, choice index or None)."""
+def legacy_event(name: str, body: Any, attrs: dict[str, Any],
+                 converse: bool = False) -> tuple[str, Message, int | None] | None:
+    """One legacy GenAI message event: (direction, message, choice index or None). `converse`:
+    the library sends its messages as Bedrock Converse blocks in JSON text (Strands Agents)."""
     if isinstance(body, str) and body[:1] in ("{", "["):
         body = parse_json_text(body) or body
     if body is None:
@@ -431,7 +445,7 @@ def legacy_event(name: str, body: Any, attrs: dict[str, Any]) -> tuple[str, Mess
             body = parse_json_text(attrs["gen_ai.event.content"])
         else:  # a span event: the body's fields are its attributes
             body = {k: v for k, v in attrs.items() if not k.startswith("gen_ai.")} or None
-    if isinstance(body, dict):
+    if converse and isinstance(body, dict):
         # Strands Agents: the message's Converse content blocks as JSON text under content / message.
         for key in ("content", "message"):
             blocks = converse_blocks(body.get(key)) if isinstance(body.get(key), str) else None
