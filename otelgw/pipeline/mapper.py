@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections import deque
 from typing import Any
 
 import msgspec
@@ -680,15 +681,15 @@ def _join_logfire_streams(batch: RowBatch, full_maps: dict[tuple[str, str], dict
                 row.trace_id if row.parent_span_id else "", row.operation, row.request_model,
                 tuple(sorted(inputs.get(row.inference_id, ()))))
 
-    waiting: dict[tuple[Any, ...], list[InferenceRow]] = {}
+    waiting: dict[tuple[Any, ...], deque[InferenceRow]] = {}
     for row in sorted(candidates, key=lambda r: ts_ns(r.end_timestamp)):
-        waiting.setdefault(key(row), []).append(row)
+        waiting.setdefault(key(row), deque()).append(row)
     final: dict[str, InferenceRow] = {}
     for log in sorted(logs, key=lambda r: ts_ns(r.timestamp)):
         queue = waiting.get(key(log))
         if not queue or ts_ns(queue[0].end_timestamp) > ts_ns(log.timestamp):
             continue
-        request = queue.pop(0)
+        request = queue.popleft()
         final[log.inference_id] = request
         request.is_streaming = True
         request.is_success = log.is_success
