@@ -295,6 +295,12 @@ class Conventions:
                     if not spec.prefix:
                         raise ValueError(f"{table.name}: indexed messages need a prefix")
                     prefixes.add(spec.prefix)
+                if spec.path and spec.shape != "json":
+                    raise ValueError(f"{table.name}: a message `path` goes with the json shape, not {spec.shape}")
+                if (spec.function_name or spec.function_arguments) and (
+                        spec.shape != "indexed" or not spec.function_name):
+                    raise ValueError(f"{table.name}: `function_name` (with `function_arguments`) goes with the "
+                                     "indexed shape")
             known.update(table.known)
             prefixes.update(table.known_prefixes)
             rules: list[Rule] = []

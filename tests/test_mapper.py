@@ -316,6 +316,12 @@ def test_table_errors_are_reported(tmp_path: Path) -> None:
                                          'field = "output_tokens"\nproviders = ["c"]\nrest_of_total = true\n')
     with pytest.raises(ValueError, match=r"x.usage_excludes\[1\]: a `rest_of_total` rule must be the only"):
         Conventions(load_tables(tmp_path))
+    for spec, error in (('shape = "text"\nattribute = "a"\npath = "messages"', "`path` goes with the json shape"),
+                        ('shape = "json"\nattribute = "a"\nfunction_name = "f"', "`function_name`"),
+                        ('shape = "indexed"\nprefix = "p."\nfunction_arguments = "a"', "`function_name`")):
+        (tmp_path / "10-x.toml").write_text(f'name = "x"\npriority = 1\n[[messages]]\ndirection = "output"\n{spec}\n')
+        with pytest.raises(ValueError, match=error):
+            Conventions(load_tables(tmp_path))
     bad = tmp_path / "prices.toml"
     bad.write_text('[models]\n"m" = { input = 1.0, output = 2.0, cache_write = "dear" }\n')
     with pytest.raises(ValueError, match="pricing table"):

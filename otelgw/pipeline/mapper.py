@@ -490,14 +490,18 @@ class _Prompts:
         self._messages = messages
         self._by_inference: dict[str, list[tuple[int, str, str]]] | None = None
 
-    def same(self, a: InferenceRow, b: InferenceRow) -> bool:
+    def of(self, row: InferenceRow) -> tuple[tuple[int, str, str], ...]:
+        """The row's input messages, in order: (index, role, content)."""
         if self._by_inference is None:
             self._by_inference = {}
             for m in self._messages:
                 if m.direction == "input":
                     self._by_inference.setdefault(m.inference_id, []).append((m.index, m.role, m.content))
-        mine = self._by_inference.get(a.inference_id)
-        return bool(mine) and sorted(mine) == sorted(self._by_inference.get(b.inference_id, ()))
+        return tuple(sorted(self._by_inference.get(row.inference_id, ())))
+
+    def same(self, a: InferenceRow, b: InferenceRow) -> bool:
+        mine = self.of(a)
+        return bool(mine) and mine == self.of(b)
 
 
 def _measured(row: InferenceRow) -> bool:
@@ -670,16 +674,11 @@ def _join_logfire_streams(batch: RowBatch, full_maps: dict[tuple[str, str], dict
                   and not _measured(r)]
     if not candidates:
         return
-    wanted = log_ids | {r.inference_id for r in candidates}
-    inputs: dict[str, list[tuple[int, str, str]]] = {}
-    for m in batch.messages:
-        if m.direction == "input" and m.inference_id in wanted:
-            inputs.setdefault(m.inference_id, []).append((m.index, m.role, m.content))
+    prompts = _Prompts(batch.messages)
 
     def key(row: InferenceRow) -> tuple[Any, ...]:
         return (row.scope_name, row.project_id, row.service_name, row.parent_span_id,
-                row.trace_id if row.parent_span_id else "", row.operation, row.request_model,
-                tuple(sorted(inputs.get(row.inference_id, ()))))
+                row.trace_id if row.parent_span_id else "", row.operation, row.request_model, prompts.of(row))
 
     waiting: dict[tuple[Any, ...], deque[InferenceRow]] = {}
     for row in sorted(candidates, key=lambda r: ts_ns(r.end_timestamp)):

@@ -168,17 +168,21 @@ def _result_text(result: Any) -> str:
     return _text(result)
 
 
-def _parts(parts: list[Any], msg: Message) -> None:
+def _parts(parts: list[Any], msg: Message) -> set[str]:
+    """Fills `msg` from its parts; returns the kinds of part it read."""
     texts: list[str] = []
+    kinds: set[str] = set()
     for part in parts:
         if isinstance(part, str):
             texts.append(part)
+            kinds.add("text")
             continue
         if not isinstance(part, dict):
             continue
         if "type" not in part:
             part = _converse_part(_gemini_part(part))
         kind = part.get("type", "text")
+        kinds.add(kind)
         if kind in _TEXT_PARTS:
             texts.append(_text(part.get("content", part.get("text"))))
         elif kind in _TOOL_CALL_PARTS:
@@ -200,6 +204,7 @@ def _parts(parts: list[Any], msg: Message) -> None:
         else:  # media (blob, uri, image_url, file): a marker, never the bytes
             texts.append(f"[{kind}]")
     msg.content = "\n".join(t for t in texts if t)
+    return kinds
 
 
 def normalize(raw: Any, default_role: str) -> Message | None:
@@ -218,12 +223,11 @@ def normalize(raw: Any, default_role: str) -> Message | None:
         content = content["parts"]
     msg = Message(role=_text(raw.get("role")) or default_role or "user")
     if isinstance(content, list):
-        _parts(content, msg)
-        if msg.role == "user" and content and all(
-                isinstance(p, dict) and (p.get("type") in _TOOL_RESULT_PARTS or (
-                    "type" not in p and _gemini_part(p).get("type") == "tool_call_response")) for p in content):
+        kinds = _parts(content, msg)
+        if (msg.role == "user" and kinds and kinds <= _TOOL_RESULT_PARTS
+                and all(isinstance(p, dict) for p in content)):
             # Tool results sent as the user's turn (Pydantic AI's data format 5, Anthropic's
-            # tool_result blocks): the conventions' role for them is "tool".
+            # tool_result blocks, untyped Gemini and Converse dumps): the conventions' role is "tool".
             msg.role = "tool"
     elif isinstance(content, dict):
         _parts([content], msg)
