@@ -24,8 +24,12 @@ tools:
 	command -v promtool >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus)
 	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
+# Two test processes (this machine's cores), each taking whole files: a module's gateway fixture
+# and its chDB stay in one process. TEST_JOBS=0 runs the suite in one process.
+TEST_JOBS ?= 2
+
 test: $(STAMP) tools
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
