@@ -430,6 +430,32 @@ def test_tool_results_unwrapped_only_in_the_vercel_shape() -> None:
     assert json.loads(tools[2].content) == {"type": "json", "value": 21.5, "unit": "C"}
 
 
+def test_several_tool_results_in_one_turn_are_one_tool_message_each() -> None:
+    """Parallel tool calls answered in one turn (OTel parts, Anthropic's user turn of tool_result
+    blocks, a Gemini dump in a legacy event): one tool message per result, each with its call id,
+    as OpenAI sends them. A turn mixing text and a result stays one user message."""
+    otel = {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "Sunny"},
+                                      {"type": "tool_call_response", "id": "c2", "response": {"temp": 3}}]}
+    anthropic = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "4"},
+                                             {"type": "tool_result", "tool_use_id": "t2",
+                                              "content": [{"type": "text", "text": "5"}]}]}
+    mixed = {"role": "user", "parts": [{"type": "tool_call_response", "id": "c3", "response": "Rain"},
+                                       {"type": "text", "content": "And tomorrow?"}]}
+    batch = map_span("chat gpt-4o", {"gen_ai.provider.name": "openai", "gen_ai.operation.name": "chat",
+                                     "gen_ai.request.model": "gpt-4o",
+                                     "gen_ai.input.messages": json.dumps([otel, anthropic, mixed])})
+    inputs = [(m.role, m.content, m.tool_call_id) for m in batch.messages if m.direction == "input"]
+    assert inputs == [("tool", "Sunny", "c1"), ("tool", '{"temp":3}', "c2"), ("tool", "4", "t1"),
+                      ("tool", "5", "t2"), ("user", "Rain\nAnd tomorrow?", "c3")]
+    gemini = {"content": {"role": "user", "parts": [
+        {"function_response": {"id": "g1", "name": "a", "response": {"ok": 1}}},
+        {"function_response": {"id": "g2", "name": "b", "response": {"ok": 2}}}]}}
+    batch = map_span("call_llm", {"gen_ai.system": "gemini", "gen_ai.request.model": "gemini-2.5-flash"},
+                     events=[("gen_ai.user.message", 1, {"gen_ai.event.content": json.dumps(gemini)})])
+    assert [(m.role, m.tool_call_id) for m in batch.messages if m.direction == "input"] == [
+        ("tool", "g1"), ("tool", "g2")]
+
+
 def test_agent_and_tool_operations_are_not_inferences() -> None:
     """An agent run around one chat was counted as two requests (with the agent's latency and no
     tokens): agent, tool and retrieval operations stay span rows, even with a provider and model."""
@@ -720,6 +746,33 @@ def test_nested_calls_that_are_not_one_call_are_kept_apart() -> None:
                            (2, 0, "chat", step)])
     batch = mapper.map_traces(two, "", time.time_ns())
     assert sorted(r.input_tokens for r in batch.inferences) == [0, 10, 20]
+
+
+def test_a_step_span_naming_its_own_library_gives_way_to_the_model_call_inside() -> None:
+    """Google ADK's legacy call_llm (gen_ai.system = its scope, no operation: chat) around its
+    generate_content span with the same usage: one call, stored on generate_content. A call_llm
+    alone (older ADK) stays the inference; a chat span of another library around a
+    generate_content span keeps the outer span, as any fold does."""
+    mapper = build_mapper(Config())
+    usage = {"gen_ai.request.model": "gemini-2.5-flash", "gen_ai.usage.input_tokens": 21,
+             "gen_ai.usage.output_tokens": 11}
+    step = {**usage, "gen_ai.system": "gcp.vertex.agent"}
+    call = {**usage, "gen_ai.system": "gemini", "gen_ai.operation.name": "generate_content"}
+
+    def mapped(spans: list[tuple[int, int, str, dict[str, Any]]], scope: str) -> list[Any]:
+        request = _nested_request(spans)
+        request.resource_spans[0].scope_spans[0].scope.name = scope
+        return mapper.map_traces(request, "", time.time_ns()).inferences
+
+    (row,) = mapped([(3, 2, "generate_content gemini-2.5-flash", call), (2, 1, "call_llm", step),
+                     (1, 0, "invocation", {})], "gcp.vertex.agent")
+    assert (row.span_id, row.operation, row.provider) == ((3).to_bytes(8, "big").hex(), "generate_content",
+                                                          "gcp.gemini")
+    (alone,) = mapped([(2, 1, "call_llm", step), (1, 0, "invocation", {})], "gcp.vertex.agent")
+    assert alone.span_id == (2).to_bytes(8, "big").hex()
+    chat = {**usage, "gen_ai.operation.name": "chat", "gen_ai.provider.name": "gcp.gemini"}
+    (outer,) = mapped([(3, 2, "generate_content gemini-2.5-flash", call), (2, 0, "chat", chat)], "some.framework")
+    assert (outer.span_id, outer.operation) == ((2).to_bytes(8, "big").hex(), "chat")
 
 
 def test_a_span_that_measured_nothing_does_not_chain_two_calls_into_one() -> None:

@@ -297,7 +297,8 @@ def legacy_event_messages(events: list[SpanEvent], scope_name: str = "") -> list
         if event.name in msgs.LEGACY_INPUT_EVENTS or event.name == msgs.LEGACY_OUTPUT_EVENT:
             found = msgs.legacy_event(event.name, None, event.attrs, converse)
             if found:
-                out.append(found)
+                direction, messages, choice = found
+                out.extend((direction, msg, choice) for msg in messages)
     return out
 
 

@@ -60,11 +60,11 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                     if found:
                         inference_id = _inference_id(attrs, trace_hex, span_hex)
                         group = legacy.setdefault(inference_id, _Legacy(project, at_ns))
-                        direction, msg, choice = found
+                        direction, found_messages, choice = found
                         if direction == "input":
-                            group.inputs.append(msg)
+                            group.inputs.extend(found_messages)
                         else:
-                            group.outputs.append((choice, msg))
+                            group.outputs.extend((choice, msg) for msg in found_messages)
                         continue
                 if linked and event_name == DETAILS_EVENT:
                     view = SpanView("", scope_name, at_ns, attrs)

@@ -459,7 +459,7 @@ def _same_call(outer: InferenceRow, inner: InferenceRow, prompts: _Prompts | Non
         return outer.response_id == inner.response_id
     # A failed attempt inside a call that succeeded (a retry) is a call of its own; so is a call
     # that reported nothing inside one that measured itself (a judge's call inside the call).
-    if outer.operation != inner.operation or outer.is_success != inner.is_success:
+    if not _one_operation(outer.operation, inner.operation) or outer.is_success != inner.is_success:
         return False
     # ... unless it sent the very same input messages, every one (the OpenAI instrumentation on
     # the Agents SDK's streams records no usage and no id); a judge sends its own prompt.
@@ -476,6 +476,21 @@ def _same_call(outer: InferenceRow, inner: InferenceRow, prompts: _Prompts | Non
 # A dated snapshot and its alias name one model (gpt-4o-mini-2024-07-18 / gpt-4o-mini,
 # claude-sonnet-4-5-20250929 / claude-sonnet-4-5): one span says what was asked, the other what answered.
 _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
+
+
+# One generation call said two ways: a library's span says `chat` (or nothing, which reads as chat)
+# around Gemini's `generate_content` (Google ADK's legacy call_llm around its own model span).
+_GENERATION_OPERATIONS = frozenset({"chat", "generate_content"})
+
+
+def _one_operation(a: str, b: str) -> bool:
+    return a == b or (a in _GENERATION_OPERATIONS and b in _GENERATION_OPERATIONS)
+
+
+def _names_itself(row: InferenceRow) -> bool:
+    """A span that gives its own instrumentation scope as the provider (Google ADK's call_llm:
+    gen_ai.system 'gcp.vertex.agent') is the library's step around a model call, not the call."""
+    return bool(row.provider) and row.provider == row.scope_name
 
 
 def _one_model(a: str, b: str) -> bool:
@@ -558,12 +573,14 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
     if not outer_of:
         return
     # Which of the two stands for the call: the outer span, unless both come from one library and
-    # only the inner one measured it (LlamaIndex's `OpenAI.predict` around its `OpenAI.chat`):
-    # then the outer one is folded into the inner.
+    # only the inner one measured it (LlamaIndex's `OpenAI.predict` around its `OpenAI.chat`) or
+    # the outer is the library's step naming itself as the provider (ADK's call_llm): then the
+    # outer one is folded into the inner.
     for inner_id, outer in list(outer_of.items()):
         inner = by_inference_row[inner_id]
-        if (inner.scope_name == outer.scope_name and _measured(inner) and not _measured(outer)
-                and outer_of.get(inner_id) is outer):
+        if (inner.scope_name == outer.scope_name and outer_of.get(inner_id) is outer
+                and ((_measured(inner) and not _measured(outer))
+                     or (_names_itself(outer) and not _names_itself(inner)))):
             del outer_of[inner_id]
             outer_of[outer.inference_id] = inner
     # Chains (three spans of one call) end at the outermost, each resolved once (a hostile chain

@@ -168,8 +168,9 @@ def _result_text(result: Any) -> str:
     return _text(result)
 
 
-def _parts(parts: list[Any], msg: Message) -> set[str]:
-    """Fills `msg` from its parts; returns the kinds of part it read."""
+def _parts(parts: list[Any], msg: Message, results: list[tuple[str, str]] | None = None) -> set[str]:
+    """Fills `msg` from its parts; returns the kinds of part it read. `results` receives each tool
+    result as (call id, text)."""
     texts: list[str] = []
     kinds: set[str] = set()
     for part in parts:
@@ -190,8 +191,8 @@ def _parts(parts: list[Any], msg: Message) -> set[str]:
             if call:
                 msg.tool_calls.append(call)
         elif kind in _TOOL_RESULT_PARTS:
-            msg.tool_call_id = msg.tool_call_id or _text(
-                part.get("id") or part.get("tool_use_id") or part.get("toolCallId") or part.get("call_id"))
+            call_id = _text(part.get("id") or part.get("tool_use_id") or part.get("toolCallId") or part.get("call_id"))
+            msg.tool_call_id = msg.tool_call_id or call_id
             result = next((part[k] for k in ("response", "content", "result", "output") if k in part), None)
             if kind == "tool-result" and isinstance(result, dict) and "value" in result \
                     and result.get("type") in _VERCEL_OUTPUTS and set(result) <= _VERCEL_OUTPUT_KEYS:
@@ -199,6 +200,8 @@ def _parts(parts: list[Any], msg: Message) -> set[str]:
                 value = result["value"]
                 result = f"[error] {_text(value)}" if str(result["type"]).startswith("error") else value
             texts.append(_result_text(result))
+            if results is not None:
+                results.append((call_id, texts[-1]))
         elif kind == "reasoning":
             continue
         else:  # media (blob, uri, image_url, file): a marker, never the bytes
@@ -207,25 +210,29 @@ def _parts(parts: list[Any], msg: Message) -> set[str]:
     return kinds
 
 
-def normalize(raw: Any, default_role: str) -> Message | None:
-    """One chat message in any common JSON shape (OpenAI, OTel parts, Anthropic, Vercel)."""
+def normalize(raw: Any, default_role: str) -> list[Message]:
+    """One chat message in any common JSON shape (OpenAI, OTel parts, Anthropic, Vercel). A turn
+    made only of several tool results is one tool message per result, as OpenAI sends them: each
+    keeps its call id."""
     if isinstance(raw, str):
-        return Message(role=default_role or "user", content=raw)
+        return [Message(role=default_role or "user", content=raw)]
     if not isinstance(raw, dict):
-        return None
+        return []
     content = raw.get("parts", raw.get("content"))
     if isinstance(content, dict) and isinstance(content.get("parts"), list):
         # A Gemini Content under `content` (Google ADK's legacy events, which send every turn of
         # the history as a user message event): its own role says who spoke, unless the event
         # says system (Gemini gives system instructions role "user").
         content_role = "system" if default_role == "system" else content.get("role")
-        raw = {**raw, "role": raw.get("role") or content_role or default_role}
+        raw = {**raw, "role": content_role or raw.get("role") or default_role}
         content = content["parts"]
     msg = Message(role=_text(raw.get("role")) or default_role or "user")
+    results: list[tuple[str, str]] = []
+    only_results = False
     if isinstance(content, list):
-        kinds = _parts(content, msg)
-        if (msg.role == "user" and kinds and kinds <= _TOOL_RESULT_PARTS
-                and all(isinstance(p, dict) for p in content)):
+        kinds = _parts(content, msg, results)
+        only_results = bool(kinds) and kinds <= _TOOL_RESULT_PARTS and all(isinstance(p, dict) for p in content)
+        if msg.role == "user" and only_results:
             # Tool results sent as the user's turn (Pydantic AI's data format 5, Anthropic's
             # tool_result blocks, untyped Gemini and Converse dumps): the conventions' role is "tool".
             msg.role = "tool"
@@ -247,7 +254,10 @@ def normalize(raw: Any, default_role: str) -> Message | None:
         msg.tool_call_id = _text(call_id)
     msg.name = _text(raw.get("name"))
     msg.finish_reason = _text(raw.get("finish_reason"))
-    return msg
+    if msg.role == "tool" and only_results and len(results) > 1 and not msg.tool_calls:
+        return [Message(role="tool", content=text, tool_call_id=call_id, name=msg.name,
+                        finish_reason=msg.finish_reason) for call_id, text in results]
+    return [msg]
 
 
 class _TextPart(msgspec.Struct, forbid_unknown_fields=True):
@@ -311,9 +321,8 @@ def _from_json_general(value: Any, default_role: str) -> list[Message]:
             for choice in doc["choices"]:
                 if not isinstance(choice, dict):
                     continue
-                msg = normalize(choice.get("message") or choice.get("delta") or {"content": choice.get("text")},
-                                default_role or "assistant")
-                if msg:
+                for msg in normalize(choice.get("message") or choice.get("delta") or {"content": choice.get("text")},
+                                     default_role or "assistant"):
                     msg.finish_reason = msg.finish_reason or _text(choice.get("finish_reason"))
                     out.append(msg)
             return out
@@ -327,7 +336,7 @@ def _from_json_general(value: Any, default_role: str) -> list[Message]:
             msg = Message(role=default_role or "user")
             _parts(doc, msg)
             return [msg]
-        return [m for m in (normalize(item, default_role) for item in doc) if m]
+        return [m for item in doc for m in normalize(item, default_role)]
     return []
 
 
@@ -439,9 +448,10 @@ def from_indexed(spec: MessageSpec, attrs: dict[str, Any]) -> list[Message]:
 
 
 def legacy_event(name: str, body: Any, attrs: dict[str, Any],
-                 converse: bool = False) -> tuple[str, Message, int | None] | None:
-    """One legacy GenAI message event: (direction, message, choice index or None). `converse`:
-    the library sends its messages as Bedrock Converse blocks in JSON text (Strands Agents)."""
+                 converse: bool = False) -> tuple[str, list[Message], int | None] | None:
+    """One legacy GenAI message event: (direction, its messages, choice index or None); an input
+    event holding several tool results is one message per result. `converse`: the library sends
+    its messages as Bedrock Converse blocks in JSON text (Strands Agents)."""
     if isinstance(body, str) and body[:1] in ("{", "["):
         body = parse_json_text(body) or body
     if body is None:
@@ -457,25 +467,25 @@ def legacy_event(name: str, body: Any, attrs: dict[str, Any],
                 body = {**body, key: blocks}
     role = LEGACY_INPUT_EVENTS.get(name)
     if role is not None:
-        if isinstance(body, dict):
-            msg = normalize({"role": role, **body}, role)
-        else:
-            msg = Message(role=role, content=_text(body))
-        if msg is None:
+        found = normalize({"role": role, **body}, role) if isinstance(body, dict) else [
+            Message(role=role, content=_text(body))]
+        if not found:
             return None
-        if role == "tool" and isinstance(body, dict):
-            msg.tool_call_id = _text(body.get("id") or body.get("tool_call_id")) or msg.tool_call_id
-        return "input", msg, None
+        if role == "tool" and isinstance(body, dict) and len(found) == 1:
+            found[0].tool_call_id = _text(body.get("id") or body.get("tool_call_id")) or found[0].tool_call_id
+        return "input", found, None
     if name == LEGACY_OUTPUT_EVENT:
         if not isinstance(body, dict):
-            return "output", Message(role="assistant", content=_text(body)), None
+            return "output", [Message(role="assistant", content=_text(body))], None
         inner = body.get("message")
         if inner is None and isinstance(body.get("content"), dict):
             inner = body  # a Gemini Content under `content` (Google ADK's legacy gen_ai.choice)
-        msg = normalize(inner if isinstance(inner, dict) else {"content": inner}, "assistant") or Message("assistant")
-        msg.finish_reason = _text(body.get("finish_reason")) or msg.finish_reason
+        found = normalize(inner if isinstance(inner, dict) else {"content": inner}, "assistant")
+        found = found or [Message("assistant")]
+        for msg in found:
+            msg.finish_reason = _text(body.get("finish_reason")) or msg.finish_reason
         index = body.get("index")
-        return "output", msg, index if isinstance(index, int) and not isinstance(index, bool) else None
+        return "output", found, index if isinstance(index, int) and not isinstance(index, bool) else None
     return None
 
 
