@@ -153,7 +153,8 @@ class Gateway:
                                  inference_series=self.telemetry.inferences, masker=masker, pool=pool,
                                  chunk_log=CutLog(wal_dir, "chunks.log"),
                                  worker_inserts=worker_inserts_on(cfg, pool.workers),
-                                 worker_insert_min_bytes=cfg.worker_insert_min_bytes)
+                                 worker_insert_min_bytes=cfg.worker_insert_min_bytes,
+                                 fold_wait_s=cfg.fold_wait_ms / 1000)
         self.telemetry.watch_status(self.status)
         self.reader = Reader(self._read_clients)
         self.auth = Authenticator(lambda: KeyStore(self._read_clients.get()).all(),

@@ -64,6 +64,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     batch_rows: int = 50_000
     # Longest time a row waits in the writer before it is flushed.
     flush_interval_ms: int = 1000
+    # How long an idle pipeline waits for more trace requests after a few arrive before mapping
+    # them, so one call traced twice, sent a span a request (a SimpleSpanProcessor), folds into
+    # one inference; 0 = no wait. Under load, requests fill a chunk without waiting.
+    fold_wait_ms: int = 100
     # Requests being read, decoded or made durable at once, overall and per connection;
     # past either, 503 / UNAVAILABLE. Bounds the memory held by request bodies.
     max_inflight_requests: int = 64
@@ -150,6 +154,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                      "metrics_max_providers", "worker_insert_min_bytes"):
             if getattr(self, name) <= 0:
                 errors.append(f"{name}: must be greater than 0")
+        if not 0 <= self.fold_wait_ms <= 10_000:
+            errors.append("fold_wait_ms: must be between 0 and 10000")
         if self.clickhouse_cluster and not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", self.clickhouse_cluster):
             errors.append(f"clickhouse_cluster: {self.clickhouse_cluster!r} must be a cluster name "
                           "(letters, digits, _ . -)")

@@ -87,6 +87,9 @@ def compare_messages(expected: list[dict[str, Any]], actual: list[dict[str, Any]
             problems.append(f"{where}[{i}].role: expected {exp.get('role')!r}, got {act.get('role')!r}")
         if _norm_text(exp.get("content")) != _norm_text(act.get("content")):
             problems.append(f"{where}[{i}].content: expected {exp.get('content')!r}, got {act.get('content')!r}")
+        if "tool_call_id" in exp and "tool_call_id" in act and exp["tool_call_id"] != act["tool_call_id"]:
+            problems.append(f"{where}[{i}].tool_call_id: expected {exp['tool_call_id']!r}, "
+                            f"got {act['tool_call_id']!r}")
         exp_calls = exp.get("tool_calls") or []
         act_calls = act.get("tool_calls") or []
         if len(exp_calls) != len(act_calls):
@@ -96,6 +99,8 @@ def compare_messages(expected: list[dict[str, Any]], actual: list[dict[str, Any]
             if ec.get("name") != ac.get("name"):
                 problems.append(f"{where}[{i}].tool_calls[{j}].name: expected {ec.get('name')!r}, "
                                 f"got {ac.get('name')!r}")
+            if ec.get("id") and ec["id"] != ac.get("id"):
+                problems.append(f"{where}[{i}].tool_calls[{j}].id: expected {ec['id']!r}, got {ac.get('id')!r}")
             if "arguments" in ec and _parse_args(ec["arguments"]) != _parse_args(ac.get("arguments")):
                 problems.append(f"{where}[{i}].tool_calls[{j}].arguments: expected {ec['arguments']!r}, "
                                 f"got {ac.get('arguments')!r}")

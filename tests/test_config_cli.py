@@ -62,6 +62,10 @@ def test_workers_and_cluster_settings_are_checked() -> None:
         with pytest.raises(ConfigError, match="clickhouse_insert_timeout_s: must be 1 to 3600 seconds"):
             load_config(None, env={"OTELGW_CLICKHOUSE_INSERT_TIMEOUT_S": value})
     assert load_config(None, env={"OTELGW_CLICKHOUSE_INSERT_TIMEOUT_S": "15"}).clickhouse_insert_timeout_s == 15
+    for value in ("-1", "10001"):
+        with pytest.raises(ConfigError, match="fold_wait_ms: must be between 0 and 10000"):
+            load_config(None, env={"OTELGW_FOLD_WAIT_MS": value})
+    assert load_config(None, env={"OTELGW_FOLD_WAIT_MS": "0"}).fold_wait_ms == 0
 
 
 def _free_port() -> int:

@@ -40,7 +40,7 @@ def _stored(gateway, project: str, span_id: str) -> tuple[dict, list[dict], list
     assert len(rows) == 1, f"expected one inference for span {span_id}, found {len(rows)}"
     row = rows[0]
     messages = gateway.query(
-        "SELECT direction, `index`, role, content, tool_calls FROM messages FINAL "
+        "SELECT direction, `index`, role, content, tool_calls, tool_call_id FROM messages FINAL "
         "WHERE inference_id = {i:UUID} ORDER BY direction, `index`", i=str(row["inference_id"]))
     for msg in messages:
         msg["tool_calls"] = json.loads(msg["tool_calls"]) if msg["tool_calls"] else []

@@ -456,6 +456,52 @@ def test_several_tool_results_in_one_turn_are_one_tool_message_each() -> None:
         ("tool", "g1"), ("tool", "g2")]
 
 
+def test_tool_results_without_ids_or_in_indexed_attributes() -> None:
+    """Several results with no call ids (the Gemini API gives none) are one tool message each,
+    named by their function; one result keeps its event's id; a Content of the old Gemini role
+    `function` in a tool event is a tool message; OpenLLMetry's indexed prompts holding Anthropic
+    tool_result blocks as JSON split too; each result keeps the tool name its part carries; a
+    result sent twice (botocore's Bedrock events) and a call both in content and tool_calls once."""
+    from otelgw.pipeline import messages as msgs
+
+    gemini = {"content": {"role": "user", "parts": [
+        {"function_response": {"name": "a", "response": {"x": 1}}},
+        {"function_response": {"name": "b", "response": {"x": 2}}}]}}
+    _, two, _ = msgs.legacy_event("gen_ai.user.message", gemini, {})
+    assert [(m.role, m.tool_call_id, m.name, m.content) for m in two] == [
+        ("tool", "", "a", '{"x":1}'), ("tool", "", "b", '{"x":2}')]
+    _, (one,), _ = msgs.legacy_event("gen_ai.tool.message", {"id": "call_9", "content": {"role": "user", "parts": [
+        {"function_response": {"name": "a", "response": {"x": 1}}}]}}, {})
+    assert (one.role, one.tool_call_id, one.name) == ("tool", "call_9", "a")
+    _, (both,), _ = msgs.legacy_event("gen_ai.assistant.message", {
+        "content": [{"toolUse": {"toolUseId": "u1", "name": "w", "input": {}}}],
+        "tool_calls": [{"id": "u1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]}, {},
+        converse=True)
+    assert [c.id for c in both.tool_calls] == ["u1"]
+    batch = map_span("chat m", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}, events=[
+        ("gen_ai.tool.message", 1, {"id": "u1", "content": "sun"}),
+        ("gen_ai.tool.message", 2, {"id": "u1", "content": "sun"}),
+        ("gen_ai.tool.message", 3, {"id": "u2", "content": "sun"})])
+    assert [(m.role, m.tool_call_id) for m in batch.messages if m.direction == "input"] == [
+        ("tool", "u1"), ("tool", "u2")]
+    old_role = {"content": {"role": "function", "parts": [{"function_response": {"id": "f1", "name": "a",
+                                                                                "response": {"x": 1}}}]}}
+    _, (fn,), _ = msgs.legacy_event("gen_ai.tool.message", old_role, {})
+    assert (fn.role, fn.tool_call_id, fn.name) == ("tool", "f1", "a")
+    named = msgs.normalize({"role": "tool", "content": [
+        {"type": "tool-result", "toolCallId": "t1", "toolName": "w", "output": "sun"},
+        {"type": "tool-result", "toolCallId": "t2", "toolName": "v", "output": "rain"}]}, "user")
+    assert [(m.tool_call_id, m.name, m.content) for m in named] == [("t1", "w", "sun"), ("t2", "v", "rain")]
+    batch = map_span("anthropic.chat", {
+        "gen_ai.system": "Anthropic", "llm.request.type": "chat", "gen_ai.request.model": "claude-sonnet-4-5",
+        "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": json.dumps([
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "4"},
+            {"type": "tool_result", "tool_use_id": "toolu_2", "content": "5"}])},
+        scope="opentelemetry.instrumentation.anthropic")
+    assert [(m.role, m.content, m.tool_call_id) for m in batch.messages if m.direction == "input"] == [
+        ("tool", "4", "toolu_1"), ("tool", "5", "toolu_2")]
+
+
 def test_agent_and_tool_operations_are_not_inferences() -> None:
     """An agent run around one chat was counted as two requests (with the agent's latency and no
     tokens): agent, tool and retrieval operations stay span rows, even with a provider and model."""
@@ -773,6 +819,38 @@ def test_a_step_span_naming_its_own_library_gives_way_to_the_model_call_inside()
     chat = {**usage, "gen_ai.operation.name": "chat", "gen_ai.provider.name": "gcp.gemini"}
     (outer,) = mapped([(3, 2, "generate_content gemini-2.5-flash", call), (2, 0, "chat", chat)], "some.framework")
     assert (outer.span_id, outer.operation) == ((2).to_bytes(8, "big").hex(), "chat")
+
+
+def test_a_call_traced_twice_in_two_requests_of_one_chunk_is_one_inference() -> None:
+    """A SimpleSpanProcessor exports each span in a request of its own (the inner span first, as
+    it ends first): mapped in one chunk, they fold as in one request; mapped apart, both count.
+    A record that fails to map is dead-lettered alone, the others still fold."""
+    from otelgw.pipeline.request import Signal
+    from otelgw.pipeline.wal import WalRecord
+    from otelgw.pipeline.workers import RecordMapper
+
+    sdk = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude",
+           "gen_ai.response.id": "msg_1", "gen_ai.usage.input_tokens": 25, "gen_ai.usage.output_tokens": 7,
+           "gen_ai.server.time_to_first_token": 0.25}
+    outer = {"openinference.span.kind": "LLM", "llm.provider": "anthropic", "llm.model_name": "claude",
+             "output.value": json.dumps({"id": "msg_1"}), "output.mime_type": "application/json",
+             "llm.token_count.prompt": 25, "llm.token_count.completion": 7}
+    requests = [_nested_request([(4, 3, "anthropic.messages.create", sdk)]),
+                _nested_request([(3, 2, "POST", {"http.request.method": "POST"})]),
+                _nested_request([(2, 0, "Messages", outer)])]
+    records = [WalRecord(seq, Signal.TRACES, "", time.time_ns(), r.SerializeToString())
+               for seq, r in enumerate(requests, 1)]
+    broken = WalRecord(4, Signal.TRACES, "", time.time_ns(), b"\xff\xff not protobuf")
+    mapper = RecordMapper(build_mapper(Config()), None, None)
+    chunk = mapper.map_chunk([records[0], broken, *records[1:]])
+    assert [bool(r.error) for r in chunk.records] == [False, True, False, False]
+    inferences = b"".join(r.blocks.get("inferences", b"") for r in chunk.records).splitlines()
+    (row,) = [json.loads(line) for line in inferences]
+    assert (row["span_id"], row["family"], row["ttft_ms"]) == ((2).to_bytes(8, "big").hex(), "openinference", 250.0)
+    spans = [json.loads(line) for r in chunk.records for line in r.blocks.get("spans", b"").splitlines()]
+    assert {s["span_id"]: s["inference_id"] for s in spans}[(4).to_bytes(8, "big").hex()] == row["inference_id"]
+    apart = [mapper.map_chunk([r]) for r in records]
+    assert sum(len(c.records[0].blocks.get("inferences", b"").splitlines()) for c in apart) == 2
 
 
 def test_a_span_that_measured_nothing_does_not_chain_two_calls_into_one() -> None:

@@ -7,6 +7,7 @@ import json
 import uuid
 
 import pytest
+from conftest import start_gateway
 from opentelemetry.exporter.otlp.json.http._log_exporter import OTLPLogExporter as JsonLogExporter
 from opentelemetry.exporter.otlp.json.http.trace_exporter import OTLPSpanExporter as JsonSpanExporter
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
@@ -17,7 +18,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from otlp_client import call_api
 
@@ -155,6 +156,51 @@ def test_sdk_genai_spans_and_events(gateway, transport: str) -> None:
     # Message content is stored once, in `messages`; the span row keeps everything else.
     assert "gen_ai.input.messages" not in spans[0]["attributes"]
     assert spans[0]["attributes"]["gen_ai.response.id"] == f"resp-{transport}"
+
+
+def test_a_call_traced_twice_by_a_simple_span_processor_is_one_inference(chdb_path, tmp_path) -> None:
+    """Phoenix's register() default: a SimpleSpanProcessor exports each span in a request of its
+    own as it ends. A library's LLM span around the provider SDK's own span of the same call (an
+    HTTP client span between them) arrives as three requests, the SDK's first: one inference,
+    on the library's span, with what only the SDK's span measured. (A fold wait of 1 s, not the
+    default 0.1: a loaded test machine may take longer between the requests.)"""
+    gateway = start_gateway(chdb_path, "t_simple_processor", tmp_path, fold_wait_ms=1000)
+    try:
+        _simple_processor_calls(gateway)
+    finally:
+        assert gateway.stop()
+
+
+def _simple_processor_calls(gateway) -> None:
+    project = "simple-processor"
+    provider = TracerProvider(resource=Resource.create({"service.name": "phoenix-app"}))
+    provider.add_span_processor(SimpleSpanProcessor(HttpSpanExporter(endpoint=f"{gateway.http_url}/v1/traces",
+                                                                     headers={"x-otelgw-project": project})))
+    library = provider.get_tracer("openinference.instrumentation.anthropic")
+    sdk = provider.get_tracer("com.anthropic.sdk.python")
+    for call in range(3):
+        with library.start_as_current_span("Messages") as outer:
+            outer.set_attributes({
+                "openinference.span.kind": "LLM", "llm.provider": "anthropic",
+                "llm.model_name": "claude-sonnet-4-5", "llm.token_count.prompt": 25,
+                "llm.token_count.completion": 7, "output.mime_type": "application/json",
+                "output.value": json.dumps({"id": f"msg_{call}", "content": [{"type": "text", "text": "Hi"}]}),
+                "llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": "Hello"})
+            with sdk.start_as_current_span("POST", kind=SpanKind.CLIENT) as http:
+                http.set_attribute("http.request.method", "POST")
+                with sdk.start_as_current_span("chat claude-sonnet-4-5", kind=SpanKind.CLIENT) as inner:
+                    inner.set_attributes({
+                        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
+                        "gen_ai.request.model": "claude-sonnet-4-5", "gen_ai.response.id": f"msg_{call}",
+                        "gen_ai.usage.input_tokens": 25, "gen_ai.usage.output_tokens": 7,
+                        "gen_ai.server.time_to_first_token": 0.12})
+    provider.shutdown()
+    gateway.settle()
+    rows = gateway.query("SELECT scope_name, response_id, ttft_ms, input_tokens FROM inferences FINAL "
+                         "WHERE project_id = {p:String} ORDER BY response_id", p=project)
+    assert rows == [{"scope_name": "openinference.instrumentation.anthropic", "response_id": f"msg_{call}",
+                     "ttft_ms": 120.0, "input_tokens": 25} for call in range(3)]
+    assert gateway.scalar("SELECT count() FROM spans FINAL WHERE project_id = {p:String}", p=project) == 9
 
 
 def test_explicit_inference_id_wins(gateway) -> None:

@@ -18,7 +18,7 @@ from otelgw.pipeline import genai
 from otelgw.pipeline.anyvalue import attrs_to_dict, clip, str_map, to_json, to_str
 from otelgw.pipeline.fastpath import MAX_INDEX, NativeCheck, position_key
 from otelgw.pipeline.genai import SpanEvent, SpanView
-from otelgw.pipeline.messages import Message, parse_json_text, tool_calls_json
+from otelgw.pipeline.messages import Message, parse_json_text, tool_calls_json, without_repeated_results
 from otelgw.pipeline.rows import (
     MAX_NS,
     FeedbackRow,
@@ -157,6 +157,15 @@ class UnmappedCounter:
         ]
 
 
+class FoldContext(msgspec.Struct):
+    """What folding a call traced twice needs besides a batch's rows: the parents of spans left to
+    ClickHouse (the others' are in their rows), and span rows' attributes before their message
+    content moved to `messages` (for spans that turn out to be no inference of their own)."""
+
+    native_parents: dict[tuple[str, str], str]
+    full_maps: dict[tuple[str, str], dict[str, str]]
+
+
 class Mapper:
     def __init__(self, conventions: Conventions, pricing: Pricing, options: MapperOptions | None = None) -> None:
         self.conventions = conventions
@@ -168,11 +177,48 @@ class Mapper:
     def map_traces(self, request: Any, project_header: str, received_ns: int,
                    native: NativeCheck | None = None) -> RowBatch:
         """`native`: leave the spans it allows to ClickHouse (the fast path)."""
+        batch, context = self.map_traces_unfolded(request, project_header, received_ns, native)
+        self.fold([(batch, context)])
+        return batch
+
+    def fold(self, mapped: list[tuple[RowBatch, FoldContext]]) -> None:
+        """One call traced twice is one inference: a Logfire stream's two spans, and nested spans
+        of one call (`_drop_nested_duplicates`), found across every batch given (the requests of
+        one mapping chunk: a SimpleSpanProcessor exports each span in a request of its own).
+        Batches lose the rows that gave way; the rest are changed in place."""
+        if len(mapped) == 1:
+            batch, context = mapped[0]
+            if len(batch.inferences) > 1:
+                _join_logfire_streams(batch, context.full_maps, self.pricing)
+                _drop_nested_duplicates(batch, context.native_parents, context.full_maps, self.pricing)
+            return
+        inferences = [row for batch, _ in mapped for row in batch.inferences]
+        if len(inferences) < 2:
+            return
+        together = RowBatch(inferences=inferences, messages=[m for batch, _ in mapped for m in batch.messages],
+                            feedback=[f for batch, _ in mapped for f in batch.feedback],
+                            spans=[span for batch, _ in mapped for span in batch.spans])
+        native_parents: dict[tuple[str, str], str] = {}
+        full_maps: dict[tuple[str, str], dict[str, str]] = {}
+        for _, context in mapped:
+            native_parents.update(context.native_parents)
+            full_maps.update(context.full_maps)
+        messages = len(together.messages)
+        _join_logfire_streams(together, full_maps, self.pricing)
+        _drop_nested_duplicates(together, native_parents, full_maps, self.pricing)
+        if len(together.inferences) == len(inferences) and len(together.messages) == messages:
+            return
+        kept_rows = {id(row) for row in together.inferences}
+        kept_messages = {id(m) for m in together.messages}
+        for batch, _ in mapped:
+            batch.inferences = [row for row in batch.inferences if id(row) in kept_rows]
+            batch.messages = [m for m in batch.messages if id(m) in kept_messages]
+
+    def map_traces_unfolded(self, request: Any, project_header: str, received_ns: int,
+                            native: NativeCheck | None = None) -> tuple[RowBatch, FoldContext]:
+        """The request's rows before `fold`, and what `fold` needs to read with them."""
         batch = RowBatch(inferences=[], messages=[], feedback=[], spans=[], native=[], native_resources=[])
         unmapped = UnmappedCounter()
-        # For spans that turn out to be no inference of their own (_drop_nested_duplicates): the
-        # parents of spans left to ClickHouse (the others' are in their rows), and span rows'
-        # attributes before their message content moved to `messages`.
         native_parents: dict[tuple[str, str], str] = {}
         full_maps: dict[tuple[str, str], dict[str, str]] = {}
         conv = self.conventions
@@ -262,11 +308,8 @@ class Mapper:
                                        for link in span.links]) if span.links else "[]",
                         inference_id=inference_id,
                     ))
-        if len(batch.inferences) > 1:
-            _join_logfire_streams(batch, full_maps, self.pricing)
-            _drop_nested_duplicates(batch, native_parents, full_maps, self.pricing)
         batch.unmapped_attributes = unmapped.rows()
-        return batch
+        return batch, FoldContext(native_parents, full_maps)
 
     def _inference(self, batch: RowBatch, view: SpanView, family: Any, span: Any, project: str, service: str,
                    trace_hex: str, span_hex: str, end_ns: int, attr_map: dict[str, str]) -> str:
@@ -395,6 +438,8 @@ class Mapper:
                      outputs: list[Message], source: str) -> None:
         stamp = ts(at_ns)
         limit = self.options.max_message_chars
+        if len(inputs) > 1:
+            inputs = without_repeated_results(inputs)
         for direction, items in (("input", inputs), ("output", outputs)):
             for index, msg in enumerate(items):
                 batch.messages.append(MessageRow(
@@ -578,7 +623,9 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
     # outer one is folded into the inner.
     for inner_id, outer in list(outer_of.items()):
         inner = by_inference_row[inner_id]
+        # (Not when the outer row itself folds into a span further out: the chain ends there.)
         if (inner.scope_name == outer.scope_name and outer_of.get(inner_id) is outer
+                and outer.inference_id not in outer_of
                 and ((_measured(inner) and not _measured(outer))
                      or (_names_itself(outer) and not _names_itself(inner)))):
             del outer_of[inner_id]
@@ -680,7 +727,8 @@ def _join_logfire_streams(batch: RowBatch, full_maps: dict[tuple[str, str], dict
     (all of them), a request that succeeded and measured nothing, ended before the log; the
     earliest such pairs with the earliest log. One call, one inference, on the request span,
     streamed, timed from the request's start to the log, failed if the stream failed. Both spans
-    must be in this batch (one export request): apart, they stay two rows (docs/conventions.md)."""
+    must be in this batch (the requests of one mapping chunk): apart, they stay two rows
+    (docs/conventions.md)."""
     logs = [r for r in batch.inferences
             if r.scope_name.startswith("logfire") and r.span_name.startswith(_LOGFIRE_STREAM_LOG)]
     if not logs:

@@ -100,7 +100,8 @@ def _gemini_part(part: dict[str, Any]) -> dict[str, Any]:
                 "arguments": call.get("args")}
     result = part.get("function_response") or part.get("functionResponse")
     if isinstance(result, dict):
-        return {"type": "tool_call_response", "id": result.get("id") or "", "response": result.get("response")}
+        return {"type": "tool_call_response", "id": result.get("id") or "", "name": result.get("name"),
+                "response": result.get("response")}
     if part.get("thought") is True:
         return {"type": "reasoning"}
     for media in ("inline_data", "inlineData", "file_data", "fileData", "executable_code", "executableCode",
@@ -168,9 +169,15 @@ def _result_text(result: Any) -> str:
     return _text(result)
 
 
-def _parts(parts: list[Any], msg: Message, results: list[tuple[str, str]] | None = None) -> set[str]:
+class _Result(msgspec.Struct):
+    call_id: str
+    text: str
+    name: str
+
+
+def _parts(parts: list[Any], msg: Message, results: list[_Result] | None = None) -> set[str]:
     """Fills `msg` from its parts; returns the kinds of part it read. `results` receives each tool
-    result as (call id, text)."""
+    result."""
     texts: list[str] = []
     kinds: set[str] = set()
     for part in parts:
@@ -201,7 +208,7 @@ def _parts(parts: list[Any], msg: Message, results: list[tuple[str, str]] | None
                 result = f"[error] {_text(value)}" if str(result["type"]).startswith("error") else value
             texts.append(_result_text(result))
             if results is not None:
-                results.append((call_id, texts[-1]))
+                results.append(_Result(call_id, texts[-1], _text(part.get("name") or part.get("toolName"))))
         elif kind == "reasoning":
             continue
         else:  # media (blob, uri, image_url, file): a marker, never the bytes
@@ -227,22 +234,18 @@ def normalize(raw: Any, default_role: str) -> list[Message]:
         raw = {**raw, "role": content_role or raw.get("role") or default_role}
         content = content["parts"]
     msg = Message(role=_text(raw.get("role")) or default_role or "user")
-    results: list[tuple[str, str]] = []
-    only_results = False
+    results: list[_Result] = []
     if isinstance(content, list):
-        kinds = _parts(content, msg, results)
-        only_results = bool(kinds) and kinds <= _TOOL_RESULT_PARTS and all(isinstance(p, dict) for p in content)
-        if msg.role == "user" and only_results:
-            # Tool results sent as the user's turn (Pydantic AI's data format 5, Anthropic's
-            # tool_result blocks, untyped Gemini and Converse dumps): the conventions' role is "tool".
-            msg.role = "tool"
+        _parts(content, msg, results)
     elif isinstance(content, dict):
         _parts([content], msg)
     else:
         msg.content = _text(content)
     calls = raw.get("tool_calls")
     if isinstance(calls, list):
-        msg.tool_calls.extend(c for c in (_tool_call(x) for x in calls) if c)
+        # A call the content's blocks already hold (the botocore Bedrock events send both) once.
+        known = {c.id for c in msg.tool_calls if c.id}
+        msg.tool_calls.extend(c for c in (_tool_call(x) for x in calls) if c and not (c.id and c.id in known))
     elif isinstance(raw.get("function_call"), dict):
         call = _tool_call({"function": raw["function_call"]})
         if call:
@@ -254,10 +257,23 @@ def normalize(raw: Any, default_role: str) -> list[Message]:
         msg.tool_call_id = _text(call_id)
     msg.name = _text(raw.get("name"))
     msg.finish_reason = _text(raw.get("finish_reason"))
-    if msg.role == "tool" and only_results and len(results) > 1 and not msg.tool_calls:
-        return [Message(role="tool", content=text, tool_call_id=call_id, name=msg.name,
-                        finish_reason=msg.finish_reason) for call_id, text in results]
-    return [msg]
+    return _tool_turn(msg, content, results)
+
+
+def _tool_turn(msg: Message, content: Any, results: list[_Result]) -> list[Message]:
+    """A turn made only of tool results (as the user's turn: Pydantic AI's data format 5,
+    Anthropic's tool_result blocks, untyped Gemini and Converse dumps) has the conventions' role
+    "tool"; several results are one tool message each, with its call id (the Gemini API gives
+    none) and tool name, as OpenAI sends them."""
+    if not (results and isinstance(content, list) and len(results) == len(content) and not msg.tool_calls
+            and msg.role in ("user", "tool", "function")):
+        return [msg]
+    msg.role = "tool"
+    if len(results) == 1:
+        msg.name = msg.name or results[0].name
+        return [msg]
+    return [Message(role="tool", content=r.text, tool_call_id=r.call_id, name=r.name or msg.name,
+                    finish_reason=msg.finish_reason) for r in results]
 
 
 class _TextPart(msgspec.Struct, forbid_unknown_fields=True):
@@ -407,11 +423,13 @@ def from_indexed(spec: MessageSpec, attrs: dict[str, Any]) -> list[Message]:
         role = _text(subs.get(spec.role)) if spec.role else ""
         msg = Message(role=role or spec.default_role or ("assistant" if spec.direction == "output" else "user"))
         content = subs.get(spec.content) if spec.content else None
+        parts_doc: list[Any] | None = None
+        results: list[_Result] = []
         if spec.content_may_be_json and isinstance(content, str):
             doc = parse_json_text(content)
             if isinstance(doc, list):
-                _parts(doc, msg)
-                content = None
+                _parts(doc, msg, results)
+                parts_doc, content = doc, None
         if content is not None:
             msg.content = _text(content)
         parts: dict[int, str] = {}
@@ -437,13 +455,13 @@ def from_indexed(spec: MessageSpec, attrs: dict[str, Any]) -> list[Message]:
         if not msg.tool_calls and spec.function_name and subs.get(spec.function_name):
             msg.tool_calls.append(ToolCall("", _text(subs[spec.function_name]),
                                            _arguments(subs.get(spec.function_arguments))))
-        if spec.tool_call_id:
+        if spec.tool_call_id and subs.get(spec.tool_call_id) is not None:
             msg.tool_call_id = _text(subs.get(spec.tool_call_id))
         if spec.name:
             msg.name = _text(subs.get(spec.name))
         if spec.finish_reason:
             msg.finish_reason = _text(subs.get(spec.finish_reason))
-        out.append(msg)
+        out.extend(_tool_turn(msg, parts_doc, results))
     return out
 
 
@@ -487,6 +505,22 @@ def legacy_event(name: str, body: Any, attrs: dict[str, Any],
         index = body.get("index")
         return "output", found, index if isinstance(index, int) and not isinstance(index, bool) else None
     return None
+
+
+def without_repeated_results(messages: list[Message]) -> list[Message]:
+    """The conversation with a tool result sent twice (same call id, same content) once: the
+    botocore Bedrock events give each result as a gen_ai.tool.message and again in the user turn
+    of toolResult blocks that carried them. A call id answers one call, once."""
+    seen: set[tuple[str, str]] = set()
+    out: list[Message] = []
+    for msg in messages:
+        if msg.role == "tool" and msg.tool_call_id:
+            key = (msg.tool_call_id, msg.content)
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(msg)
+    return out
 
 
 def tool_calls_json(calls: Iterable[ToolCall]) -> str:

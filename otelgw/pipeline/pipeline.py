@@ -88,11 +88,13 @@ class Pipeline:
                  dead_letter_dir: str | Path, sampler: TailSampler | None = None,
                  inference_series: InferenceSeries | None = None, masker: Masker | None = None,
                  pool: MappingPool | None = None, chunk_log: CutLog | None = None,
-                 worker_inserts: bool = False, worker_insert_min_bytes: int = 4 * 1024 * 1024) -> None:
+                 worker_inserts: bool = False, worker_insert_min_bytes: int = 4 * 1024 * 1024,
+                 fold_wait_s: float = 0.0) -> None:
         """`worker_inserts`: the workers insert the rows of chunks of at least
         `worker_insert_min_bytes` themselves; each such chunk's log range goes to `chunk_log`
         first, and a replay rebuilds the chunks logged there (whatever the setting is then), so
-        their tokens repeat."""
+        their tokens repeat. `fold_wait_s`: how long a small read of trace requests waits for
+        more (Mapper.fold works within one mapping chunk)."""
         self._sampler = sampler
         self._masker = masker
         self._inference_series = inference_series
@@ -117,6 +119,7 @@ class Pipeline:
         self._chunk_log = chunk_log
         self._worker_inserts = worker_inserts and chunk_log is not None
         self._worker_insert_min_bytes = worker_insert_min_bytes
+        self._fold_wait_s = fold_wait_s
         # Logged chunks to rebuild (a replay), and every logged chunk not yet checkpointed past:
         # the checkpoint never stops inside one, so a replay can rebuild it whole.
         self._pending_chunks: collections.deque[tuple[int, int]] = collections.deque()
@@ -403,6 +406,8 @@ class Pipeline:
                 self.wal.durable_changed.clear()
                 if len(inflight) < limit:
                     records, token_range = self._next_chunk()
+                    if records and token_range is None and self._fold_wait_s > 0:
+                        records += await self._more_for_folding(records)
                     if records:
                         if token_range is None and self._inserts_by_worker(records):
                             token_range = (records[0].seq, records[-1].seq)
@@ -428,6 +433,18 @@ class Pipeline:
         finally:
             for _, _, task in inflight:
                 task.cancel()
+
+    async def _more_for_folding(self, records: list[WalRecord]) -> list[WalRecord]:
+        """Records that became durable within `fold_wait_s` after a small read of trace requests
+        (none when the read was half a chunk or more, or a logged chunk is next). A
+        SimpleSpanProcessor exports each span as it ends: the span a model call's own span sits in
+        comes a request later, milliseconds after, and the two fold into one inference only when
+        mapped in one chunk (Mapper.fold). Under load, reads fill a chunk without waiting."""
+        size = sum(len(r.request) for r in records)
+        if size >= _READ_BYTES // 2 or self._pending_chunks or not any(r.signal is Signal.TRACES for r in records):
+            return []
+        await asyncio.sleep(self._fold_wait_s)
+        return self._cursor.read(self.wal.durable_seq, _READ_BYTES - size)
 
     async def _log_chunk(self, token_range: tuple[int, int]) -> bool:
         """Log a chunk's range before any worker inserts under it. False: the line could not be

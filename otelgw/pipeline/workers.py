@@ -37,7 +37,7 @@ from otelgw.pipeline.anyvalue import to_str
 from otelgw.pipeline.fastpath import NativeCheck, canonical
 from otelgw.pipeline.map_logs import map_logs
 from otelgw.pipeline.map_metrics import map_metrics
-from otelgw.pipeline.mapper import Mapper, MapperOptions
+from otelgw.pipeline.mapper import FoldContext, Mapper, MapperOptions
 from otelgw.pipeline.request import REQUEST_TYPES, Signal
 from otelgw.pipeline.rows import RowBatch, encode_batch, ts
 from otelgw.pipeline.sampler import SpanDigest, digest_spans
@@ -127,23 +127,57 @@ class RecordMapper:
         self._encoder = msgspec.json.Encoder()
 
     def rows(self, record: WalRecord) -> RowBatch:
-        return self._rows(record)[0]
+        batch, context, _ = self._rows(record)
+        if context is not None:
+            self.mapper.fold([(batch, context)])
+        return batch
 
-    def _rows(self, record: WalRecord) -> tuple[RowBatch, bool]:
-        """The record's rows, and whether the fast path had to pass on it (bytes not canonical)."""
+    def _rows(self, record: WalRecord) -> tuple[RowBatch, FoldContext | None, bool]:
+        """The record's rows (a trace request's not yet folded: with its FoldContext), and
+        whether the fast path had to pass on it (bytes not canonical)."""
         message = REQUEST_TYPES[record.signal].FromString(record.request)
         if record.signal is Signal.TRACES:
             native = self.native
             declined = native is not None and not canonical(message, record.request)
-            batch = self.mapper.map_traces(message, record.project, record.received_ns, None if declined else native)
-            return batch, declined
+            batch, context = self.mapper.map_traces_unfolded(message, record.project, record.received_ns,
+                                                             None if declined else native)
+            return batch, context, declined
         if record.signal is Signal.LOGS:
-            return map_logs(self.mapper, message, record.project, record.received_ns), False
-        return map_metrics(message, record.project, record.received_ns, self.mapper.options), False
+            return map_logs(self.mapper, message, record.project, record.received_ns), None, False
+        return map_metrics(message, record.project, record.received_ns, self.mapper.options), None, False
 
-    def map_record(self, record: WalRecord) -> MappedRecord:
+    def _folded(self, records: list[WalRecord]) -> list[tuple[RowBatch, bool] | str]:
+        """Each record's rows, or why mapping it failed; a call traced twice is folded across the
+        chunk's trace requests (each span in its own request, as a SimpleSpanProcessor sends
+        them, still meets the span it was part of)."""
+        staged: list[tuple[RowBatch, FoldContext | None, bool] | str] = []
+        for record in records:
+            try:
+                staged.append(self._rows(record))
+            except Exception:
+                staged.append(traceback.format_exc(limit=8))
+        traces = [(item[0], item[1]) for item in staged if not isinstance(item, str) and item[1] is not None]
         try:
-            batch, declined = self._rows(record)
+            if traces:
+                self.mapper.fold(traces)
+        except Exception:
+            # A fold that failed across requests may have changed some of their rows: map each
+            # again, folded alone (a failure then is that record's).
+            for i, (record, item) in enumerate(zip(records, staged, strict=True)):
+                if isinstance(item, str) or item[1] is None:
+                    continue
+                try:
+                    batch, context, declined = self._rows(record)
+                    if context is not None:
+                        self.mapper.fold([(batch, context)])
+                    staged[i] = (batch, None, declined)
+                except Exception:
+                    staged[i] = traceback.format_exc(limit=8)
+        return [item if isinstance(item, str) else (item[0], item[2]) for item in staged]
+
+    def _finish(self, record: WalRecord, batch: RowBatch, declined: bool) -> MappedRecord:
+        """Masks, digests and encodes a record's rows."""
+        try:
             if self.masker is not None:
                 # Before anything is encoded: masked text never reaches a table.
                 self.masker.apply(batch)
@@ -177,7 +211,8 @@ class RecordMapper:
         # This thread's CPU only: on the gateway's own thread, process time would count the event
         # loop and the writer too.
         started = time.thread_time()
-        mapped = [self.map_record(r) for r in records]
+        mapped = [MappedRecord(seq=record.seq, error=item) if isinstance(item, str) else self._finish(record, *item)
+                  for record, item in zip(records, self._folded(records), strict=True)]
         masking = [self.masker.take_stats()] if self.masker is not None else []
         return MappedChunk(mapped, masking, os.getpid(), time.thread_time() - started)
 

@@ -74,7 +74,7 @@ export function SessionPage({ params }) {
     ${data.truncated && html`<p class="note">Showing the first ${data.inferences.length} inferences.</p>`}
     <ol class="chat" data-testid="session-timeline">${data.inferences.map((inf) => {
       const fresh = (inf.messages || []).filter((m) => {
-        const key = `${m.direction}|${m.role}|${m.content}`;
+        const key = `${m.direction}|${m.role}|${m.tool_call_id}|${m.content}`;
         if (m.direction === "input" && shown.has(key)) return false;
         shown.add(key);
         return true;
