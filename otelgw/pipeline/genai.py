@@ -14,13 +14,13 @@ from otelgw.pipeline.messages import Message
 from otelgw.semconv import FIELD_TYPES, Conventions, Family, MessageSpec, Plan, Source
 
 
-class SpanEvent(msgspec.Struct):
+class SpanEvent(msgspec.Struct, gc=False):
     name: str
     time_ns: int
     attrs: dict[str, Any]
 
 
-class SpanView(msgspec.Struct):
+class SpanView(msgspec.Struct, gc=False):
     """What extraction needs of a span (or of a log record standing in for one)."""
 
     name: str
@@ -30,7 +30,7 @@ class SpanView(msgspec.Struct):
     events: list[SpanEvent] = []
 
 
-class Extracted(msgspec.Struct):
+class Extracted(msgspec.Struct, gc=False):
     values: dict[str, Any]
     # field -> where its value came from ("attribute:gen_ai.server.time_to_first_token", ...)
     sources: dict[str, str]

@@ -30,13 +30,13 @@ LEGACY_INPUT_EVENTS: dict[str, str] = {
 LEGACY_OUTPUT_EVENT = "gen_ai.choice"
 
 
-class ToolCall(msgspec.Struct, omit_defaults=True):
+class ToolCall(msgspec.Struct, omit_defaults=True, gc=False):
     id: str = ""
     name: str = ""
     arguments: str = ""
 
 
-class Message(msgspec.Struct):
+class Message(msgspec.Struct, gc=False):
     role: str
     content: str = ""
     tool_calls: list[ToolCall] = []

@@ -38,7 +38,7 @@ def ts_ns(stamp: str) -> int:
     return whole * 1_000_000_000 + int((frac + "000000000")[:9])
 
 
-class InferenceRow(msgspec.Struct, kw_only=True):
+class InferenceRow(msgspec.Struct, kw_only=True, gc=False):
     TABLE: ClassVar[str] = "inferences"
     inference_id: str
     project_id: str
@@ -83,7 +83,7 @@ class InferenceRow(msgspec.Struct, kw_only=True):
     ingested_at: str = ""
 
 
-class MessageRow(msgspec.Struct, kw_only=True):
+class MessageRow(msgspec.Struct, kw_only=True, gc=False):
     TABLE: ClassVar[str] = "messages"
     inference_id: str
     project_id: str
@@ -101,7 +101,7 @@ class MessageRow(msgspec.Struct, kw_only=True):
     ingested_at: str = ""
 
 
-class FeedbackRow(msgspec.Struct, kw_only=True):
+class FeedbackRow(msgspec.Struct, kw_only=True, gc=False):
     TABLE: ClassVar[str] = "feedback"
     feedback_id: str
     inference_id: str
@@ -120,7 +120,7 @@ class FeedbackRow(msgspec.Struct, kw_only=True):
     ingested_at: str = ""
 
 
-class SpanRow(msgspec.Struct, kw_only=True):
+class SpanRow(msgspec.Struct, kw_only=True, gc=False):
     TABLE: ClassVar[str] = "spans"
     trace_id: str
     span_id: str
@@ -145,7 +145,7 @@ class SpanRow(msgspec.Struct, kw_only=True):
     ingested_at: str = ""
 
 
-class LogRow(msgspec.Struct, kw_only=True):
+class LogRow(msgspec.Struct, kw_only=True, gc=False):
     TABLE: ClassVar[str] = "logs"
     project_id: str
     service_name: str
@@ -164,7 +164,7 @@ class LogRow(msgspec.Struct, kw_only=True):
     ingested_at: str = ""
 
 
-class MetricPointRow(msgspec.Struct, kw_only=True):
+class MetricPointRow(msgspec.Struct, kw_only=True, gc=False):
     TABLE: ClassVar[str] = "metric_points"
     project_id: str
     service_name: str
@@ -191,7 +191,7 @@ class MetricPointRow(msgspec.Struct, kw_only=True):
     ingested_at: str = ""
 
 
-class UnmappedRow(msgspec.Struct, kw_only=True):
+class UnmappedRow(msgspec.Struct, kw_only=True, gc=False):
     TABLE: ClassVar[str] = "unmapped_attributes"
     project_id: str
     key: str
@@ -208,7 +208,7 @@ TABLES: tuple[str, ...] = (
 )
 
 
-class NativeSpan(msgspec.Struct, array_like=True):
+class NativeSpan(msgspec.Struct, array_like=True, gc=False):
     """A span whose row ClickHouse writes from the request bytes (the native fast path): its
     position in the request and what the tail sampler reads."""
 

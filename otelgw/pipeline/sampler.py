@@ -91,7 +91,7 @@ class BufferedSpan:
         self.position = position
 
 
-class SpanDigest(msgspec.Struct, array_like=True):
+class SpanDigest(msgspec.Struct, array_like=True, gc=False):
     """What the sampler needs of one span row, made where the row is mapped (a worker process
     may do it): the encoded line and the attributes policies read."""
 
