@@ -64,8 +64,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     batch_rows: int = 50_000
     # Longest time a row waits in the writer before it is flushed.
     flush_interval_ms: int = 1000
-    # How long an idle pipeline waits for more trace requests after a few arrive before mapping
-    # them, so one call traced twice, sent a span a request (a SimpleSpanProcessor), folds into
+    # How long the consumer waits for more trace requests after a small read (under 1 MiB)
+    # before mapping them, so one call traced twice, sent a span a request (a SimpleSpanProcessor), folds into
     # one inference; 0 = no wait. Under load, requests fill a chunk without waiting.
     fold_wait_ms: int = 100
     # Requests being read, decoded or made durable at once, overall and per connection;

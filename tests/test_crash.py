@@ -166,3 +166,50 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
     assert all(c == 1 for c in per_id.values()), "a log record was stored twice"
     log_text = gateway.log_path.read_text()
     assert "replaying write-ahead log" in log_text
+
+
+def test_a_call_folded_across_requests_is_replayed_as_one_chunk(tmp_path: Path) -> None:
+    """A SimpleSpanProcessor's three requests of one call (the SDK's span, an HTTP span, the
+    library's span around them) fold into one inference in one mapping chunk. `kill -9` before
+    anything is flushed: the replay maps exactly those records together again (chunks.log) and
+    stores the call once, with what only the SDK's span measured. Without the logged range the
+    replay maps each record alone, as records from before a crash are (then the call counts
+    twice: that is what the log is for)."""
+    import json
+
+    from test_mapper import _nested_request
+
+    sdk = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude",
+           "gen_ai.response.id": "msg_1", "gen_ai.usage.input_tokens": 25, "gen_ai.usage.output_tokens": 7,
+           "gen_ai.server.time_to_first_token": 0.25}
+    outer = {"openinference.span.kind": "LLM", "llm.provider": "anthropic", "llm.model_name": "claude",
+             "output.value": json.dumps({"id": "msg_1"}), "output.mime_type": "application/json",
+             "llm.token_count.prompt": 25, "llm.token_count.completion": 7}
+    bodies = [_nested_request(spans).SerializeToString() for spans in (
+        [(4, 3, "anthropic.messages.create", sdk)], [(3, 2, "POST", {"http.request.method": "POST"})],
+        [(2, 0, "Messages", outer)])]
+    for keep_chunk_log in (True, False):
+        workdir = tmp_path / f"keep-{keep_chunk_log}"
+        gateway = GatewayProcess(workdir, flush_interval_ms="600000", fold_wait_ms="2000", workers="2")
+        try:
+            gateway.start()
+            for body in bodies:
+                assert post(f"{gateway.http_url}/v1/traces", body).status == 200
+            gateway.wait(lambda gw=gateway: gw.status()["pipeline"]["cross_folded_chunks"] == 1, 30, "folded across")
+            gateway.kill()
+            chunk_log = workdir / "data" / "wal" / "chunks.log"
+            assert chunk_log.read_text().split() == ["1", "3"]
+            if not keep_chunk_log:
+                chunk_log.unlink()
+            gateway = GatewayProcess(workdir, flush_interval_ms="200", fold_wait_ms="0")
+            gateway.start()
+            gateway.wait(lambda gw=gateway: gw.status()["pipeline"]["replayed"], 60, "replayed")
+            assert gateway.terminate() == 0
+        finally:
+            if gateway.proc is not None and gateway.proc.poll() is None:
+                gateway.kill()
+        rows = chdb_query(workdir / "chdb", "SELECT span_id, ttft_ms, input_tokens FROM inferences ORDER BY span_id")
+        if keep_chunk_log:
+            assert rows == [{"span_id": (2).to_bytes(8, "big").hex(), "ttft_ms": 250.0, "input_tokens": 25}]
+        else:
+            assert len(rows) == 2

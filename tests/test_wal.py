@@ -469,8 +469,8 @@ def test_dead_lettered_records_of_a_new_log_do_not_overwrite_an_older_logs(chdb_
         mapping = gateway.gateway.pipeline.mapping
         real = mapping.map
 
-        async def fail(records, prefix, token_range):
-            chunk = await real(records, prefix, token_range)
+        async def fail(records, prefix, token_range, fold_across=True):
+            chunk = await real(records, prefix, token_range, fold_across)
             for mapped in chunk.records:
                 if mapped.seq == 1:
                     mapped.blocks, mapped.rows, mapped.error = {}, {}, "simulated mapper failure"

@@ -181,21 +181,31 @@ class Mapper:
         self.fold([(batch, context)])
         return batch
 
-    def fold(self, mapped: list[tuple[RowBatch, FoldContext]]) -> None:
+    def fold(self, mapped: list[tuple[RowBatch, FoldContext]]) -> bool:
         """One call traced twice is one inference: a Logfire stream's two spans, and nested spans
         of one call (`_drop_nested_duplicates`), found across every batch given (the requests of
         one mapping chunk: a SimpleSpanProcessor exports each span in a request of its own).
-        Batches lose the rows that gave way; the rest are changed in place."""
-        if len(mapped) == 1:
-            batch, context = mapped[0]
+        Batches lose the rows that gave way; the rest are changed in place. True when a row of
+        one batch now belongs to an inference of another (the batches' rows then depend on each
+        other: a replay must map them together again)."""
+        if len(mapped) > 1:
+            ids = [row.inference_id for batch, _ in mapped for row in batch.inferences]
+            if len(ids) < 2:
+                return False
+            if len(set(ids)) == len(ids):
+                return self._fold_together(mapped)
+            # One span sent twice (a retried request, or the same traces to two projects): its
+            # rows would stand for each other; each request folds alone, as it did when sent.
+        for batch, context in mapped:
             if len(batch.inferences) > 1:
                 _join_logfire_streams(batch, context.full_maps, self.pricing)
                 _drop_nested_duplicates(batch, context.native_parents, context.full_maps, self.pricing)
-            return
-        inferences = [row for batch, _ in mapped for row in batch.inferences]
-        if len(inferences) < 2:
-            return
-        together = RowBatch(inferences=inferences, messages=[m for batch, _ in mapped for m in batch.messages],
+        return False
+
+    def _fold_together(self, mapped: list[tuple[RowBatch, FoldContext]]) -> bool:
+        owner = {row.inference_id: i for i, (batch, _) in enumerate(mapped) for row in batch.inferences}
+        together = RowBatch(inferences=[row for batch, _ in mapped for row in batch.inferences],
+                            messages=[m for batch, _ in mapped for m in batch.messages],
                             feedback=[f for batch, _ in mapped for f in batch.feedback],
                             spans=[span for batch, _ in mapped for span in batch.spans])
         native_parents: dict[tuple[str, str], str] = {}
@@ -203,16 +213,21 @@ class Mapper:
         for _, context in mapped:
             native_parents.update(context.native_parents)
             full_maps.update(context.full_maps)
-        messages = len(together.messages)
+        inferences, messages = len(together.inferences), len(together.messages)
         _join_logfire_streams(together, full_maps, self.pricing)
         _drop_nested_duplicates(together, native_parents, full_maps, self.pricing)
-        if len(together.inferences) == len(inferences) and len(together.messages) == messages:
-            return
+        if len(together.inferences) == inferences and len(together.messages) == messages:
+            return False
         kept_rows = {id(row) for row in together.inferences}
         kept_messages = {id(m) for m in together.messages}
-        for batch, _ in mapped:
+        crossed = False
+        for i, (batch, _) in enumerate(mapped):
             batch.inferences = [row for row in batch.inferences if id(row) in kept_rows]
             batch.messages = [m for m in batch.messages if id(m) in kept_messages]
+            # A folded span row (or a moved message) now names another request's inference.
+            crossed = crossed or any(owner.get(row.inference_id, i) != i
+                                     for rows in (batch.spans, batch.messages, batch.feedback) for row in rows)
+        return crossed
 
     def map_traces_unfolded(self, request: Any, project_header: str, received_ns: int,
                             native: NativeCheck | None = None) -> tuple[RowBatch, FoldContext]:

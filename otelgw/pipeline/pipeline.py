@@ -81,6 +81,9 @@ class PipelineStats(msgspec.Struct):
     worker_insert_fallbacks: int = 0
     # Appends to chunks.log that failed (each retried, or its chunk left to the writer).
     chunk_log_failures: int = 0
+    # Chunks whose records fold into each other (a call traced twice across requests), logged in
+    # chunks.log and written under the chunk's tokens.
+    cross_folded_chunks: int = 0
 
 
 class Pipeline:
@@ -414,13 +417,24 @@ class Pipeline:
                             if not await self._log_chunk(token_range):
                                 token_range = None
                         prefix = self._writer.token_prefix if token_range is not None else None
-                        task = asyncio.ensure_future(self.mapping.map(records, prefix, token_range))
+                        # Replayed records no logged chunk covers were mapped each alone (a chunk
+                        # whose records folded into each other is logged), or never stored.
+                        fold_across = token_range is not None or records[0].seq > self._replay_end
+                        task = asyncio.ensure_future(self.mapping.map(records, prefix, token_range, fold_across))
                         inflight.append((records, self._cursor.position, task))
                         continue
                 if inflight:
                     records, through, task = inflight[0]
                     chunk = await task
                     inflight.popleft()
+                    if chunk.folded_across and chunk.token_range is None and self._chunk_log is not None:
+                        # Rows of one record gave way to another's: a replay must rebuild these
+                        # records as one chunk, under the chunk's tokens, or it could store the
+                        # call twice or lose what the folded span measured.
+                        token_range = (records[0].seq, records[-1].seq)
+                        if await self._log_chunk(token_range):
+                            chunk.token_range = token_range
+                            self.stats.cross_folded_chunks += 1
                     await loop.run_in_executor(self._map_pool, self._apply, records, chunk)
                     self._applied_seq = through
                     continue
@@ -441,7 +455,8 @@ class Pipeline:
         comes a request later, milliseconds after, and the two fold into one inference only when
         mapped in one chunk (Mapper.fold). Under load, reads fill a chunk without waiting."""
         size = sum(len(r.request) for r in records)
-        if size >= _READ_BYTES // 2 or self._pending_chunks or not any(r.signal is Signal.TRACES for r in records):
+        if (size >= _READ_BYTES // 2 or self._pending_chunks or records[0].seq <= self._replay_end
+                or not any(r.signal is Signal.TRACES for r in records)):
             return []
         await asyncio.sleep(self._fold_wait_s)
         return self._cursor.read(self.wal.durable_seq, _READ_BYTES - size)
@@ -467,7 +482,15 @@ class Pipeline:
                 log.error("cannot write chunks.log; retrying", extra={"error": str(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        self._chunk_ranges.append(token_range)
+        # In log order: a chunk logged when its fold crossed records (after mapping) may come after
+        # a later chunk logged for worker inserts (before mapping).
+        ranges = self._chunk_ranges
+        if ranges and ranges[-1][0] > token_range[0]:
+            ordered = sorted([*ranges, token_range])
+            ranges.clear()
+            ranges.extend(ordered)
+        else:
+            ranges.append(token_range)
         return True
 
     def _inserts_by_worker(self, records: list[WalRecord]) -> bool:

@@ -111,6 +111,9 @@ class MappedChunk(msgspec.Struct, array_like=True):
     inserted_rows: dict[str, int] = {}
     inserted_s: dict[str, float] = {}
     insert_error: str = ""
+    # A call traced twice was folded across two of the chunk's records: their rows depend on
+    # each other, so a replay must map exactly these records together again (chunks.log).
+    folded_across: bool = False
 
 
 class RecordMapper:
@@ -146,20 +149,28 @@ class RecordMapper:
             return map_logs(self.mapper, message, record.project, record.received_ns), None, False
         return map_metrics(message, record.project, record.received_ns, self.mapper.options), None, False
 
-    def _folded(self, records: list[WalRecord]) -> list[tuple[RowBatch, bool] | str]:
-        """Each record's rows, or why mapping it failed; a call traced twice is folded across the
-        chunk's trace requests (each span in its own request, as a SimpleSpanProcessor sends
-        them, still meets the span it was part of)."""
+    def _folded(self, records: list[WalRecord],
+                alone: frozenset[int] = frozenset()) -> tuple[list[tuple[RowBatch, bool] | str], bool]:
+        """Each record's rows, or why mapping it failed, and whether a call traced twice was
+        folded across two records: it is folded across the chunk's trace requests (each span in
+        its own request, as a SimpleSpanProcessor sends them, still meets the span it was part
+        of), but for the records at the positions in `alone`."""
         staged: list[tuple[RowBatch, FoldContext | None, bool] | str] = []
         for record in records:
             try:
                 staged.append(self._rows(record))
             except Exception:
                 staged.append(traceback.format_exc(limit=8))
-        traces = [(item[0], item[1]) for item in staged if not isinstance(item, str) and item[1] is not None]
+        crossed = False
+        traces = [(item[0], item[1]) for i, item in enumerate(staged)
+                  if not isinstance(item, str) and item[1] is not None and i not in alone]
         try:
+            for i in alone:
+                item = staged[i]
+                if not isinstance(item, str) and item[1] is not None:
+                    self.mapper.fold([(item[0], item[1])])
             if traces:
-                self.mapper.fold(traces)
+                crossed = self.mapper.fold(traces)
         except Exception:
             # A fold that failed across requests may have changed some of their rows: map each
             # again, folded alone (a failure then is that record's).
@@ -173,7 +184,8 @@ class RecordMapper:
                     staged[i] = (batch, None, declined)
                 except Exception:
                     staged[i] = traceback.format_exc(limit=8)
-        return [item if isinstance(item, str) else (item[0], item[2]) for item in staged]
+            crossed = False
+        return [item if isinstance(item, str) else (item[0], item[2]) for item in staged], crossed
 
     def _finish(self, record: WalRecord, batch: RowBatch, declined: bool) -> MappedRecord:
         """Masks, digests and encodes a record's rows."""
@@ -207,14 +219,28 @@ class RecordMapper:
             # A mapper bug must not stop ingest: the gateway dead-letters the record as received.
             return MappedRecord(seq=record.seq, error=traceback.format_exc(limit=8))
 
-    def map_chunk(self, records: list[WalRecord]) -> MappedChunk:
+    def map_chunk(self, records: list[WalRecord], fold_across: bool = True) -> MappedChunk:
+        """`fold_across` False: each record folds alone (records replayed from before a crash
+        that no logged chunk covers: they were mapped so, or not stored at all)."""
         # This thread's CPU only: on the gateway's own thread, process time would count the event
         # loop and the writer too.
         started = time.thread_time()
-        mapped = [MappedRecord(seq=record.seq, error=item) if isinstance(item, str) else self._finish(record, *item)
-                  for record, item in zip(records, self._folded(records), strict=True)]
+        staged, crossed = self._folded(records, frozenset() if fold_across else frozenset(range(len(records))))
+        mapped = self._finished(records, staged)
+        failed = frozenset(i for i, m in enumerate(mapped) if m.error and not isinstance(staged[i], str))
+        if crossed and failed:
+            # A record that failed after the fold (masking, encoding) is dead-lettered: the others
+            # must not keep rows that gave way to its rows. Mapped again without it in the fold.
+            if self.masker is not None:
+                self.masker.take_stats()  # counted again below
+            staged, crossed = self._folded(records, failed if fold_across else frozenset(range(len(records))))
+            mapped = self._finished(records, staged)
         masking = [self.masker.take_stats()] if self.masker is not None else []
-        return MappedChunk(mapped, masking, os.getpid(), time.thread_time() - started)
+        return MappedChunk(mapped, masking, os.getpid(), time.thread_time() - started, folded_across=crossed)
+
+    def _finished(self, records: list[WalRecord], staged: list[tuple[RowBatch, bool] | str]) -> list[MappedRecord]:
+        return [MappedRecord(seq=record.seq, error=item) if isinstance(item, str) else self._finish(record, *item)
+                for record, item in zip(records, staged, strict=True)]
 
 
 # -- worker processes -----------------------------------------------------------------------------
@@ -313,8 +339,8 @@ def _mapper() -> RecordMapper:
 
 
 def _map_in_worker(records: list[WalRecord], token_prefix: str | None = None,
-                   token_range: tuple[int, int] | None = None) -> bytes:
-    chunk = _mapper().map_chunk(records)
+                   token_range: tuple[int, int] | None = None, fold_across: bool = True) -> bytes:
+    chunk = _mapper().map_chunk(records, fold_across)
     inserter = _WORKER.get("inserter")
     if token_prefix is not None and token_range is not None and isinstance(inserter, ChunkInserter):
         inserter.insert(chunk, token_range, token_prefix)
@@ -378,19 +404,19 @@ class MappingPool:
         return [p.pid for p in getattr(procs, "_processes", {}).values() if p.pid] if procs else []
 
     async def map(self, records: list[WalRecord], token_prefix: str | None = None,
-                  token_range: tuple[int, int] | None = None) -> MappedChunk:
+                  token_range: tuple[int, int] | None = None, fold_across: bool = True) -> MappedChunk:
         """`token_prefix`, `token_range`: a chunk logged in chunks.log, whose rows go into
         ClickHouse under tokens named by them: inserted by its worker (worker_inserts), or,
         mapped anywhere else (a thread, records re-mapped after a worker died, a worker that
         does not insert), returned with `token_range` set for the writer to insert them so."""
         try:
-            chunk = await self._map_remote(records, 0, token_prefix, token_range)
+            chunk = await self._map_remote(records, 0, token_prefix, token_range, fold_across)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the consumer is stopping
             # A pool this task had submitted to was shut down under it: map here instead.
-            chunk = await self._map_here(records)
+            chunk = await self._map_here(records, fold_across)
         if token_prefix is not None and chunk.token_range is None:
             chunk.token_range = token_range
         self.stats.chunks += 1
@@ -400,21 +426,23 @@ class MappingPool:
             self.stats.cpu_s[key] = self.stats.cpu_s.get(key, 0.0) + chunk.cpu_s
         return chunk
 
-    async def _map_here(self, records: list[WalRecord]) -> MappedChunk:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self.local.map_chunk, records)
+    async def _map_here(self, records: list[WalRecord], fold_across: bool = True) -> MappedChunk:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self.local.map_chunk, records,
+                                                                fold_across)
 
     async def _map_remote(self, records: list[WalRecord], crashes: int, token_prefix: str | None = None,
-                          token_range: tuple[int, int] | None = None) -> MappedChunk:
+                          token_range: tuple[int, int] | None = None, fold_across: bool = True) -> MappedChunk:
         pool = self._procs
         if pool is None:
-            return await self._map_here(records)
+            return await self._map_here(records, fold_across)
         generation = self._generation
         self._live[generation] += 1
         try:
-            blob = await asyncio.wrap_future(pool.submit(_map_in_worker, records, token_prefix, token_range))
+            blob = await asyncio.wrap_future(pool.submit(_map_in_worker, records, token_prefix, token_range,
+                                                         fold_across))
         except WorkerInitError as exc:
             await self._fall_back(pool, str(exc))
-            return await self._map_remote(records, crashes, token_prefix, token_range)
+            return await self._map_remote(records, crashes, token_prefix, token_range, fold_across)
         except BrokenProcessPool:
             alone = self._live[generation] == 1
             await self._replace(pool)
@@ -432,7 +460,7 @@ class MappingPool:
                 self.stats.crashed_records += 1
                 error = f"a mapping worker died {CRASH_ATTEMPTS} times on this record alone"
                 return MappedChunk([MappedRecord(seq=records[0].seq, error=error)])
-            return await self._map_remote(records, crashes, token_prefix, token_range)
+            return await self._map_remote(records, crashes, token_prefix, token_range, fold_across)
         else:
             self._live[generation] -= 1
         return self._decoder.decode(blob)

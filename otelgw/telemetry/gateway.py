@@ -107,6 +107,9 @@ class StatusCollector(Collector):
                        pipeline["worker_insert_fallbacks"])
         yield _counter("otelgw_chunk_log_failures", "Appends to the WAL's chunks.log that failed (worker_inserts): "
                        "retried, or the chunk left to the writer.", None, pipeline["chunk_log_failures"])
+        yield _counter("otelgw_cross_folded_chunks", "Mapping chunks in which a call traced twice across export "
+                       "requests was folded (logged in chunks.log, written under the chunk's tokens).", None,
+                       pipeline["cross_folded_chunks"])
         yield _gauge("otelgw_pipeline_queue_records", "Durable records not yet read by the mapper.",
                      wal["durable_seq"] - wal["consumed_seq"])
         yield _gauge("otelgw_writer_lag_seconds", "Age of the oldest accepted request whose rows are not yet in "
