@@ -190,7 +190,7 @@ def test_a_call_folded_across_requests_is_replayed_as_one_chunk(tmp_path: Path) 
         [(2, 0, "Messages", outer)])]
     for keep_chunk_log in (True, False):
         workdir = tmp_path / f"keep-{keep_chunk_log}"
-        gateway = GatewayProcess(workdir, flush_interval_ms="600000", fold_wait_ms="2000", workers="2")
+        gateway = GatewayProcess(workdir, flush_interval_ms="600000", fold_wait_ms="1000")
         try:
             gateway.start()
             for body in bodies:
