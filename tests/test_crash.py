@@ -175,19 +175,9 @@ def test_a_call_folded_across_requests_is_replayed_as_one_chunk(tmp_path: Path) 
     stores the call once, with what only the SDK's span measured. Without the logged range the
     replay maps each record alone, as records from before a crash are (then the call counts
     twice: that is what the log is for)."""
-    import json
+    from test_mapper import traced_twice_requests
 
-    from test_mapper import _nested_request
-
-    sdk = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude",
-           "gen_ai.response.id": "msg_1", "gen_ai.usage.input_tokens": 25, "gen_ai.usage.output_tokens": 7,
-           "gen_ai.server.time_to_first_token": 0.25}
-    outer = {"openinference.span.kind": "LLM", "llm.provider": "anthropic", "llm.model_name": "claude",
-             "output.value": json.dumps({"id": "msg_1"}), "output.mime_type": "application/json",
-             "llm.token_count.prompt": 25, "llm.token_count.completion": 7}
-    bodies = [_nested_request(spans).SerializeToString() for spans in (
-        [(4, 3, "anthropic.messages.create", sdk)], [(3, 2, "POST", {"http.request.method": "POST"})],
-        [(2, 0, "Messages", outer)])]
+    bodies = [request.SerializeToString() for request in traced_twice_requests()]
     for keep_chunk_log in (True, False):
         workdir = tmp_path / f"keep-{keep_chunk_log}"
         gateway = GatewayProcess(workdir, flush_interval_ms="600000", fold_wait_ms="1000")

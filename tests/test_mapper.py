@@ -821,6 +821,20 @@ def test_a_step_span_naming_its_own_library_gives_way_to_the_model_call_inside()
     assert (outer.span_id, outer.operation) == ((2).to_bytes(8, "big").hex(), "chat")
 
 
+def traced_twice_requests() -> list[ExportTraceServiceRequest]:
+    """One call as a SimpleSpanProcessor exports it: the SDK's span (its TTFT only there), an
+    HTTP span, then the library's span around them, a request each (span 2 is the call's)."""
+    sdk = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude",
+           "gen_ai.response.id": "msg_1", "gen_ai.usage.input_tokens": 25, "gen_ai.usage.output_tokens": 7,
+           "gen_ai.server.time_to_first_token": 0.25}
+    outer = {"openinference.span.kind": "LLM", "llm.provider": "anthropic", "llm.model_name": "claude",
+             "output.value": json.dumps({"id": "msg_1"}), "output.mime_type": "application/json",
+             "llm.token_count.prompt": 25, "llm.token_count.completion": 7}
+    return [_nested_request([(4, 3, "anthropic.messages.create", sdk)]),
+            _nested_request([(3, 2, "POST", {"http.request.method": "POST"})]),
+            _nested_request([(2, 0, "Messages", outer)])]
+
+
 def test_a_call_traced_twice_in_two_requests_of_one_chunk_is_one_inference() -> None:
     """A SimpleSpanProcessor exports each span in a request of its own (the inner span first, as
     it ends first): mapped in one chunk, they fold as in one request; mapped apart, both count.
@@ -829,17 +843,8 @@ def test_a_call_traced_twice_in_two_requests_of_one_chunk_is_one_inference() -> 
     from otelgw.pipeline.wal import WalRecord
     from otelgw.pipeline.workers import RecordMapper
 
-    sdk = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude",
-           "gen_ai.response.id": "msg_1", "gen_ai.usage.input_tokens": 25, "gen_ai.usage.output_tokens": 7,
-           "gen_ai.server.time_to_first_token": 0.25}
-    outer = {"openinference.span.kind": "LLM", "llm.provider": "anthropic", "llm.model_name": "claude",
-             "output.value": json.dumps({"id": "msg_1"}), "output.mime_type": "application/json",
-             "llm.token_count.prompt": 25, "llm.token_count.completion": 7}
-    requests = [_nested_request([(4, 3, "anthropic.messages.create", sdk)]),
-                _nested_request([(3, 2, "POST", {"http.request.method": "POST"})]),
-                _nested_request([(2, 0, "Messages", outer)])]
     records = [WalRecord(seq, Signal.TRACES, "", time.time_ns(), r.SerializeToString())
-               for seq, r in enumerate(requests, 1)]
+               for seq, r in enumerate(traced_twice_requests(), 1)]
     broken = WalRecord(4, Signal.TRACES, "", time.time_ns(), b"\xff\xff not protobuf")
     mapper = RecordMapper(build_mapper(Config()), None, None)
     chunk = mapper.map_chunk([records[0], broken, *records[1:]])
