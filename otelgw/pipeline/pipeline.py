@@ -427,10 +427,13 @@ class Pipeline:
                     records, through, task = inflight[0]
                     chunk = await task
                     inflight.popleft()
-                    if chunk.folded_across and chunk.token_range is None and self._chunk_log is not None:
+                    if (chunk.folded_across and chunk.token_range is None and self._chunk_log is not None
+                            and not (self._chunk_ranges and self._chunk_ranges[-1][1] >= records[0].seq)):
                         # Rows of one record gave way to another's: a replay must rebuild these
                         # records as one chunk, under the chunk's tokens, or it could store the
-                        # call twice or lose what the folded span measured.
+                        # call twice or lose what the folded span measured. (Not after a later
+                        # chunk logged for its worker's inserts: chunks.log reads a range below
+                        # the one before it as a renumbering, which would drop that chunk.)
                         token_range = (records[0].seq, records[-1].seq)
                         if await self._log_chunk(token_range):
                             chunk.token_range = token_range
@@ -482,15 +485,7 @@ class Pipeline:
                 log.error("cannot write chunks.log; retrying", extra={"error": str(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        # In log order: a chunk logged when its fold crossed records (after mapping) may come after
-        # a later chunk logged for worker inserts (before mapping).
-        ranges = self._chunk_ranges
-        if ranges and ranges[-1][0] > token_range[0]:
-            ordered = sorted([*ranges, token_range])
-            ranges.clear()
-            ranges.extend(ordered)
-        else:
-            ranges.append(token_range)
+        self._chunk_ranges.append(token_range)
         return True
 
     def _inserts_by_worker(self, records: list[WalRecord]) -> bool:
