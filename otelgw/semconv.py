@@ -91,6 +91,9 @@ class MessageSpec(msgspec.Struct, forbid_unknown_fields=True):
     role: str = ""
     content: str = ""
     content_parts: str = ""
+    # The type of part {j} (OpenInference's message_content.type): a media part (an image) is a
+    # marker in the content, never nothing.
+    content_part_type: str = ""
     content_may_be_json: bool = False
     tool_name: str = ""
     tool_arguments: str = ""
@@ -295,6 +298,9 @@ class Conventions:
                     if not spec.prefix:
                         raise ValueError(f"{table.name}: indexed messages need a prefix")
                     prefixes.add(spec.prefix)
+                if spec.content_part_type and (spec.shape != "indexed" or "{j}" not in spec.content_part_type):
+                    raise ValueError(f"{table.name}: `content_part_type` goes with the indexed shape and names "
+                                     "part {j}")
                 if spec.path and spec.shape != "json":
                     raise ValueError(f"{table.name}: a message `path` goes with the json shape, not {spec.shape}")
                 if (spec.function_name or spec.function_arguments) and (

@@ -318,7 +318,9 @@ def test_table_errors_are_reported(tmp_path: Path) -> None:
         Conventions(load_tables(tmp_path))
     for spec, error in (('shape = "text"\nattribute = "a"\npath = "messages"', "`path` goes with the json shape"),
                         ('shape = "json"\nattribute = "a"\nfunction_name = "f"', "`function_name`"),
-                        ('shape = "indexed"\nprefix = "p."\nfunction_arguments = "a"', "`function_name`")):
+                        ('shape = "indexed"\nprefix = "p."\nfunction_arguments = "a"', "`function_name`"),
+                        ('shape = "indexed"\nprefix = "p."\ncontent_part_type = "type"', "`content_part_type`"),
+                        ('shape = "json"\nattribute = "a"\ncontent_part_type = "c.{j}.type"', "`content_part_type`")):
         (tmp_path / "10-x.toml").write_text(f'name = "x"\npriority = 1\n[[messages]]\ndirection = "output"\n{spec}\n')
         with pytest.raises(ValueError, match=error):
             Conventions(load_tables(tmp_path))

@@ -86,6 +86,9 @@ def _tool_call(raw: Any) -> ToolCall | None:
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 _TOOL_CALL_PARTS = frozenset({"tool_call", "tool-call", "tool_use", "function_call"})
 _TOOL_RESULT_PARTS = frozenset({"tool_call_response", "tool-result", "tool_result", "function_call_output"})
+# Part types that are media (a typed part of another kind, a tool_use block say, is read elsewhere).
+_MEDIA_KINDS = frozenset({"image", "image_url", "input_image", "audio", "input_audio", "video", "file", "document",
+                          "blob", "uri"})
 _VERCEL_OUTPUTS = frozenset({"text", "json", "error-text", "error-json", "content"})
 _VERCEL_OUTPUT_KEYS = frozenset({"type", "value", "providerOptions"})
 
@@ -416,6 +419,7 @@ def from_indexed(spec: MessageSpec, attrs: dict[str, Any]) -> list[Message]:
     if not by_index:
         return []
     parts_pat = _split_pattern(spec.content_parts)
+    type_pat = _split_pattern(spec.content_part_type)
     tool_pats = {field: _split_pattern(getattr(spec, field)) for field in ("tool_name", "tool_arguments", "tool_id")}
     out: list[Message] = []
     for idx in sorted(by_index):
@@ -433,6 +437,7 @@ def from_indexed(spec: MessageSpec, attrs: dict[str, Any]) -> list[Message]:
         if content is not None:
             msg.content = _text(content)
         parts: dict[int, str] = {}
+        kinds: dict[int, str] = {}
         calls: dict[int, dict[str, Any]] = {}
         for sub, value in subs.items():
             if parts_pat and sub.startswith(parts_pat[0]) and sub.endswith(parts_pat[1]):
@@ -440,12 +445,20 @@ def from_indexed(spec: MessageSpec, attrs: dict[str, Any]) -> list[Message]:
                 if _small_index(j):
                     parts[int(j)] = _text(value)
                 continue
+            if type_pat and sub.startswith(type_pat[0]) and sub.endswith(type_pat[1]):
+                j = sub[len(type_pat[0]):len(sub) - len(type_pat[1])]
+                if _small_index(j):
+                    kinds[int(j)] = _text(value)
+                continue
             for field, pat in tool_pats.items():
                 if pat and sub.startswith(pat[0]) and sub.endswith(pat[1]):
                     j = sub[len(pat[0]):len(sub) - len(pat[1])]
                     if _small_index(j):
                         calls.setdefault(int(j), {})[field] = value
                     break
+        for j, kind in kinds.items():
+            if j not in parts and kind in _MEDIA_KINDS:
+                parts[j] = f"[{kind}]"  # a marker, never the bytes
         if parts and not msg.content:
             msg.content = "\n".join(parts[j] for j in sorted(parts))
         for j in sorted(calls):
