@@ -781,6 +781,71 @@ def test_folding_random_span_graphs_keeps_every_row_consistent(seed: int) -> Non
             assert row.total_tokens >= row.input_tokens + row.output_tokens
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_folding_across_requests_gives_what_one_request_gives(seed: int) -> None:
+    """The same random span graphs (nested calls, Logfire-like streams aside) sent as one request
+    and as one request a span, the requests folded together as one mapping chunk: the same
+    inference rows, messages, span links and evaluation targets, field by field."""
+    import random
+
+    import msgspec
+
+    rnd = random.Random(seed)
+    mapper = build_mapper(Config())
+    folded = crossed = 0
+
+    def rows(batches: list[Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"inferences": [], "messages": [], "links": [], "feedback": []}
+        for batch in batches:
+            out["inferences"] += [msgspec.to_builtins(r) for r in batch.inferences]
+            out["messages"] += [msgspec.to_builtins(m) for m in batch.messages]
+            out["links"] += [(s.span_id, s.inference_id, sorted(s.attributes)) for s in batch.spans]
+            out["feedback"] += [(f.span_id, f.inference_id) for f in batch.feedback]
+        return {k: sorted(v, key=repr) for k, v in out.items()}
+
+    for _ in range(30):
+        n = rnd.randint(2, 30)
+        whole = ExportTraceServiceRequest()
+        resources = [whole.resource_spans.add() for _ in range(2)]
+        resources[1].resource.attributes.append(KeyValue(key="project.id", value=AnyValue(string_value="other")))
+        for number in range(1, n + 1):
+            attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": rnd.choice(["gpt-4o", "gpt-4o-mini"]),
+                     "gen_ai.usage.input_tokens": rnd.choice([0, 0, 5, 9])}
+            if rnd.random() < 0.5:
+                attrs["gen_ai.response.id"] = rnd.choice(["a", "b"])
+            if rnd.random() < 0.5:
+                attrs["gen_ai.input.messages"] = json.dumps([{"role": "user", "content": rnd.choice(["m", "n"])}])
+            if rnd.random() < 0.3:
+                attrs["gen_ai.output.messages"] = json.dumps([{"role": "assistant", "content": f"o{number}"}])
+            if rnd.random() < 0.3:
+                attrs["gen_ai.server.time_to_first_token"] = 0.1
+            parent = rnd.randint(0, n)
+            span = rnd.choice(resources).scope_spans.add().spans.add(
+                trace_id=b"\x09" * 16, span_id=number.to_bytes(8, "big"), name="chat gpt-4o",
+                parent_span_id=parent.to_bytes(8, "big") if parent else b"",
+                start_time_unix_nano=START, end_time_unix_nano=START + 1000)
+            span.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in attrs.items())
+            if rnd.random() < 0.2:
+                span.events.add(name="gen_ai.evaluation.result", time_unix_nano=START)
+        # One request a span, in the order the whole request lists them.
+        parts = []
+        for resource_spans in whole.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    part = ExportTraceServiceRequest()
+                    single = part.resource_spans.add()
+                    single.resource.CopyFrom(resource_spans.resource)
+                    single.scope_spans.add().spans.append(span)
+                    parts.append(part)
+        received = time.time_ns()
+        one = mapper.map_traces(whole, "", received)
+        staged = [mapper.map_traces_unfolded(part, "", received) for part in parts]
+        crossed += mapper.fold(staged)
+        assert rows([batch for batch, _ in staged]) == rows([one])
+        folded += n - len(one.inferences)
+    assert folded > 10 and crossed > 5  # the graphs do fold, across requests
+
+
 def test_nested_calls_that_are_not_one_call_are_kept_apart() -> None:
     """Without a common response id: a failed attempt inside a call that then succeeded, and a
     step whose span would match two calls inside it, keep every call."""
