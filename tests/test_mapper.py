@@ -846,6 +846,38 @@ def test_folding_across_requests_gives_what_one_request_gives(seed: int) -> None
     assert folded > 10 and crossed > 5  # the graphs do fold, across requests
 
 
+def test_a_call_two_libraries_trace_side_by_side_is_one_inference() -> None:
+    """LlamaIndex's OpenAI.astream_chat (measured nothing) and, after it, the OpenAI
+    instrumentation's ChatCompletion (response id) under the same agent step, with the same
+    messages: one call, on the library's span. Not when the prompts differ, the measured span
+    started first, both come from one library, or two library spans would match it."""
+    prompt = json.dumps([{"role": "user", "content": "Weather?"}])
+    step = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini", "gen_ai.input.messages": prompt}
+    call = {**step, "gen_ai.response.id": "chatcmpl-1", "gen_ai.usage.input_tokens": 12}
+    mapper = build_mapper(Config())
+
+    def mapped(spans: list[tuple[str, int, int, dict[str, Any]]]) -> list[Any]:
+        request = ExportTraceServiceRequest()
+        resource = request.resource_spans.add()
+        for scope, number, offset_ms, attrs in spans:
+            scope_spans = resource.scope_spans.add()
+            scope_spans.scope.name = scope
+            span = scope_spans.spans.add(trace_id=b"\x05" * 16, span_id=number.to_bytes(8, "big"), name="chat",
+                                         parent_span_id=(1).to_bytes(8, "big"),
+                                         start_time_unix_nano=START + offset_ms * 1_000_000,
+                                         end_time_unix_nano=START + (offset_ms + 50) * 1_000_000)
+            span.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in attrs.items())
+        return sorted((r.span_id[-1:], r.scope_name, r.input_tokens) for r in mapper.map_traces(
+            request, "", time.time_ns()).inferences)
+
+    assert mapped([("llama_index", 2, 0, step), ("openai", 3, 200, call)]) == [("2", "llama_index", 12)]
+    other = {**call, "gen_ai.input.messages": json.dumps([{"role": "user", "content": "Time?"}])}
+    assert len(mapped([("llama_index", 2, 0, step), ("openai", 3, 200, other)])) == 2
+    assert len(mapped([("llama_index", 2, 300, step), ("openai", 3, 200, call)])) == 2
+    assert len(mapped([("openai", 2, 0, step), ("openai", 3, 200, call)])) == 2
+    assert len(mapped([("llama_index", 2, 0, step), ("llama_index", 4, 10, step), ("openai", 3, 200, call)])) == 3
+
+
 def test_nested_calls_that_are_not_one_call_are_kept_apart() -> None:
     """Without a common response id: a failed attempt inside a call that then succeeded, and a
     step whose span would match two calls inside it, keep every call."""

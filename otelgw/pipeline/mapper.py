@@ -620,6 +620,7 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
                     outer_of[row.inference_id] = outer
                 break
             parent = parents.get((row.trace_id, parent), "")
+    _match_siblings(batch.inferences, outer_of, prompts)
     # Without a common response id, an outer span that two inner ones would match says nothing
     # about which is its call (two attempts, or a step making two calls): none of them is folded.
     heuristic: dict[str, list[str]] = {}
@@ -672,6 +673,31 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
                 final[member] = outer
     if final:
         _fold_rows(batch, final, full_maps, pricing)
+
+
+def _match_siblings(rows: list[InferenceRow], outer_of: dict[str, InferenceRow], prompts: _Prompts) -> None:
+    """One call traced by two libraries whose spans sit side by side, not one inside the other
+    (LlamaIndex's `OpenAI.astream_chat` ends when it hands back the stream; the OpenAI
+    instrumentation's ChatCompletion span starts as the stream is read, under the same agent
+    step): the library's span, which measured nothing, stands for the call the other measured,
+    when they share parent, project, operation and outcome, a model, every input message, and
+    the library's span started first, and neither matches another sibling."""
+    groups: dict[tuple[str, str, str], list[InferenceRow]] = {}
+    for row in rows:
+        if row.parent_span_id:
+            groups.setdefault((row.project_id, row.trace_id, row.parent_span_id), []).append(row)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        unmeasured = [a for a in group if not _measured(a)]
+        pairs = [(a, b) for b in group if _measured(b) and b.inference_id not in outer_of
+                 for a in unmeasured if a.scope_name != b.scope_name and ts_ns(a.timestamp) <= ts_ns(b.timestamp)
+                 and _same_call(a, b, prompts) and prompts.same(a, b)]
+        outers = [a.inference_id for a, _ in pairs]
+        inners = [b.inference_id for _, b in pairs]
+        for a, b in pairs:
+            if outers.count(a.inference_id) == 1 and inners.count(b.inference_id) == 1:
+                outer_of[b.inference_id] = a
 
 
 def _fold_rows(batch: RowBatch, final: dict[str, InferenceRow], full_maps: dict[tuple[str, str], dict[str, str]],
