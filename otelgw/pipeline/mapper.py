@@ -675,6 +675,9 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
         _fold_rows(batch, final, full_maps, pricing)
 
 
+_MAX_SIBLING_PAIRS = 64
+
+
 def _match_siblings(rows: list[InferenceRow], outer_of: dict[str, InferenceRow], prompts: _Prompts) -> None:
     """One call traced by two libraries whose spans sit side by side, not one inside the other
     (LlamaIndex's `OpenAI.astream_chat` ends when it hands back the stream; the OpenAI
@@ -689,15 +692,25 @@ def _match_siblings(rows: list[InferenceRow], outer_of: dict[str, InferenceRow],
     for group in groups.values():
         if len(group) < 2:
             continue
-        unmeasured = [a for a in group if not _measured(a)]
-        pairs = [(a, b) for b in group if _measured(b) and b.inference_id not in outer_of
-                 for a in unmeasured if a.scope_name != b.scope_name and ts_ns(a.timestamp) <= ts_ns(b.timestamp)
-                 and _same_call(a, b, prompts) and prompts.same(a, b)]
-        outers = [a.inference_id for a, _ in pairs]
-        inners = [b.inference_id for _, b in pairs]
-        for a, b in pairs:
-            if outers.count(a.inference_id) == 1 and inners.count(b.inference_id) == 1:
-                outer_of[b.inference_id] = a
+        # Only rows with the same operation, outcome and input messages can pair: a batch job's
+        # thousands of siblings are compared within such buckets, not each with each.
+        buckets: dict[tuple[Any, ...], list[InferenceRow]] = {}
+        for row in group:
+            buckets.setdefault((row.operation, row.is_success, prompts.of(row)), []).append(row)
+        for (_, _, prompt), bucket in buckets.items():
+            unmeasured = [a for a in bucket if not _measured(a)]
+            measured = [b for b in bucket if _measured(b) and b.inference_id not in outer_of]
+            # No messages to compare, or so many alike that a pair would be a guess.
+            if not prompt or not unmeasured or not measured or len(unmeasured) * len(measured) > _MAX_SIBLING_PAIRS:
+                continue
+            pairs = [(a, b) for b in measured for a in unmeasured
+                     if a.scope_name != b.scope_name and ts_ns(a.timestamp) <= ts_ns(b.timestamp)
+                     and _same_call(a, b, prompts)]
+            outers = [a.inference_id for a, _ in pairs]
+            inners = [b.inference_id for _, b in pairs]
+            for a, b in pairs:
+                if outers.count(a.inference_id) == 1 and inners.count(b.inference_id) == 1:
+                    outer_of[b.inference_id] = a
 
 
 def _fold_rows(batch: RowBatch, final: dict[str, InferenceRow], full_maps: dict[tuple[str, str], dict[str, str]],
