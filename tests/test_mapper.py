@@ -876,6 +876,30 @@ def test_a_call_two_libraries_trace_side_by_side_is_one_inference() -> None:
     assert len(mapped([("llama_index", 2, 300, step), ("openai", 3, 200, call)])) == 2
     assert len(mapped([("openai", 2, 0, step), ("openai", 3, 200, call)])) == 2
     assert len(mapped([("llama_index", 2, 0, step), ("llama_index", 4, 10, step), ("openai", 3, 200, call)])) == 3
+    # A cache hit's framework span (its stored answer, no HTTP call) beside a fresh call: two.
+    cached = {**step, "gen_ai.output.messages": json.dumps([{"role": "assistant", "content": "cached"}])}
+    fresh = {**call, "gen_ai.output.messages": json.dumps([{"role": "assistant", "content": "fresh"}])}
+    assert len(mapped([("langchain", 2, 0, cached), ("openai", 3, 200, fresh)])) == 2
+    # No model named on the framework span: nothing to tell it is this call.
+    assert len(mapped([("llama_index", 2, 0, {k: v for k, v in step.items() if k != "gen_ai.request.model"}),
+                       ("openai", 3, 200, call)])) == 2
+    # A framework span that already stands for the call nested in it takes no sibling as well
+    # (that would undo the nested fold and leave three rows for two calls).
+    request = ExportTraceServiceRequest()
+    resource = request.resource_spans.add()
+    for scope, number, parent, offset_ms, attrs in (("langchain", 2, 1, 0, step),
+                                                    ("openai", 4, 2, 10, {**call, "gen_ai.response.id": "chatcmpl-A"}),
+                                                    ("openai", 3, 1, 600, call)):
+        scope_spans = resource.scope_spans.add()
+        scope_spans.scope.name = scope
+        span = scope_spans.spans.add(trace_id=b"\x05" * 16, span_id=number.to_bytes(8, "big"), name="chat",
+                                     parent_span_id=parent.to_bytes(8, "big"),
+                                     start_time_unix_nano=START + offset_ms * 1_000_000,
+                                     end_time_unix_nano=START + (offset_ms + 50) * 1_000_000)
+        span.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in attrs.items())
+    rows = mapper.map_traces(request, "", time.time_ns()).inferences
+    assert sorted((r.scope_name, r.response_id) for r in rows) == [("langchain", "chatcmpl-A"),
+                                                                  ("openai", "chatcmpl-1")]
 
 
 def test_nested_calls_that_are_not_one_call_are_kept_apart() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 import msgspec
@@ -564,6 +564,7 @@ class _Prompts:
     def __init__(self, messages: list[MessageRow]) -> None:
         self._messages = messages
         self._by_inference: dict[str, list[tuple[int, str, str]]] | None = None
+        self._answers: dict[str, list[tuple[int, str, str, str]]] | None = None
 
     def of(self, row: InferenceRow) -> tuple[tuple[int, str, str], ...]:
         """The row's input messages, in order: (index, role, content)."""
@@ -577,6 +578,16 @@ class _Prompts:
     def same(self, a: InferenceRow, b: InferenceRow) -> bool:
         mine = self.of(a)
         return bool(mine) and mine == self.of(b)
+
+    def same_answer(self, a: InferenceRow, b: InferenceRow) -> bool:
+        """The same output messages (content and tool calls), or one of them recorded none."""
+        if self._answers is None:
+            self._answers = {}
+            for m in self._messages:
+                if m.direction == "output":
+                    self._answers.setdefault(m.inference_id, []).append((m.index, m.role, m.content, m.tool_calls))
+        mine, theirs = self._answers.get(a.inference_id), self._answers.get(b.inference_id)
+        return not mine or not theirs or sorted(mine) == sorted(theirs)
 
 
 def _measured(row: InferenceRow) -> bool:
@@ -683,34 +694,41 @@ def _match_siblings(rows: list[InferenceRow], outer_of: dict[str, InferenceRow],
     (LlamaIndex's `OpenAI.astream_chat` ends when it hands back the stream; the OpenAI
     instrumentation's ChatCompletion span starts as the stream is read, under the same agent
     step): the library's span, which measured nothing, stands for the call the other measured,
-    when they share parent, project, operation and outcome, a model, every input message, and
-    the library's span started first, and neither matches another sibling."""
-    groups: dict[tuple[str, str, str], list[InferenceRow]] = {}
+    when they share parent, project, operation and outcome, a model (both name one), every input
+    message and, where both recorded it, the answer (a cache hit's stored answer or another
+    sample differs), the library's span started first, and neither matches another sibling. A
+    span that already stands for a call nested in it pairs with nothing more."""
+    stands = {outer.inference_id for outer in outer_of.values()}
+    # Only rows with one parent, operation, outcome and input messages can pair: a batch job's
+    # thousands of siblings are compared within such buckets, not each with each.
+    buckets: dict[tuple[Any, ...], tuple[list[InferenceRow], list[InferenceRow]]] = {}
     for row in rows:
-        if row.parent_span_id:
-            groups.setdefault((row.project_id, row.trace_id, row.parent_span_id), []).append(row)
-    for group in groups.values():
-        if len(group) < 2:
+        if not row.parent_span_id or not (row.request_model or row.response_model):
             continue
-        # Only rows with the same operation, outcome and input messages can pair: a batch job's
-        # thousands of siblings are compared within such buckets, not each with each.
-        buckets: dict[tuple[Any, ...], list[InferenceRow]] = {}
-        for row in group:
-            buckets.setdefault((row.operation, row.is_success, prompts.of(row)), []).append(row)
-        for (_, _, prompt), bucket in buckets.items():
-            unmeasured = [a for a in bucket if not _measured(a)]
-            measured = [b for b in bucket if _measured(b) and b.inference_id not in outer_of]
-            # No messages to compare, or so many alike that a pair would be a guess.
-            if not prompt or not unmeasured or not measured or len(unmeasured) * len(measured) > _MAX_SIBLING_PAIRS:
+        if _measured(row):
+            if row.inference_id in outer_of:
                 continue
-            pairs = [(a, b) for b in measured for a in unmeasured
-                     if a.scope_name != b.scope_name and ts_ns(a.timestamp) <= ts_ns(b.timestamp)
-                     and _same_call(a, b, prompts)]
-            outers = [a.inference_id for a, _ in pairs]
-            inners = [b.inference_id for _, b in pairs]
-            for a, b in pairs:
-                if outers.count(a.inference_id) == 1 and inners.count(b.inference_id) == 1:
-                    outer_of[b.inference_id] = a
+            side = 1
+        elif row.inference_id not in stands:
+            side = 0
+        else:
+            continue
+        prompt = prompts.of(row)
+        if prompt:
+            key = (row.project_id, row.trace_id, row.parent_span_id, row.operation, row.is_success, prompt)
+            buckets.setdefault(key, ([], []))[side].append(row)
+    for unmeasured, measured in buckets.values():
+        # So many alike that a pair would be a guess (and comparing them all would take long).
+        if not unmeasured or not measured or len(unmeasured) * len(measured) > _MAX_SIBLING_PAIRS:
+            continue
+        pairs = [(a, b) for b in measured for a in unmeasured
+                 if a.scope_name != b.scope_name and ts_ns(a.timestamp) <= ts_ns(b.timestamp)
+                 and _same_call(a, b, prompts) and prompts.same_answer(a, b)]
+        outers = Counter(a.inference_id for a, _ in pairs)
+        inners = Counter(b.inference_id for _, b in pairs)
+        for a, b in pairs:
+            if outers[a.inference_id] == 1 and inners[b.inference_id] == 1:
+                outer_of[b.inference_id] = a
 
 
 def _fold_rows(batch: RowBatch, final: dict[str, InferenceRow], full_maps: dict[tuple[str, str], dict[str, str]],
