@@ -731,6 +731,27 @@ def test_streams_said_only_by_the_span_name() -> None:
         assert row.is_streaming is streaming, name
 
 
+def _two_projects() -> tuple[ExportTraceServiceRequest, list[Any]]:
+    """A request of two resources: the header's project and "other"."""
+    request = ExportTraceServiceRequest()
+    resources = [request.resource_spans.add() for _ in range(2)]
+    resources[1].resource.attributes.append(KeyValue(key="project.id", value=AnyValue(string_value="other")))
+    return request, resources
+
+
+def _add_random_span(rnd: Any, resources: list[Any], number: int, n: int, attrs: dict[str, Any]) -> None:
+    """Span `number` of `n` in a random graph: a random parent (0: a root; it may be the span
+    itself or form cycles), a random resource, an evaluation event one time in five."""
+    parent = rnd.randint(0, n)
+    span = rnd.choice(resources).scope_spans.add().spans.add(
+        trace_id=b"\x09" * 16, span_id=number.to_bytes(8, "big"), name="chat gpt-4o",
+        parent_span_id=parent.to_bytes(8, "big") if parent else b"",
+        start_time_unix_nano=START, end_time_unix_nano=START + 1000)
+    span.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in attrs.items())
+    if rnd.random() < 0.2:
+        span.events.add(name="gen_ai.evaluation.result", time_unix_nano=START)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_folding_random_span_graphs_keeps_every_row_consistent(seed: int) -> None:
     """Random parent links (forests, self-parents, cycles, links across projects), random
@@ -743,9 +764,7 @@ def test_folding_random_span_graphs_keeps_every_row_consistent(seed: int) -> Non
     mapper = build_mapper(Config())
     for _ in range(40):
         n = rnd.randint(2, 40)
-        request = ExportTraceServiceRequest()
-        resources = [request.resource_spans.add() for _ in range(2)]
-        resources[1].resource.attributes.append(KeyValue(key="project.id", value=AnyValue(string_value="other")))
+        request, resources = _two_projects()
         for number in range(1, n + 1):
             attrs = {"gen_ai.operation.name": rnd.choice(["chat", "chat", "invoke_agent"]),
                      "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": rnd.randint(0, 9)}
@@ -755,14 +774,7 @@ def test_folding_random_span_graphs_keeps_every_row_consistent(seed: int) -> Non
                 attrs["gen_ai.input.messages"] = json.dumps([{"role": "user", "content": f"m{number}"}])
             if rnd.random() < 0.3:
                 attrs["gen_ai.output.messages"] = json.dumps([{"role": "assistant", "content": f"o{number}"}])
-            parent = rnd.randint(0, n)  # 0: root; may be itself or form cycles
-            span = rnd.choice(resources).scope_spans.add().spans.add(
-                trace_id=b"\\x09" * 16, span_id=number.to_bytes(8, "big"), name="chat gpt-4o",
-                parent_span_id=parent.to_bytes(8, "big") if parent else b"",
-                start_time_unix_nano=START, end_time_unix_nano=START + 1000)
-            span.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in attrs.items())
-            if rnd.random() < 0.2:
-                span.events.add(name="gen_ai.evaluation.result", time_unix_nano=START)
+            _add_random_span(rnd, resources, number, n, attrs)
         batch = mapper.map_traces(request, "", time.time_ns())
         kept = {r.inference_id for r in batch.inferences}
         assert len(kept) == len(batch.inferences)
@@ -805,9 +817,7 @@ def test_folding_across_requests_gives_what_one_request_gives(seed: int) -> None
 
     for _ in range(30):
         n = rnd.randint(2, 30)
-        whole = ExportTraceServiceRequest()
-        resources = [whole.resource_spans.add() for _ in range(2)]
-        resources[1].resource.attributes.append(KeyValue(key="project.id", value=AnyValue(string_value="other")))
+        whole, resources = _two_projects()
         for number in range(1, n + 1):
             attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": rnd.choice(["gpt-4o", "gpt-4o-mini"]),
                      "gen_ai.usage.input_tokens": rnd.choice([0, 0, 5, 9])}
@@ -819,14 +829,7 @@ def test_folding_across_requests_gives_what_one_request_gives(seed: int) -> None
                 attrs["gen_ai.output.messages"] = json.dumps([{"role": "assistant", "content": f"o{number}"}])
             if rnd.random() < 0.3:
                 attrs["gen_ai.server.time_to_first_token"] = 0.1
-            parent = rnd.randint(0, n)
-            span = rnd.choice(resources).scope_spans.add().spans.add(
-                trace_id=b"\x09" * 16, span_id=number.to_bytes(8, "big"), name="chat gpt-4o",
-                parent_span_id=parent.to_bytes(8, "big") if parent else b"",
-                start_time_unix_nano=START, end_time_unix_nano=START + 1000)
-            span.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in attrs.items())
-            if rnd.random() < 0.2:
-                span.events.add(name="gen_ai.evaluation.result", time_unix_nano=START)
+            _add_random_span(rnd, resources, number, n, attrs)
         # One request a span, in the order the whole request lists them.
         parts = []
         for resource_spans in whole.resource_spans:
