@@ -203,3 +203,30 @@ def test_a_call_folded_across_requests_is_replayed_as_one_chunk(tmp_path: Path) 
             assert rows == [{"span_id": (2).to_bytes(8, "big").hex(), "ttft_ms": 250.0, "input_tokens": 25}]
         else:
             assert len(rows) == 2
+
+
+def test_a_folded_chunk_the_log_refuses_is_stored_as_a_replay_would(chdb_path: Path, tmp_path: Path) -> None:
+    """chunks.log refuses the line of a chunk whose requests folded into each other: a replay
+    would map those records each alone, so they are mapped and stored so now (two rows for the
+    call, as before the fold), never half folded under writer tokens."""
+    from conftest import start_gateway, wait_until
+    from test_mapper import traced_twice_requests
+
+    from otelgw.pipeline.wal import CutNotLogged
+
+    gateway = start_gateway(chdb_path, "t_fold_refused", tmp_path, fold_wait_ms=1000)
+    try:
+        def refuse(first: int, last: int) -> None:
+            raise CutNotLogged(f"no room for {first} {last}")
+
+        gateway.gateway.pipeline._chunk_log.append = refuse
+        for request in traced_twice_requests():
+            assert post(f"{gateway.http_url}/v1/traces", request.SerializeToString()).status == 200
+        stats = gateway.gateway.pipeline.stats
+        wait_until(lambda: stats.chunk_log_failures >= 1, 30)
+        gateway.settle()
+        assert stats.cross_folded_chunks == 0
+        rows = gateway.query("SELECT span_id, ttft_ms FROM inferences FINAL ORDER BY span_id")
+        assert [r["span_id"][-1] for r in rows] == ["2", "4"]
+    finally:
+        assert gateway.stop()

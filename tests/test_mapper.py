@@ -982,6 +982,22 @@ def test_a_call_traced_twice_in_two_requests_of_one_chunk_is_one_inference() -> 
     assert {s["span_id"]: s["inference_id"] for s in spans}[(4).to_bytes(8, "big").hex()] == row["inference_id"]
     apart = [mapper.map_chunk([r]) for r in records]
     assert sum(len(c.records[0].blocks.get("inferences", b"").splitlines()) for c in apart) == 2
+    assert chunk.folded_across and not any(c.folded_across for c in apart)
+    # A fold declined because of another request's rows (two inner spans, one in each request,
+    # would match one outer: none folds) also ties the requests: mapped apart, the first would
+    # fold. The chunk says so, so that a replay maps them together again.
+    prompt = json.dumps([{"role": "user", "content": "Weather?"}])
+    outer_call = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                  "gen_ai.response.id": "resp_1", "gen_ai.usage.input_tokens": 23, "gen_ai.input.messages": prompt}
+    inner_call = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                  "gen_ai.input.messages": prompt}
+    declined = [WalRecord(seq, Signal.TRACES, "", time.time_ns(), r.SerializeToString()) for seq, r in enumerate(
+        [_nested_request([(3, 2, "chat", inner_call), (2, 0, "chat", outer_call)]),
+         _nested_request([(4, 2, "chat", inner_call)])], 1)]
+    together = mapper.map_chunk(declined)
+    assert together.folded_across
+    assert sum(len(r.blocks.get("inferences", b"").splitlines()) for r in together.records) == 3
+    assert len(mapper.map_chunk(declined[:1]).records[0].blocks["inferences"].splitlines()) == 1
 
 
 def test_a_span_that_measured_nothing_does_not_chain_two_calls_into_one() -> None:

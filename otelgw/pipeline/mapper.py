@@ -204,6 +204,10 @@ class Mapper:
 
     def _fold_together(self, mapped: list[tuple[RowBatch, FoldContext]]) -> bool:
         owner = {row.inference_id: i for i, (batch, _) in enumerate(mapped) for row in batch.inferences}
+        # Which request each span came in (the fold walks parent links through them).
+        span_owner = {(span.trace_id, span.span_id): i for i, (batch, _) in enumerate(mapped) for span in batch.spans}
+        for i, (_, context) in enumerate(mapped):
+            span_owner.update(dict.fromkeys(context.native_parents, i))
         together = RowBatch(inferences=[row for batch, _ in mapped for row in batch.inferences],
                             messages=[m for batch, _ in mapped for m in batch.messages],
                             feedback=[f for batch, _ in mapped for f in batch.feedback],
@@ -214,13 +218,15 @@ class Mapper:
             native_parents.update(context.native_parents)
             full_maps.update(context.full_maps)
         inferences, messages = len(together.inferences), len(together.messages)
-        _join_logfire_streams(together, full_maps, self.pricing)
-        _drop_nested_duplicates(together, native_parents, full_maps, self.pricing)
+        # Rows of two requests that could be one call, folded or declined: mapped apart (as a
+        # replay would map them without the chunk logged), they could come out otherwise.
+        across = _join_logfire_streams(together, full_maps, self.pricing, span_owner)
+        across = _drop_nested_duplicates(together, native_parents, full_maps, self.pricing, span_owner) or across
         if len(together.inferences) == inferences and len(together.messages) == messages:
-            return False
+            return across
         kept_rows = {id(row) for row in together.inferences}
         kept_messages = {id(m) for m in together.messages}
-        crossed = False
+        crossed = across
         for i, (batch, _) in enumerate(mapped):
             batch.inferences = [row for row in batch.inferences if id(row) in kept_rows]
             batch.messages = [m for m in batch.messages if id(m) in kept_messages]
@@ -595,7 +601,8 @@ def _measured(row: InferenceRow) -> bool:
 
 
 def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str], str],
-                            full_maps: dict[tuple[str, str], dict[str, str]], pricing: Pricing) -> None:
+                            full_maps: dict[tuple[str, str], dict[str, str]], pricing: Pricing,
+                            owner: dict[tuple[str, str], int] | None = None) -> bool:
     """One model call traced twice, one span inside the other (an instrumentation library's span
     around the provider SDK's own: anthropic 2.x traces itself whenever a tracer provider is set;
     OpenInference's LangChain span around its OpenAI span; LlamaIndex's spans around the OpenAI
@@ -607,12 +614,15 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
     outer inference. An outer row whose own outer is also a fold target when it gives way to its
     inner one keeps only the latter link (rare: three layers of one library)."""
     if not any(row.parent_span_id for row in batch.inferences):
-        return  # only roots (a batch of separate calls): nothing is nested
+        return False  # only roots (a batch of separate calls): nothing is nested
     by_span = {(row.trace_id, row.span_id): row for row in batch.inferences}
     by_inference_row = {row.inference_id: row for row in batch.inferences}
     prompts = _Prompts(batch.messages)
     parents: dict[tuple[str, str], str] | None = None
     outer_of: dict[str, InferenceRow] = {}
+    # A pair found through spans of two requests (folded or not, as the rules below decide):
+    # mapped apart, as a replay would without the chunk logged, the requests could fold otherwise.
+    across = False
     for row in batch.inferences:
         if not row.parent_span_id:
             continue
@@ -621,17 +631,21 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
             parents.update(native_parents)
         # The nearest enclosing inference, through spans between them (an HTTP client span).
         parent = row.parent_span_id
+        requests = {owner.get((row.trace_id, row.span_id))} if owner is not None else set()
         for _ in range(_MAX_NESTING):
             if not parent or parent == row.span_id:
                 break
+            if owner is not None:
+                requests.add(owner.get((row.trace_id, parent)))
             outer = by_span.get((row.trace_id, parent))
             if outer is not None:
                 if (outer.project_id == row.project_id and outer.inference_id != row.inference_id
                         and _same_call(outer, row, prompts)):
                     outer_of[row.inference_id] = outer
+                    across = across or len(requests) > 1
                 break
             parent = parents.get((row.trace_id, parent), "")
-    _match_siblings(batch.inferences, outer_of, prompts)
+    across = _match_siblings(batch.inferences, outer_of, prompts, owner) or across
     # Without a common response id, an outer span that two inner ones would match says nothing
     # about which is its call (two attempts, or a step making two calls): none of them is folded.
     heuristic: dict[str, list[str]] = {}
@@ -643,7 +657,7 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
             for inner_id in inners:
                 del outer_of[inner_id]
     if not outer_of:
-        return
+        return across
     # Which of the two stands for the call: the outer span, unless both come from one library and
     # only the inner one measured it (LlamaIndex's `OpenAI.predict` around its `OpenAI.chat`) or
     # the outer is the library's step naming itself as the provider (ADK's call_llm): then the
@@ -684,12 +698,14 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
                 final[member] = outer
     if final:
         _fold_rows(batch, final, full_maps, pricing)
+    return across
 
 
 _MAX_SIBLING_PAIRS = 64
 
 
-def _match_siblings(rows: list[InferenceRow], outer_of: dict[str, InferenceRow], prompts: _Prompts) -> None:
+def _match_siblings(rows: list[InferenceRow], outer_of: dict[str, InferenceRow], prompts: _Prompts,
+                    owner: dict[tuple[str, str], int] | None = None) -> bool:
     """One call traced by two libraries whose spans sit side by side, not one inside the other
     (LlamaIndex's `OpenAI.astream_chat` ends when it hands back the stream; the OpenAI
     instrumentation's ChatCompletion span starts as the stream is read, under the same agent
@@ -697,7 +713,8 @@ def _match_siblings(rows: list[InferenceRow], outer_of: dict[str, InferenceRow],
     when they share parent, project, operation and outcome, a model (both name one), every input
     message and, where both recorded it, the answer (a cache hit's stored answer or another
     sample differs), the library's span started first, and neither matches another sibling. A
-    span that already stands for a call nested in it pairs with nothing more."""
+    span that already stands for a call nested in it pairs with nothing more. True when a bucket
+    that could pair held rows of two requests (`owner`: (trace, span) -> request)."""
     stands = {outer.inference_id for outer in outer_of.values()}
     # Only rows with one parent, operation, outcome and input messages can pair: a batch job's
     # thousands of siblings are compared within such buckets, not each with each.
@@ -717,9 +734,14 @@ def _match_siblings(rows: list[InferenceRow], outer_of: dict[str, InferenceRow],
         if prompt:
             key = (row.project_id, row.trace_id, row.parent_span_id, row.operation, row.is_success, prompt)
             buckets.setdefault(key, ([], []))[side].append(row)
+    across = False
     for unmeasured, measured in buckets.values():
+        if not unmeasured or not measured:
+            continue
+        if owner is not None and not across:
+            across = len({owner.get((row.trace_id, row.span_id)) for row in (*unmeasured, *measured)}) > 1
         # So many alike that a pair would be a guess (and comparing them all would take long).
-        if not unmeasured or not measured or len(unmeasured) * len(measured) > _MAX_SIBLING_PAIRS:
+        if len(unmeasured) * len(measured) > _MAX_SIBLING_PAIRS:
             continue
         pairs = [(a, b) for b in measured for a in unmeasured
                  if a.scope_name != b.scope_name and ts_ns(a.timestamp) <= ts_ns(b.timestamp)
@@ -729,6 +751,7 @@ def _match_siblings(rows: list[InferenceRow], outer_of: dict[str, InferenceRow],
         for a, b in pairs:
             if outers[a.inference_id] == 1 and inners[b.inference_id] == 1:
                 outer_of[b.inference_id] = a
+    return across
 
 
 def _fold_rows(batch: RowBatch, final: dict[str, InferenceRow], full_maps: dict[tuple[str, str], dict[str, str]],
@@ -793,24 +816,25 @@ _LOGFIRE_STREAM_LOG = "streaming response from "
 
 
 def _join_logfire_streams(batch: RowBatch, full_maps: dict[tuple[str, str], dict[str, str]],
-                          pricing: Pricing) -> None:
+                          pricing: Pricing, owner: dict[tuple[str, str], int] | None = None) -> bool:
     """A Logfire stream's log row is the completion of its request row: same scope, project,
     service, parent (and trace, under a parent), operation, request model and input messages
     (all of them), a request that succeeded and measured nothing, ended before the log; the
     earliest such pairs with the earliest log. One call, one inference, on the request span,
     streamed, timed from the request's start to the log, failed if the stream failed. Both spans
     must be in this batch (the requests of one mapping chunk): apart, they stay two rows
-    (docs/conventions.md)."""
+    (docs/conventions.md). True when a log and a request that could pair came in two requests
+    (`owner`: (trace, span) -> request)."""
     logs = [r for r in batch.inferences
             if r.scope_name.startswith("logfire") and r.span_name.startswith(_LOGFIRE_STREAM_LOG)]
     if not logs:
-        return
+        return False
     log_ids = {r.inference_id for r in logs}
     candidates = [r for r in batch.inferences
                   if r.scope_name.startswith("logfire") and r.inference_id not in log_ids and r.is_success
                   and not _measured(r)]
     if not candidates:
-        return
+        return False
     prompts = _Prompts(batch.messages)
 
     def key(row: InferenceRow) -> tuple[Any, ...]:
@@ -820,6 +844,10 @@ def _join_logfire_streams(batch: RowBatch, full_maps: dict[tuple[str, str], dict
     waiting: dict[tuple[Any, ...], deque[InferenceRow]] = {}
     for row in sorted(candidates, key=lambda r: ts_ns(r.end_timestamp)):
         waiting.setdefault(key(row), deque()).append(row)
+    across = owner is not None and any(
+        any(owner.get((row.trace_id, row.span_id)) != owner.get((log.trace_id, log.span_id))
+            for row in waiting.get(key(log), ()))
+        for log in logs)
     final: dict[str, InferenceRow] = {}
     for log in sorted(logs, key=lambda r: ts_ns(r.timestamp)):
         queue = waiting.get(key(log))
@@ -834,6 +862,7 @@ def _join_logfire_streams(batch: RowBatch, full_maps: dict[tuple[str, str], dict
             request.end_timestamp = log.end_timestamp
     if final:
         _fold_rows(batch, final, full_maps, pricing)
+    return across
 
 
 def _message_keys(conv: Conventions, family: Any, attrs: dict[str, Any]) -> set[str]:

@@ -340,7 +340,10 @@ class Pipeline:
             log.warning("a mapping worker could not insert its rows; the writer inserts them",
                         extra={"first_seq": first, "last_seq": last, "error": chunk.insert_error})
         prefix = self._writer.token_prefix
-        return {"prebuilt": [(table, b"".join(parts), rows[table], chunk_token(prefix, first, last, table))
+        # Span rows under the writer's tag: a chunk mapped here (its fold crossed records) may
+        # have left spans to the fast path, whose rules a restart may change.
+        spans = self._writer.spans_token
+        return {"prebuilt": [(table, b"".join(parts), rows[table], chunk_token(prefix, first, last, table, spans))
                              for table, parts in leftovers.items()],
                 "inserted": (chunk.inserted_rows, chunk.inserted_s)}
 
@@ -438,6 +441,10 @@ class Pipeline:
                         if await self._log_chunk(token_range):
                             chunk.token_range = token_range
                             self.stats.cross_folded_chunks += 1
+                    if chunk.folded_across and chunk.token_range is None:
+                        # Not logged (the disk refused the line, or a later chunk is logged): a
+                        # replay would map these records each alone, so they are stored so now.
+                        chunk = await self.mapping.map(records, None, None, fold_across=False)
                     await loop.run_in_executor(self._map_pool, self._apply, records, chunk)
                     self._applied_seq = through
                     continue

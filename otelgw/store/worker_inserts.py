@@ -21,11 +21,12 @@ if TYPE_CHECKING:
     from otelgw.pipeline.workers import MappedChunk
 
 
-def chunk_token(prefix: str, first: int, last: int, table: str) -> str:
+def chunk_token(prefix: str, first: int, last: int, table: str, spans: str = "spans@off") -> str:
     """The deduplication token of one table's rows of the mapping chunk of log records
-    first..last (a namespace of its own: never equal to a writer block's token)."""
-    # Spans as the writer names them with the fast path off (never on with a server DSN).
-    return f"{prefix}:chunk:{first}-{last}:{'spans@off' if table == 'spans' else table}"
+    first..last (a namespace of its own: never equal to a writer block's token). `spans`: the
+    writer's name for span rows (the fast path's tag; off, as it always is with a server DSN,
+    where workers insert)."""
+    return f"{prefix}:chunk:{first}-{last}:{spans if table == 'spans' else table}"
 
 
 class ChunkInserter:

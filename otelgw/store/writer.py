@@ -176,6 +176,10 @@ class BatchWriter:
         # the fast path on as well.
         self._spans_token = f"spans@{tag}" if self._native_inserter is not None else "spans@off"
 
+    @property
+    def spans_token(self) -> str:
+        return self._spans_token
+
     def pending_cuts(self, checkpoint: int) -> list[tuple[int, int]]:
         return self._cuts.pending(checkpoint) if self._cuts else []
 
