@@ -65,8 +65,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Longest time a row waits in the writer before it is flushed.
     flush_interval_ms: int = 1000
     # How long the consumer waits for more trace requests after a small read (under 1 MiB)
-    # before mapping them, so one call traced twice, sent a span a request (a SimpleSpanProcessor), folds into
-    # one inference; 0 = no wait. Under load, requests fill a chunk without waiting.
+    # before mapping them, so that one call traced twice and sent a span a request (a
+    # SimpleSpanProcessor) folds into one inference; 0 = no wait. Under load, reads fill a chunk
+    # without waiting.
     fold_wait_ms: int = 100
     # Requests being read, decoded or made durable at once, overall and per connection;
     # past either, 503 / UNAVAILABLE. Bounds the memory held by request bodies.
