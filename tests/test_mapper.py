@@ -983,6 +983,22 @@ def test_a_call_traced_twice_in_two_requests_of_one_chunk_is_one_inference() -> 
     apart = [mapper.map_chunk([r]) for r in records]
     assert sum(len(c.records[0].blocks.get("inferences", b"").splitlines()) for c in apart) == 2
     assert chunk.folded_across and not any(c.folded_across for c in apart)
+    # A fold across requests that raises (a mapper bug) loses nothing: each record is mapped
+    # again and folded alone.
+    fold = mapper.mapper.fold
+
+    def failing(batches: list[Any]) -> bool:
+        if len(batches) > 1:
+            raise RuntimeError("a bug")
+        return fold(batches)
+
+    mapper.mapper.fold = failing
+    try:
+        again = mapper.map_chunk(records)
+    finally:
+        mapper.mapper.fold = fold
+    assert not any(r.error for r in again.records) and not again.folded_across
+    assert sum(len(r.blocks.get("inferences", b"").splitlines()) for r in again.records) == 2
     # A fold declined because of another request's rows (two inner spans, one in each request,
     # would match one outer: none folds) also ties the requests: mapped apart, the first would
     # fold. The chunk says so, so that a replay maps them together again.

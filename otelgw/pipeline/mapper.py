@@ -185,9 +185,9 @@ class Mapper:
         """One call traced twice is one inference: a Logfire stream's two spans, and nested spans
         of one call (`_drop_nested_duplicates`), found across every batch given (the requests of
         one mapping chunk: a SimpleSpanProcessor exports each span in a request of its own).
-        Batches lose the rows that gave way; the rest are changed in place. True when a row of
-        one batch now belongs to an inference of another (the batches' rows then depend on each
-        other: a replay must map them together again)."""
+        Batches lose the rows that gave way; the rest are changed in place. True when rows of two
+        batches could be one call, folded or not (the batches' rows then depend on each other: a
+        replay must map them together again)."""
         if len(mapped) > 1:
             ids = [row.inference_id for batch, _ in mapped for row in batch.inferences]
             if len(ids) < 2:
@@ -203,7 +203,6 @@ class Mapper:
         return False
 
     def _fold_together(self, mapped: list[tuple[RowBatch, FoldContext]]) -> bool:
-        owner = {row.inference_id: i for i, (batch, _) in enumerate(mapped) for row in batch.inferences}
         # Which request each span came in (the fold walks parent links through them).
         span_owner = {(span.trace_id, span.span_id): i for i, (batch, _) in enumerate(mapped) for span in batch.spans}
         for i, (_, context) in enumerate(mapped):
@@ -218,22 +217,19 @@ class Mapper:
             native_parents.update(context.native_parents)
             full_maps.update(context.full_maps)
         inferences, messages = len(together.inferences), len(together.messages)
-        # Rows of two requests that could be one call, folded or declined: mapped apart (as a
-        # replay would map them without the chunk logged), they could come out otherwise.
+        # Rows of two requests that could be one call, folded or declined (any fold across
+        # requests is one of these): mapped apart, as a replay would map them without the chunk
+        # logged, they could come out otherwise.
         across = _join_logfire_streams(together, full_maps, self.pricing, span_owner)
         across = _drop_nested_duplicates(together, native_parents, full_maps, self.pricing, span_owner) or across
         if len(together.inferences) == inferences and len(together.messages) == messages:
             return across
         kept_rows = {id(row) for row in together.inferences}
         kept_messages = {id(m) for m in together.messages}
-        crossed = across
-        for i, (batch, _) in enumerate(mapped):
+        for batch, _ in mapped:
             batch.inferences = [row for row in batch.inferences if id(row) in kept_rows]
             batch.messages = [m for m in batch.messages if id(m) in kept_messages]
-            # A folded span row (or a moved message) now names another request's inference.
-            crossed = crossed or any(owner.get(row.inference_id, i) != i
-                                     for rows in (batch.spans, batch.messages, batch.feedback) for row in rows)
-        return crossed
+        return across
 
     def map_traces_unfolded(self, request: Any, project_header: str, received_ns: int,
                             native: NativeCheck | None = None) -> tuple[RowBatch, FoldContext]:

@@ -178,22 +178,18 @@ class _Result(msgspec.Struct):
     name: str
 
 
-def _parts(parts: list[Any], msg: Message, results: list[_Result] | None = None) -> set[str]:
-    """Fills `msg` from its parts; returns the kinds of part it read. `results` receives each tool
-    result."""
+def _parts(parts: list[Any], msg: Message, results: list[_Result] | None = None) -> None:
+    """Fills `msg` from its parts; `results` receives each tool result."""
     texts: list[str] = []
-    kinds: set[str] = set()
     for part in parts:
         if isinstance(part, str):
             texts.append(part)
-            kinds.add("text")
             continue
         if not isinstance(part, dict):
             continue
         if "type" not in part:
             part = _converse_part(_gemini_part(part))
         kind = part.get("type", "text")
-        kinds.add(kind)
         if kind in _TEXT_PARTS:
             texts.append(_text(part.get("content", part.get("text"))))
         elif kind in _TOOL_CALL_PARTS:
@@ -217,7 +213,6 @@ def _parts(parts: list[Any], msg: Message, results: list[_Result] | None = None)
         else:  # media (blob, uri, image_url, file): a marker, never the bytes
             texts.append(f"[{kind}]")
     msg.content = "\n".join(t for t in texts if t)
-    return kinds
 
 
 def normalize(raw: Any, default_role: str) -> list[Message]:

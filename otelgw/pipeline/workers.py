@@ -151,40 +151,29 @@ class RecordMapper:
 
     def _folded(self, records: list[WalRecord],
                 alone: frozenset[int] = frozenset()) -> tuple[list[tuple[RowBatch, bool] | str], bool]:
-        """Each record's rows, or why mapping it failed, and whether a call traced twice was
-        folded across two records: it is folded across the chunk's trace requests (each span in
+        """Each record's rows, or why mapping it failed, and whether rows of two records could be
+        one call: a call traced twice is folded across the chunk's trace requests (each span in
         its own request, as a SimpleSpanProcessor sends them, still meets the span it was part
-        of), but for the records at the positions in `alone`."""
+        of), but for the records at the positions in `alone`, which fold each by itself."""
         staged: list[tuple[RowBatch, FoldContext | None, bool] | str] = []
-        for record in records:
+        for i, record in enumerate(records):
             try:
-                staged.append(self._rows(record))
+                batch, context, declined = self._rows(record)
+                if context is not None and i in alone:
+                    self.mapper.fold([(batch, context)])
+                staged.append((batch, context, declined))
             except Exception:
                 staged.append(traceback.format_exc(limit=8))
-        crossed = False
         traces = [(item[0], item[1]) for i, item in enumerate(staged)
                   if not isinstance(item, str) and item[1] is not None and i not in alone]
-        try:
-            for i in alone:
-                item = staged[i]
-                if not isinstance(item, str) and item[1] is not None:
-                    self.mapper.fold([(item[0], item[1])])
-            if traces:
+        crossed = False
+        if traces:
+            try:
                 crossed = self.mapper.fold(traces)
-        except Exception:
-            # A fold that failed across requests may have changed some of their rows: map each
-            # again, folded alone (a failure then is that record's).
-            for i, (record, item) in enumerate(zip(records, staged, strict=True)):
-                if isinstance(item, str) or item[1] is None:
-                    continue
-                try:
-                    batch, context, declined = self._rows(record)
-                    if context is not None:
-                        self.mapper.fold([(batch, context)])
-                    staged[i] = (batch, None, declined)
-                except Exception:
-                    staged[i] = traceback.format_exc(limit=8)
-            crossed = False
+            except Exception:
+                # It may have changed some of their rows: each record again, folded alone (a
+                # failure then is that record's).
+                return self._folded(records, frozenset(range(len(records))))
         return [item if isinstance(item, str) else (item[0], item[2]) for item in staged], crossed
 
     def _finish(self, record: WalRecord, batch: RowBatch, declined: bool) -> MappedRecord:
@@ -225,7 +214,8 @@ class RecordMapper:
         # This thread's CPU only: on the gateway's own thread, process time would count the event
         # loop and the writer too.
         started = time.thread_time()
-        staged, crossed = self._folded(records, frozenset() if fold_across else frozenset(range(len(records))))
+        alone = frozenset() if fold_across else frozenset(range(len(records)))
+        staged, crossed = self._folded(records, alone)
         mapped = self._finished(records, staged)
         failed = frozenset(i for i, m in enumerate(mapped) if m.error and not isinstance(staged[i], str))
         if crossed and failed:
@@ -233,7 +223,7 @@ class RecordMapper:
             # must not keep rows that gave way to its rows. Mapped again without it in the fold.
             if self.masker is not None:
                 self.masker.take_stats()  # counted again below
-            staged, crossed = self._folded(records, failed if fold_across else frozenset(range(len(records))))
+            staged, crossed = self._folded(records, alone | failed)
             mapped = self._finished(records, staged)
         masking = [self.masker.take_stats()] if self.masker is not None else []
         return MappedChunk(mapped, masking, os.getpid(), time.thread_time() - started, folded_across=crossed)
