@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from otelgw.canonical import VALUES_FILE, CanonicalValues
 from otelgw.resources import semconv_dir
 
 # Fields an inference row takes from the tables, with the type each source is coerced to.
@@ -268,7 +269,8 @@ def _plan(order: list[Family]) -> Plan:
 class Conventions:
     """Every family, compiled. Immutable after construction except for bounded caches."""
 
-    def __init__(self, tables: list[FamilyTable]) -> None:
+    def __init__(self, tables: list[FamilyTable], values: CanonicalValues | None = None) -> None:
+        self.values = values or CanonicalValues.empty()
         tables = sorted(tables, key=lambda t: t.priority)
         names = [t.name for t in tables]
         if len(names) != len(set(names)):
@@ -412,7 +414,7 @@ def load_tables(folder: Path | None = None) -> list[FamilyTable]:
     folder = folder or semconv_dir()
     tables: list[FamilyTable] = []
     for path in sorted(folder.glob("*.toml")):
-        if path.name == "pricing.toml":
+        if path.name in ("pricing.toml", VALUES_FILE):
             continue
         try:
             with open(path, "rb") as fh:
@@ -433,4 +435,4 @@ def tables_digest(folder: Path | None = None) -> str:
 
 
 def load_conventions(folder: Path | None = None) -> Conventions:
-    return Conventions(load_tables(folder))
+    return Conventions(load_tables(folder), CanonicalValues.load(folder))

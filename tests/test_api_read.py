@@ -63,7 +63,7 @@ def test_inference_detail_with_feedback_and_unmapped(gateway) -> None:
         "anthropic", "claude-sonnet-4", "msg_123")
     assert overview["timestamp"] == "2025-11-26T09:40:00.000000000Z" and overview["latency_ms"] == 2000.0
     assert (overview["ttft_ms"], overview["ttft_source"]) == (250.0, "attribute:gen_ai.server.time_to_first_token")
-    assert overview["finish_reason"] == "end_turn"
+    assert overview["finish_reason"] == "stop"  # Anthropic's end_turn, canonical
     assert [(m["direction"], m["role"], m["content"]) for m in body["messages"]] == [
         ("input", "user", "Hello"), ("output", "assistant", "Hi there")]
     phases = [p["name"] for p in body["performance"]["phases"]]

@@ -87,7 +87,7 @@ def test_vercel_ai_sdk_do_stream() -> None:
     (row,) = batch.inferences
     assert (row.family, row.operation, row.is_streaming, row.provider) == ("vercel_ai", "chat", True, "openai")
     assert (row.ttft_ms, row.ttft_source) == (321.5, "attribute:ai.response.msToFirstChunk")
-    assert (row.session_id, row.finish_reason) == ("sess-9", "tool-calls")
+    assert (row.session_id, row.finish_reason) == ("sess-9", "tool_call")  # canonical: was "tool-calls"
     inputs = [m for m in batch.messages if m.direction == "input"]
     assert [m.role for m in inputs] == ["system", "user", "assistant", "tool"]
     assert inputs[1].content == "Weather?"
@@ -118,8 +118,8 @@ def test_openllmetry_indexed_prompts() -> None:
     assert (row.family, row.provider, row.total_tokens, row.user_id) == ("openllmetry", "openai", 13, "u-1")
     assert messages(batch, "input") == [("system", "Short answers."), ("user", "Hi\n[image_url]")]
     (out,) = [m for m in batch.messages if m.direction == "output"]
-    assert out.finish_reason == "tool_calls" and json.loads(out.tool_calls)[0]["name"] == "lookup"
-    assert row.finish_reason == "tool_calls"
+    assert out.finish_reason == "tool_call" and json.loads(out.tool_calls)[0]["name"] == "lookup"
+    assert row.finish_reason == "tool_call"
     # Indexed message keys are consumed into message rows, not repeated in attributes.
     assert not any(k.startswith("gen_ai.prompt.") for k in row.attributes)
 
@@ -138,12 +138,12 @@ def test_an_empty_message_source_gives_way_to_one_with_the_call() -> None:
     batch = map_span("litellm_request", attrs)
     (out,) = [m for m in batch.messages if m.direction == "output"]
     assert json.loads(out.tool_calls) == [{"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}]
-    assert (out.role, out.finish_reason) == ("assistant", "tool_calls")
+    assert (out.role, out.finish_reason) == ("assistant", "tool_call")
     assert messages(batch, "input") == [("user", "Paris?")]
     # With nothing better, the empty message is still stored: its finish reason says something.
     del attrs["gen_ai.completion.0.function_call.name"], attrs["gen_ai.completion.0.function_call.arguments"]
     (out,) = [m for m in map_span("litellm_request", attrs).messages if m.direction == "output"]
-    assert (out.content, out.tool_calls, out.finish_reason) == ("", "", "tool_calls")
+    assert (out.content, out.tool_calls, out.finish_reason) == ("", "", "tool_call")
     # A source with content keeps winning over a later one.
     attrs["gen_ai.output.messages"] = json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "Sun"}]}])
     attrs["gen_ai.completion.0.function_call.name"] = "ignored"
@@ -1167,7 +1167,7 @@ def test_strands_agents_converse_block_events_and_details_span_events() -> None:
     assert json.loads(call.tool_calls)[0]["name"] == "get_weather"
     assert next(m for m in batch.messages if m.role == "tool").tool_call_id == "c1"
     row = batch.inferences[0]
-    assert row.ttft_ms == 62 and row.finish_reason == "end_turn"
+    assert row.ttft_ms == 62 and row.finish_reason == "stop"
 
     # OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental: the current attributes, on one
     # gen_ai.client.inference.operation.details span event each.
@@ -1183,7 +1183,7 @@ def test_strands_agents_converse_block_events_and_details_span_events() -> None:
     ], scope="strands.telemetry.tracer")
     assert messages(batch, "input") == [("system", "Be brief."), ("tool", "sunny, 22 C")]
     assert messages(batch, "output") == [("assistant", "It is sunny.")]
-    assert batch.inferences[0].finish_reason == "end_turn"
+    assert batch.inferences[0].finish_reason == "stop"
 
 
 def test_converse_blocks_are_read_for_strands_only_and_whole() -> None:
@@ -1204,3 +1204,70 @@ def test_converse_blocks_are_read_for_strands_only_and_whole() -> None:
     batch = map_span("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
                               "gen_ai.input.messages": parts})
     assert messages(batch, "input") == [("user", "Describe this")]
+
+
+def test_finish_reasons_are_stored_in_their_canonical_spelling() -> None:
+    """semconv/values.toml: one spelling per meaning (OTel's), whichever provider or library."""
+    values = build_mapper(Config()).conventions.values
+    for raw, canonical in (("stop", "stop"), ("end_turn", "stop"), ("STOP", "stop"), ("FinishReason.STOP", "stop"),
+                           ("stop_sequence", "stop"), ("completed", "stop"), ("COMPLETE", "stop"),
+                           ("length", "length"), ("max_tokens", "length"), ("MAX_TOKENS", "length"),
+                           ("tool_calls", "tool_call"), ("tool-calls", "tool_call"), ("tool_use", "tool_call"),
+                           ("function_call", "tool_call"), ("SAFETY", "content_filter"),
+                           ("content-filter", "content_filter"), ("refusal", "content_filter"),
+                           ("guardrail_intervened", "content_filter"), ("MALFORMED_FUNCTION_CALL", "error"),
+                           # Listed nowhere: kept, lowercased (Gemini's enum names are upper case).
+                           ("pause_turn", "pause_turn"), ("OTHER", "other"), ("FinishReason.LANGUAGE", "language"),
+                           ("", "")):
+        assert values.finish_reason(raw) == canonical, raw
+    # On the inference row and on each message row alike.
+    batch = map_span("chat claude", {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-x",
+        "gen_ai.response.finish_reasons": ["max_tokens"],
+        "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "Par"}],
+                                               "finish_reason": "max_tokens"}])})
+    assert batch.inferences[0].finish_reason == "length"
+    assert [m.finish_reason for m in batch.messages if m.direction == "output"] == ["length"]
+
+
+def test_a_router_or_no_provider_is_read_from_the_model_name() -> None:
+    values = build_mapper(Config()).conventions.values
+    for reported, model, provider in (
+            ("openai", "claude-sonnet-4-5", "openai"),  # a provider said is kept, whatever the model
+            ("litellm", "gpt-4o-mini", "openai"), ("litellm", "anthropic/claude-sonnet-4-5", "anthropic"),
+            ("LiteLLM", "azure/my-deployment", "azure.ai.openai"), ("", "bedrock/anthropic.claude-3", "aws.bedrock"),
+            ("strands-agents", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", "aws.bedrock"),
+            ("", "arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.claude-3", "aws.bedrock"),
+            ("", "models/gemini-2.5-flash", "gcp.gen_ai"), ("", "openrouter/anthropic/claude-3.5", "anthropic"),
+            ("", "mistral-large-latest", "mistral_ai"), ("", "mistral.mistral-large-2402-v1:0", "aws.bedrock"),
+            ("", "text-embedding-3-small", "openai"), ("", "grok-4", "x_ai"),
+            ("litellm", "my-own-model", "litellm"), ("", "my-own-model", ""), ("", "", "")):
+        assert values.provider(reported, model) == provider, (reported, model)
+    assert values.provider("", "", "gpt-4o-2024-08-06") == "openai"  # the response's model when the request named none
+
+
+def test_a_routers_row_folded_with_the_sdk_span_inside_takes_the_sdks_provider() -> None:
+    """LiteLLM's span (provider "litellm") around the OpenAI SDK's span of the same call on Azure:
+    the call is one row, its provider the SDK's, not the one its model's name suggests."""
+    common = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "gen_ai.response.id": "r9",
+              "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 3}
+    request = _nested_request([(2, 1, "chat gpt-4o", {**common, "gen_ai.provider.name": "azure.ai.openai"}),
+                               (1, 0, "litellm_request", {**common, "gen_ai.provider.name": "litellm"})])
+    (row,) = build_mapper(Config()).map_traces(request, "", time.time_ns()).inferences
+    assert row.provider == "azure.ai.openai" and row.span_name == "litellm_request"
+    # Alone, the router's row is read from its model.
+    alone = _nested_request([(1, 0, "litellm_request", {**common, "gen_ai.provider.name": "litellm"})])
+    assert build_mapper(Config()).map_traces(alone, "", time.time_ns()).inferences[0].provider == "openai"
+
+
+def test_the_values_table_refuses_one_spelling_under_two_meanings(tmp_path: Path) -> None:
+    from otelgw.canonical import CanonicalValues
+
+    (tmp_path / "values.toml").write_text('[finish_reasons]\nstop = ["end_turn"]\nlength = ["END_TURN"]\n')
+    with pytest.raises(ValueError, match="listed under both"):
+        CanonicalValues.load(tmp_path)
+    (tmp_path / "values.toml").write_text('[providers]\nrouter = ["litellm"]\n')
+    with pytest.raises(ValueError, match="values.toml"):
+        CanonicalValues.load(tmp_path)
+    (tmp_path / "values.toml").unlink()
+    assert CanonicalValues.load(tmp_path).finish_reason("END_TURN") == "end_turn"  # no table: lowercased only

@@ -188,6 +188,24 @@ class Mapper:
         Batches lose the rows that gave way; the rest are changed in place. True when rows of two
         batches could be one call, folded or not (the batches' rows then depend on each other: a
         replay must map them together again)."""
+        # A router's name (LiteLLM's) is no provider: its row, folded with the provider SDK's span
+        # inside it, takes the provider that SDK reported, as a row with none does; only what is
+        # left is read from the model's name, after the fold.
+        canonical = self.conventions.values
+        routers: dict[int, str] = {}
+        for batch, _ in mapped:
+            for row in batch.inferences:
+                if row.provider and canonical.is_router(row.provider):
+                    routers[id(row)] = row.provider
+                    row.provider = ""
+        crossed = self._fold(mapped)
+        for batch, _ in mapped:
+            for row in batch.inferences:
+                row.provider = canonical.provider(row.provider or routers.get(id(row), ""), row.request_model,
+                                                  row.response_model)
+        return crossed
+
+    def _fold(self, mapped: list[tuple[RowBatch, FoldContext]]) -> bool:
         if len(mapped) > 1:
             ids = [row.inference_id for batch, _ in mapped for row in batch.inferences]
             if len(ids) < 2:
@@ -402,6 +420,7 @@ class Mapper:
                 finish_reason = to_str(parsed[0]) if parsed else ""
         if not finish_reason:
             finish_reason = next((m.finish_reason for m in outputs if m.finish_reason), "")
+        canonical = self.conventions.values
 
         ttft = _plausible(values.get("ttft_ms"), MAX_WAIT_MS)
         queue_ms = _plausible(values.get("queue_ms"), MAX_WAIT_MS)
@@ -440,7 +459,7 @@ class Mapper:
             is_success=not failed,
             error_type=error_type,
             error_message=error_message,
-            finish_reason=finish_reason,
+            finish_reason=canonical.finish_reason(finish_reason),
             response_id=values.get("response_id", ""),
             session_id=values.get("session_id", ""),
             user_id=values.get("user_id", ""),
@@ -455,6 +474,7 @@ class Mapper:
                      outputs: list[Message], source: str) -> None:
         stamp = ts(at_ns)
         limit = self.options.max_message_chars
+        canonical = self.conventions.values
         if len(inputs) > 1:
             inputs = without_repeated_results(inputs)
         for direction, items in (("input", inputs), ("output", outputs)):
@@ -471,7 +491,7 @@ class Mapper:
                     tool_calls=tool_calls_json(msg.tool_calls),
                     tool_call_id=msg.tool_call_id,
                     name=msg.name,
-                    finish_reason=msg.finish_reason,
+                    finish_reason=canonical.finish_reason(msg.finish_reason),
                     source=source,
                 ))
 

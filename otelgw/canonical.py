@@ -1,0 +1,104 @@
+"""Canonical finish reasons and providers, from semconv/values.toml: one spelling per meaning,
+whichever library sent the call, so listings, filters and analytics do not split one provider
+or one kind of ending into several."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+from otelgw.resources import semconv_dir
+
+VALUES_FILE = "values.toml"
+# Enum reprs some libraries send as the value ("FinishReason.STOP": google-genai's enum).
+_ENUM_PREFIXES = ("finishreason.", "stopreason.")
+
+
+class _Providers(msgspec.Struct, forbid_unknown_fields=True):
+    routers: list[str] = []
+    model_prefixes: dict[str, str] = {}
+    models: dict[str, str] = {}
+
+
+class _ValuesFile(msgspec.Struct, forbid_unknown_fields=True):
+    finish_reasons: dict[str, list[str]] = {}
+    providers: _Providers = msgspec.field(default_factory=_Providers)
+
+
+class CanonicalValues:
+    """Lookups built once from the table; immutable but for a bounded cache of model names."""
+
+    def __init__(self, table: _ValuesFile) -> None:
+        self._reasons: dict[str, str] = {}
+        for canonical, spellings in table.finish_reasons.items():
+            for raw in [canonical, *spellings]:
+                known = self._reasons.setdefault(raw.lower(), canonical)
+                if known != canonical:
+                    raise ValueError(f"finish reason {raw!r} is listed under both {known!r} and {canonical!r}")
+        self._routers = frozenset(r.lower() for r in table.providers.routers)
+        self._by_prefix = {k.lower(): v for k, v in table.providers.model_prefixes.items()}
+        self._exact = {k.lower(): v for k, v in table.providers.models.items() if not k.endswith("*")}
+        # Longest first, so "mistral.*" (Bedrock) is tried before a shorter pattern could claim it.
+        self._patterns = sorted(((k[:-1].lower(), v) for k, v in table.providers.models.items() if k.endswith("*")),
+                                key=lambda kv: -len(kv[0]))
+        self._model_cache: dict[str, str] = {}
+
+    @classmethod
+    def empty(cls) -> CanonicalValues:
+        return cls(_ValuesFile())
+
+    @classmethod
+    def load(cls, folder: Path | None = None) -> CanonicalValues:
+        path = (folder or semconv_dir()) / VALUES_FILE
+        if not path.exists():
+            return cls.empty()
+        try:
+            with open(path, "rb") as fh:
+                return cls(msgspec.convert(tomllib.load(fh), _ValuesFile))
+        except (OSError, tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+            raise ValueError(f"convention table {VALUES_FILE}: {exc}") from exc
+
+    def finish_reason(self, raw: str) -> str:
+        if not raw:
+            return raw
+        key = raw.strip().lower()
+        for prefix in _ENUM_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        return self._reasons.get(key, key)
+
+    def is_router(self, provider: str) -> bool:
+        return provider.lower() in self._routers
+
+    def provider(self, reported: str, *models: str) -> str:
+        """The reported provider, unless it is empty or a router's name: then the first model
+        whose name says who serves it (the reported name when none does)."""
+        if reported and not self.is_router(reported):
+            return reported
+        for model in models:
+            found = self._for_model(model) if model else ""
+            if found:
+                return found
+        return reported
+
+    def _for_model(self, model: str) -> str:
+        found = self._model_cache.get(model)
+        if found is not None:
+            return found
+        name = model.strip().lower()
+        found = ""
+        # "provider/model"; past a prefix no table names ("openrouter/anthropic/…", a
+        # deployment's own "team/model"), the rest. A Bedrock ARN is one name with slashes.
+        while "/" in name and not name.startswith("arn:"):
+            head, _, name = name.partition("/")
+            found = self._by_prefix.get(head, "")
+            if found:
+                break
+        if not found:
+            found = self._exact.get(name, "") or next((v for p, v in self._patterns if name.startswith(p)), "")
+        if len(self._model_cache) > 10_000:
+            self._model_cache.clear()
+        self._model_cache[model] = found
+        return found
