@@ -32,7 +32,9 @@ class CanonicalValues:
 
     def __init__(self, table: _ValuesFile) -> None:
         self._reasons: dict[str, str] = {}
+        self._spellings: dict[str, list[str]] = {}
         for canonical, spellings in table.finish_reasons.items():
+            self._spellings[canonical] = list(dict.fromkeys([canonical, *spellings]))
             for raw in [canonical, *spellings]:
                 known = self._reasons.setdefault(raw.lower(), canonical)
                 if known != canonical:
@@ -68,6 +70,16 @@ class CanonicalValues:
             if key.startswith(prefix):
                 key = key[len(prefix):]
         return self._reasons.get(key, key)
+
+    def finish_reason_spellings(self, value: str) -> list[str]:
+        """Every value a stored row may hold for `value`'s finish reason: the canonical one, and
+        the spellings rows stored before canonical values (or by an older table) may carry, as
+        sent (lower and upper case, Gemini's enum forms)."""
+        canonical = self.finish_reason(value)
+        out: list[str] = []
+        for raw in self._spellings.get(canonical, [canonical]):
+            out += [raw, raw.upper(), f"FinishReason.{raw.upper()}"]
+        return list(dict.fromkeys(out))
 
     def is_router(self, provider: str) -> bool:
         return provider.lower() in self._routers

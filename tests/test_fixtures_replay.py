@@ -125,3 +125,10 @@ def test_messages_sent_as_log_records_still_give_previews_and_finish_reason(gate
         finish = next((m["finish_reason"] for m in detail["messages"]
                        if m["direction"] == "output" and m["finish_reason"]), "")
         assert status == 200 and detail["overview"]["finish_reason"] == (stored or finish)
+        # The page says it too, and a filter on it finds the call (from its messages when the
+        # row has none of its own).
+        assert item["finish_reason"] == (stored or finish)
+        if item["finish_reason"]:
+            status, by_reason = call_api(gateway.api_url, "POST", "/api/v1/metrics/inferences/list", body={
+                "from_date": "2000-01-01T00:00:00Z", "project_id": project, "finish_reason": item["finish_reason"]})
+            assert status == 200 and item["inference_id"] in {i["inference_id"] for i in by_reason["items"]}

@@ -328,3 +328,40 @@ def _request(gateway, method: str, path: str) -> tuple[int, dict[str, str], byte
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
+
+
+def test_finish_reason_filter_takes_any_spelling_and_finds_rows_stored_as_sent(gateway) -> None:
+    """Anthropic's end_turn, Gemini's STOP and OpenAI's stop are all `stop`; a filter may name any
+    of them, and rows stored before finish reasons were canonical (as sent) match too."""
+    trace = "cd" * 16
+    reasons = {"0000000000000011": "end_turn", "0000000000000012": "STOP", "0000000000000013": "max_tokens",
+               "0000000000000014": "tool_use", "0000000000000015": "pause_turn"}
+    spans = [_span(trace, span, "", "chat m", 3, 0, 100, {
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-sonnet-4-5",
+        "gen_ai.response.finish_reasons": json.dumps([reason])}) for span, reason in reasons.items()]
+    body = json.dumps({"resourceSpans": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "finish"}}]}, "scopeSpans": [{"spans": spans}]}]})
+    assert post_otlp(gateway.http_url, "traces", body.encode(), "json", project="finish-reasons").status == 200
+    gateway.settle()
+    # A row an older version stored with Gemini's enum as sent.
+    gateway._clients.get().command(
+        "INSERT INTO inferences (inference_id, project_id, trace_id, span_id, timestamp, end_timestamp, "
+        "finish_reason, ingested_at) VALUES (generateUUIDv4(), 'finish-reasons', {t:String}, "
+        "'0000000000000016', '2025-11-26 09:40:00', '2025-11-26 09:40:01', 'FinishReason.STOP', now64(3))",
+        parameters={"t": trace})
+
+    def listed(reason: str) -> list[str]:
+        page = lst(gateway, project_id="finish-reasons", finish_reason=reason, limit=100)
+        return sorted(i["finish_reason"] for i in page["items"])
+
+    assert listed("stop") == ["FinishReason.STOP", "stop", "stop"]
+    assert listed("END_TURN") == listed("stop")
+    assert listed("length") == ["length"] and listed("MAX_TOKENS") == ["length"]
+    assert listed("tool_calls") == ["tool_call"]
+    assert listed("pause_turn") == ["pause_turn"] and listed("refusal") == []
+    status, answer = api(gateway, "/api/v1/metrics/inferences/list",
+                         {"from_date": FROM, "finish_reason": "x" * 65})
+    assert status == 400 and "finish_reason" in answer["error"]["message"], answer
+    # The export takes the same filter.
+    status, _, data = _export(gateway, project_id="finish-reasons", finish_reason="stop", format="csv")
+    assert status == 200 and len(list(csv.DictReader(io.StringIO(data.decode())))) == 3

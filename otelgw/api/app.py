@@ -31,6 +31,7 @@ from otelgw.api import web as web_ui
 from otelgw.api.common import (
     AUTH_KEY,
     BASELINE_CACHE_KEY,
+    CANONICAL_KEY,
     FLUSH_INTERVAL_KEY,
     PRINCIPAL,
     READER_KEY,
@@ -39,6 +40,7 @@ from otelgw.api.common import (
     error,
 )
 from otelgw.auth import Authenticator, Forbidden, Unauthorized, bearer_token
+from otelgw.canonical import CanonicalValues
 from otelgw.governance.audit import AUDIT_KEY, Auditor, audit
 from otelgw.jsonlog import log_context
 from otelgw.pipeline.pipeline import Pipeline
@@ -138,6 +140,7 @@ def build_api_app(reader: Reader, auth: Authenticator, flush_interval_s: float,
                   pipeline: Pipeline, auditor: Auditor | None = None) -> web.Application:
     app = web.Application(middlewares=[log_context, errors_as_json], client_max_size=MAX_BODY_BYTES)
     app[READER_KEY] = reader
+    app[CANONICAL_KEY] = CanonicalValues.load()
     app[AUTH_KEY] = auth
     app[FLUSH_INTERVAL_KEY] = flush_interval_s
     app[BASELINE_CACHE_KEY] = TTLCache(ttl_s=300)

@@ -11,10 +11,13 @@ import msgspec
 from aiohttp import web
 
 from otelgw.auth import Authenticator, Principal
+from otelgw.canonical import CanonicalValues
 from otelgw.pipeline.rows import MAX_NS
 from otelgw.store.reader import Reader
 
 READER_KEY: web.AppKey[Reader] = web.AppKey("reader", Reader)
+# The finish reasons' spellings, for filters (semconv/values.toml, read once at start).
+CANONICAL_KEY: web.AppKey[CanonicalValues] = web.AppKey("canonical_values", CanonicalValues)
 AUTH_KEY: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
 # Settings the API passes on: how long a flushed row may take to show, for feedback waits.
 FLUSH_INTERVAL_KEY: web.AppKey[float] = web.AppKey("flush_interval_s", float)

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from otelgw.api.common import READER_KEY, ApiError, decode_body, principal, rfc3339_ns
+from otelgw.api.common import CANONICAL_KEY, READER_KEY, ApiError, decode_body, principal, rfc3339_ns
 from otelgw.api.inferences import FINAL_SETTINGS, build_filter
 from otelgw.api.schemas import ExportRequest
 from otelgw.governance.audit import audit
@@ -76,7 +76,7 @@ def _json_items(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 async def export_inferences(request: web.Request) -> web.StreamResponse:
     body = await decode_body(request, ExportRequest)
-    filt = build_filter(body, principal(request))
+    filt = build_filter(body, principal(request), request.app[CANONICAL_KEY])
     reader = request.app[READER_KEY]
     count_sql, count_params = count_query(filt)
     total = (await reader.sql(count_sql, count_params, FINAL_SETTINGS))[0]["count()"]

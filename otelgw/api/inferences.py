@@ -13,6 +13,7 @@ from aiohttp import web
 from otelgw.api import waterfall
 from otelgw.api.common import (
     BASELINE_CACHE_KEY,
+    CANONICAL_KEY,
     MAX_NS,
     READER_KEY,
     ApiError,
@@ -27,6 +28,7 @@ from otelgw.api.feedback import feedback_list
 from otelgw.api.lookup import load_inference, parse_inference_id
 from otelgw.api.schemas import MAX_LIMIT, InferenceFilter, InferenceItem, ListRequest, ListResponse
 from otelgw.auth import Principal
+from otelgw.canonical import CanonicalValues
 from otelgw.governance.audit import audit
 from otelgw.pipeline.anyvalue import clip
 from otelgw.store.queries.listing import (
@@ -49,7 +51,7 @@ _decoder = msgspec.json.Decoder()
 FINAL_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
 
 
-def build_filter(body: InferenceFilter, caller: Principal) -> Filter:
+def build_filter(body: InferenceFilter, caller: Principal, values: CanonicalValues) -> Filter:
     from_ns = parse_time_ns(body.from_date, "from_date")
     to_ns = parse_time_ns(body.to_date, "to_date") if body.to_date else time.time_ns() + 60_000_000_000
     if from_ns >= to_ns:
@@ -68,6 +70,7 @@ def build_filter(body: InferenceFilter, caller: Principal) -> Filter:
         max_latency_ms=body.max_latency_ms, model=body.model, provider=body.provider,
         service_name=body.endpoint or body.service_name, session_id=body.session_id, user_id=body.user_id,
         has_feedback=body.has_feedback, search=body.search or None,
+        finish_reasons=values.finish_reason_spellings(body.finish_reason) if body.finish_reason else None,
     )
 
 
@@ -115,7 +118,7 @@ def _item(row: dict[str, Any], feedback: int) -> InferenceItem:
         total_tokens=row["total_tokens"], latency_ms=row["latency_ms"], ttft_ms=row["ttft_ms"],
         cost_usd=row["cost_usd"], is_success=bool(row["is_success"]), error_type=row["error_type"],
         is_streaming=bool(row["is_streaming"]), prompt_preview=row["input_preview"],
-        response_preview=row["output_preview"], feedback_count=feedback,
+        response_preview=row["output_preview"], feedback_count=feedback, finish_reason=row["finish_reason"],
     )
 
 
@@ -133,7 +136,7 @@ async def list_inferences(request: web.Request) -> web.Response:
             raise ApiError(400, "invalid_request", f"cursor: {exc}") from exc
         if (cursor.sort_by, cursor.order) != (body.sort_by, body.sort_order):
             raise ApiError(400, "invalid_request", "cursor was issued for another sort_by / sort_order")
-    filt = build_filter(body, principal(request))
+    filt = build_filter(body, principal(request), request.app[CANONICAL_KEY])
     reader = request.app[READER_KEY]
     offset = body.offset if cursor is None else 0
     # Slack for re-sent rows, which phase one does not fold (they are rare).

@@ -35,6 +35,8 @@ class InferenceFilter(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     user_id: str | None = None
     has_feedback: bool | None = None
     search: str | None = None
+    # Any spelling of it: the canonical reason and its spellings match (docs/api.md).
+    finish_reason: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 class ListRequest(InferenceFilter, forbid_unknown_fields=True, kw_only=True):
@@ -75,6 +77,7 @@ class InferenceItem(msgspec.Struct, kw_only=True):
     prompt_preview: str
     response_preview: str
     feedback_count: int
+    finish_reason: str = ""
 
 
 class ListResponse(msgspec.Struct, kw_only=True):

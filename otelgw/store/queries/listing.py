@@ -22,7 +22,7 @@ SORT_COLUMNS: dict[str, str] = {
 LIST_COLUMNS = """inference_id, toUnixTimestamp64Nano(timestamp) AS timestamp_ns, project_id, service_name, span_name,
     provider, request_model, response_model, operation, input_tokens, output_tokens, cached_input_tokens,
     total_tokens, latency_ms, ttft_ms, cost_usd, is_success, error_type, is_streaming, input_preview,
-    output_preview"""
+    output_preview, finish_reason"""
 
 
 class Filter(msgspec.Struct, kw_only=True):
@@ -43,6 +43,7 @@ class Filter(msgspec.Struct, kw_only=True):
     user_id: str | None = None
     has_feedback: bool | None = None
     search: str | None = None
+    finish_reasons: list[str] | None = None
 
 
 class Cursor(msgspec.Struct, array_like=True):
@@ -107,6 +108,15 @@ def where(f: Filter) -> tuple[str, dict[str, Any]]:
         clauses.append("(positionCaseInsensitiveUTF8(input_preview, {search:String}) > 0 "
                        "OR positionCaseInsensitiveUTF8(output_preview, {search:String}) > 0)")
         params["search"] = f.search
+    if f.finish_reasons is not None:
+        # A call whose reason came only in its output messages (log-record events) has none of
+        # its own: the listing reads it from them, and so does the filter.
+        clauses.append("(finish_reason IN {finish_reasons:Array(String)} OR (finish_reason = '' AND inference_id IN "
+                       "(SELECT inference_id FROM messages WHERE direction = 'output' "
+                       "AND finish_reason IN {finish_reasons:Array(String)} "
+                       "AND timestamp >= fromUnixTimestamp64Nano({from_ns:Int64}, 'UTC') - INTERVAL 1 DAY "
+                       "AND timestamp < fromUnixTimestamp64Nano({to_ns:Int64}, 'UTC') + INTERVAL 1 DAY)))")
+        params["finish_reasons"] = f.finish_reasons
     if f.has_feedback is not None:
         op = "IN" if f.has_feedback else "NOT IN"
         clauses.append(f"inference_id {op} (SELECT inference_id FROM feedback WHERE "
