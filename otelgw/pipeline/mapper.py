@@ -192,16 +192,17 @@ class Mapper:
         # inside it, takes the provider that SDK reported, as a row with none does; only what is
         # left is read from the model's name, after the fold.
         canonical = self.conventions.values
-        routers: dict[int, str] = {}
+        routers: dict[int, tuple[InferenceRow, str]] = {}  # (the row held: its id stays its own)
         for batch, _ in mapped:
             for row in batch.inferences:
                 if row.provider and canonical.is_router(row.provider):
-                    routers[id(row)] = row.provider
+                    routers[id(row)] = (row, row.provider)
                     row.provider = ""
         crossed = self._fold(mapped)
         for batch, _ in mapped:
             for row in batch.inferences:
-                row.provider = canonical.provider(row.provider or routers.get(id(row), ""), row.request_model,
+                router = routers.get(id(row))
+                row.provider = canonical.provider(row.provider or (router[1] if router else ""), row.request_model,
                                                   row.response_model)
         return crossed
 
