@@ -90,6 +90,7 @@ def feed(gateway: RunningGateway, project: str = "webui") -> dict[str, Any]:
 
     ids["streamed"] = single("chat claude-sonnet-4", "claude-sonnet-4", {
         "gen_ai.latency.time_to_first_token": 0.25, "gen_ai.request.stream": True,
+        "gen_ai.response.finish_reasons": ("max_tokens",),
         "gen_ai.input.messages": _messages([("user", "Write a haiku about latency.")]),
         "gen_ai.output.messages": _messages([("assistant", "Tokens trickle in\nthe first one takes its time\nthen "
                                                            "the rest arrive")])}, duration_ms=2400)
@@ -170,6 +171,11 @@ def test_list_shows_the_sent_inferences_and_filters_and_sort_change_them(tab: Pa
     assert "status=error" in page.url  # the filter lives in the URL
     page.goto(tab.base + "/?range=24h&model=claude-sonnet-4")
     wait_until(lambda: rows(page).count() == 2)
+    # Anthropic's max_tokens is stored as `length`; the filter takes either spelling.
+    page.goto(tab.base + "/?range=24h&finish_reason=max_tokens")
+    wait_until(lambda: rows(page).count() == 1
+               and rows(page).first.get_attribute("data-inference-id") == fed["streamed"])
+    assert rows(page).first.locator('[data-testid="finish-reason"]').inner_text() == "length"
     page.goto(tab.base + "/?range=24h")
     rows(page).first.wait_for()
     page.click('[data-testid="sort-latency"]')  # descending first

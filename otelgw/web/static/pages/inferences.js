@@ -5,10 +5,11 @@ import { count, ms, usd, time, ago, PRESETS, fromPreset } from "../lib/format.js
 const COLUMNS = [
   ["time", "Time"], ["project", "Project"], ["service", "Service"], ["model", "Model"], ["provider", "Provider"],
   ["tokens", "Tokens in/out"], ["latency", "Latency"], ["ttft", "TTFT"], ["cost", "Cost"], ["status", "Status"],
-  ["feedback", "Feedback"],
+  ["finish", "Finish"], ["feedback", "Feedback"],
 ];
 const SORTABLE = { time: "timestamp", tokens: "tokens", latency: "latency", cost: "cost", ttft: "ttft" };
-const TEXT_FILTERS = [["model", "Model"], ["provider", "Provider"], ["session_id", "Session"], ["user_id", "User"]];
+const TEXT_FILTERS = [["model", "Model"], ["provider", "Provider"], ["session_id", "Session"], ["user_id", "User"],
+  ["finish_reason", "Finish reason"]];
 const NUMBER_FILTERS = [["min_tokens", "Min tokens"], ["max_tokens", "Max tokens"], ["max_latency_ms", "Max latency (ms)"]];
 const COLUMN_STORE = "otelgw.columns";
 
@@ -102,6 +103,7 @@ function Row({ item, shown }) {
     cost: html`<td class="num">${usd(item.cost_usd)}</td>`,
     status: html`<td>${item.is_success ? html`<span class="ok">ok</span>` : html`<span class="bad" title=${item.error_type}>${item.error_type || "error"}</span>`}</td>`,
     feedback: html`<td class="num">${item.feedback_count || ""}</td>`,
+    finish: html`<td data-testid="finish-reason">${item.finish_reason}</td>`,
   };
   return html`<tr data-testid="inference-row" data-inference-id=${item.inference_id} tabindex="0" onClick=${open}
       onKeyDown=${(e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); open(); } }}>
