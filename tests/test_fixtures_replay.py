@@ -9,6 +9,7 @@ import pytest
 from fixtures_lib import CAPTURED, Fixture, all_fixtures, compare_inference
 from otlp_client import grpc_export, post_otlp
 
+from otelgw.pipeline.mapper import derived_inference_id
 from otelgw.pipeline.request import Signal
 from otelgw.receiver.decode import Encoding, decode
 
@@ -110,7 +111,11 @@ def test_messages_sent_as_log_records_still_give_previews_and_finish_reason(gate
     status, page = call_api(gateway.api_url, "POST", "/api/v1/metrics/inferences/list",
                             body={"from_date": "2000-01-01T00:00:00Z", "project_id": project})
     assert status == 200 and len(page["items"]) == len(fixture.expected["inferences"])
-    for item, exp in zip(page["items"], fixture.expected["inferences"], strict=True):
+    # The page is newest first: each item is paired with its call by id.
+    by_id = {item["inference_id"]: item for item in page["items"]}
+    for exp in fixture.expected["inferences"]:
+        trace = bytes(b ^ 0x5A for b in bytes.fromhex(exp["trace_id"])).hex()
+        item = by_id[derived_inference_id(trace, exp["span_id"])]
         inputs = exp.get("input_messages") or []
         users = [m for m in inputs if m["role"] == "user"] or inputs
         assert item["prompt_preview"] == (users[-1].get("content") or "" if users else "")
