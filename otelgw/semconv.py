@@ -67,6 +67,9 @@ class SourceSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     # The value is `true` whenever the attribute is there, whatever it holds (Pydantic AI says a
     # request streamed only by sending its first-chunk time).
     present: bool = False
+    # With `json` and `path`: the number at the path plus its siblings named `<last part>_*`
+    # (Langfuse's usage types are additive: `input` leaves out `input_cached_tokens`, ...).
+    plus_details: bool = False
 
 
 class DetectRule(msgspec.Struct, forbid_unknown_fields=True):
@@ -168,6 +171,7 @@ class Source(msgspec.Struct, frozen=True):
     lower: bool = False
     until_last: str = ""
     present: bool = False
+    plus_details: bool = False
 
 
 def _compile_source(raw: str | SourceSpec, where: str) -> Source:
@@ -175,9 +179,11 @@ def _compile_source(raw: str | SourceSpec, where: str) -> Source:
     mapping = {str(k).lower(): v for k, v in spec.map.items()} or None
     common = {"scale": spec.scale, "mapping": mapping, "lower": spec.lower, "until_last": spec.until_last,
               "present": spec.present}
+    if spec.plus_details and not (spec.json and spec.path):
+        raise ValueError(f"{where}: plus_details goes with a json source and a path")
     if spec.json:
         return Source("json", spec.json, f"json:{spec.json}", path=tuple(p for p in spec.path.split(".") if p),
-                      **common)
+                      plus_details=spec.plus_details, **common)
     if spec.event:
         if spec.attribute:
             return Source("event_attribute", spec.attribute, f"event:{spec.event}", event=spec.event, **common)
@@ -278,6 +284,7 @@ class Conventions:
         self.families: list[Family] = []
         vetoes: list[tuple[str, frozenset[str]]] = []
         name_vetoes: list[re.Pattern[str]] = []
+        scope_vetoes: list[str] = []
         known: set[str] = set()
         prefixes: set[str] = set()
         for table in tables:
@@ -322,9 +329,13 @@ class Conventions:
                 rules.append(Rule(r.attribute, frozenset(v.lower() for v in r.in_), tuple(r.requires_any),
                                   r.scope_prefix, name_re))
             for i, r in enumerate(table.not_inference):
-                if bool(r.attribute and r.in_) == bool(r.span_name) or r.requires_any or r.scope_prefix:
-                    raise ValueError(f"{table.name}.not_inference[{i}]: takes an attribute with `in`, or a span_name")
-                if r.span_name:
+                if [bool(r.attribute and r.in_), bool(r.span_name), bool(r.scope_prefix)].count(True) != 1 \
+                        or r.requires_any or (r.scope_prefix and (r.attribute or r.in_)):
+                    raise ValueError(f"{table.name}.not_inference[{i}]: takes an attribute with `in`, a span_name or "
+                                     "a scope_prefix")
+                if r.scope_prefix:
+                    scope_vetoes.append(r.scope_prefix)
+                elif r.span_name:
                     try:
                         name_vetoes.append(re.compile(r.span_name))
                     except re.error as exc:
@@ -346,6 +357,7 @@ class Conventions:
                                         table.usage_excludes))
         self._vetoes = tuple(vetoes)
         self._name_vetoes = tuple(name_vetoes)
+        self._scope_vetoes = tuple(scope_vetoes)
         self._known = frozenset(known)
         self._known_prefixes = tuple(sorted(prefixes))
         self._known_cache: dict[str, bool] = {}
@@ -376,10 +388,12 @@ class Conventions:
                     continue
                 if rule.requires_any and not any(k in attrs for k in rule.requires_any):
                     continue
-                return None if self._vetoed(attrs, span_name) else fam
+                return None if self._vetoed(attrs, span_name, scope_name) else fam
         return None
 
-    def _vetoed(self, attrs: dict[str, Any], span_name: str) -> bool:
+    def _vetoed(self, attrs: dict[str, Any], span_name: str, scope_name: str) -> bool:
+        if self._scope_vetoes and scope_name.startswith(self._scope_vetoes):
+            return True
         for attribute, values in self._vetoes:
             value = attrs.get(attribute)
             if isinstance(value, list) and value:  # read as its first item, as fields are

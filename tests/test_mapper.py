@@ -324,6 +324,11 @@ def test_table_errors_are_reported(tmp_path: Path) -> None:
         (tmp_path / "10-x.toml").write_text(f'name = "x"\npriority = 1\n[[messages]]\ndirection = "output"\n{spec}\n')
         with pytest.raises(ValueError, match=error):
             Conventions(load_tables(tmp_path))
+    for rule in ('scope_prefix = "lib"\nspan_name = "x"', 'scope_prefix = "lib"\nattribute = "a"\nin = ["b"]',
+                 'attribute = "a"', 'scope_prefix = "lib"\nrequires_any = ["a"]'):
+        (tmp_path / "10-x.toml").write_text(f'name = "x"\npriority = 1\n[[not_inference]]\n{rule}\n')
+        with pytest.raises(ValueError, match=r"not_inference\[0\]: takes an attribute with `in`, a span_name or"):
+            Conventions(load_tables(tmp_path))
     bad = tmp_path / "prices.toml"
     bad.write_text('[models]\n"m" = { input = 1.0, output = 2.0, cache_write = "dear" }\n')
     with pytest.raises(ValueError, match="pricing table"):
@@ -1271,3 +1276,28 @@ def test_the_values_table_refuses_one_spelling_under_two_meanings(tmp_path: Path
         CanonicalValues.load(tmp_path)
     (tmp_path / "values.toml").unlink()
     assert CanonicalValues.load(tmp_path).finish_reason("END_TURN") == "end_turn"  # no table: lowercased only
+
+
+def test_langfuse_additive_usage_types_are_added_back() -> None:
+    """Langfuse's JS OpenAI wrapper sends `input` without its `input_*` details (the cache's
+    reads) and `output` without `output_*` ones (reasoning): the conventions count them in."""
+    usage = {"input": 18, "input_cached_tokens": 5, "input_audio_tokens": 0, "output": 3,
+             "output_reasoning_tokens": 4, "total": 30, "input_note": "not a number"}
+    (row,) = map_span("gen", {"langfuse.observation.type": "generation", "langfuse.observation.model.name": "gpt-4o",
+                              "langfuse.observation.usage_details": json.dumps(usage)}).inferences
+    assert (row.input_tokens, row.cached_input_tokens, row.output_tokens, row.reasoning_tokens,
+            row.total_tokens) == (23, 5, 7, 4, 30)
+    # A caller's own keys without details, and a provider's raw usage, are taken as they are.
+    for usage, expected in (({"input": 100, "output": 20, "cache_read_input_tokens": 10}, (100, 20, 10)),
+                            ({"prompt_tokens": 23, "completion_tokens": 7,
+                              "prompt_tokens_details": {"cached_tokens": 5}}, (23, 7, 5))):
+        (row,) = map_span("gen", {"langfuse.observation.type": "generation",
+                                  "langfuse.observation.usage_details": json.dumps(usage)}).inferences
+        assert (row.input_tokens, row.output_tokens, row.cached_input_tokens) == expected
+
+
+def test_plus_details_needs_a_json_source_with_a_path(tmp_path: Path) -> None:
+    (tmp_path / "t.toml").write_text('name = "t"\npriority = 1\n[fields]\ninput_tokens = [{ attribute = "a", '
+                                     'plus_details = true }]\n')
+    with pytest.raises(ValueError, match="plus_details"):
+        Conventions(load_tables(tmp_path))

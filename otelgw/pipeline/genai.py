@@ -81,6 +81,10 @@ def _coerce(value: Any, kind: type) -> Any:
     return value
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _walk(doc: Any, path: tuple[str, ...]) -> Any:
     for part in path:
         if isinstance(doc, dict):
@@ -172,6 +176,11 @@ class _Reader:
             value = view.attrs.get(src.key)
         elif kind == "json":
             value = _walk(self.json(src.key), src.path) if src.key in view.attrs else None
+            if src.plus_details and _is_number(value):
+                parent = _walk(self.json(src.key), src.path[:-1])
+                if isinstance(parent, dict):
+                    prefix = src.path[-1] + "_"
+                    value += sum(v for k, v in parent.items() if k.startswith(prefix) and _is_number(v))
         elif kind == "event":
             event = self.first_event(src.event)
             value = (event.time_ns - view.start_ns) / 1e6 if event and event.time_ns >= view.start_ns else None

@@ -577,7 +577,9 @@ def _names_itself(row: InferenceRow) -> bool:
 
 
 def _one_model(a: str, b: str) -> bool:
-    """The same name, or one the other's dated snapshot (two snapshots are two models)."""
+    """The same name, or one the other's dated snapshot (two snapshots are two models); a
+    router's `provider/model` (LiteLLM's `openai/gpt-4o-mini`) names the model after its `/`."""
+    a, b = a.rsplit("/", 1)[-1], b.rsplit("/", 1)[-1]
     return a == b or _SNAPSHOT.sub("", a) == b or a == _SNAPSHOT.sub("", b)
 
 
