@@ -365,3 +365,50 @@ def test_finish_reason_filter_takes_any_spelling_and_finds_rows_stored_as_sent(g
     # The export takes the same filter.
     status, _, data = _export(gateway, project_id="finish-reasons", finish_reason="stop", format="csv")
     assert status == 200 and len(list(csv.DictReader(io.StringIO(data.decode())))) == 3
+
+
+def test_message_events_sent_one_record_a_request_keep_every_message_in_order(gateway) -> None:
+    """An SDK's SimpleLogRecordProcessor sends each GenAI event in a request of its own (the OTel
+    JS OpenAI instrumentation does, with one timestamp for every input event): each message is
+    kept, in the order the events came, and a retried request replaces, never repeats."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    trace, span = "ef" * 16, "00000000000000a1"
+    at = 1_764_150_000_000_000_000
+
+    def event(name: str, body: dict[str, Any], offset_ns: int = 0) -> bytes:
+        request = ExportLogsServiceRequest()
+        record = request.resource_logs.add().scope_logs.add().log_records.add(
+            time_unix_nano=at + offset_ns, trace_id=bytes.fromhex(trace), span_id=bytes.fromhex(span))
+        record.attributes.add(key="event.name").value.string_value = name
+        record.body.string_value = json.dumps(body)
+        return request.SerializeToString()
+
+    sent = [event("gen_ai.system.message", {"content": "Be brief."}),
+            event("gen_ai.user.message", {"content": "Weather in Paris?"}),
+            event("gen_ai.assistant.message", {"tool_calls": [{"id": "c1", "type": "function", "function": {
+                "name": "weather", "arguments": "{}"}}]}),
+            event("gen_ai.tool.message", {"id": "c1", "content": "sunny"}),
+            event("gen_ai.choice", {"index": 0, "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": "Sunny."}}, 900_000_000)]
+    for body in [sent[0], sent[1], sent[1], *sent[2:]]:  # the user's event sent twice: an export retried
+        assert post_otlp(gateway.http_url, "logs", body, project="one-a-request").status == 200
+    chat = _span(trace, span, "", "chat gpt-4o", 3, 0, 1000, {"gen_ai.operation.name": "chat",
+                                                           "gen_ai.request.model": "gpt-4o"})
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [chat]}]}]})
+    assert post_otlp(gateway.http_url, "traces", body.encode(), "json", project="one-a-request").status == 200
+    gateway.settle()
+    status, detail = get_json(f"{gateway.api_url}/api/v1/metrics/inferences/{derived_inference_id(trace, span)}")
+    assert status == 200, detail
+    assert [(m["direction"], m["index"], m["role"], m["content"]) for m in detail["messages"]] == [
+        ("input", 0, "system", "Be brief."), ("input", 1, "user", "Weather in Paris?"),
+        ("input", 2, "assistant", ""), ("input", 3, "tool", "sunny"), ("output", 0, "assistant", "Sunny.")]
+    assert detail["messages"][2]["tool_calls"][0]["name"] == "weather"
+    assert detail["overview"]["finish_reason"] == "stop"
+    page = lst(gateway, project_id="one-a-request")
+    assert (page["items"][0]["prompt_preview"], page["items"][0]["response_preview"]) == ("Weather in Paris?", "Sunny.")
+    status, _, data = _export(gateway, project_id="one-a-request", format="json", include_messages=True)
+    exported = json.loads(json.loads(data)["items"][0]["messages"])
+    assert [(m[0], m[1], m[2]) for m in exported] == [("input", 0, "system"), ("input", 1, "user"),
+                                                      ("input", 2, "assistant"), ("input", 3, "tool"),
+                                                      ("output", 0, "assistant")]

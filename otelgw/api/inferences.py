@@ -203,9 +203,12 @@ async def get_inference(request: web.Request) -> web.Response:
         baseline_rows(),
         feedback_list(reader, inference_id, row["response_id"], row["project_id"]),
     )
+    ordinals: dict[str, int] = {}
     for msg in messages:
         msg["tool_calls"] = _decoder.decode(msg["tool_calls"]) if msg["tool_calls"] else []
         msg.pop("timestamp_ns", None)
+        # A log record's message is stored under a key of its own: the answer numbers them.
+        msg["index"] = ordinals[msg["direction"]] = ordinals.get(msg["direction"], -1) + 1
     if not row["finish_reason"]:
         # Messages that arrived as log records after the span name it (fill_previews).
         row["finish_reason"] = next((m["finish_reason"] for m in messages

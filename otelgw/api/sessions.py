@@ -169,7 +169,7 @@ ORDER BY timestamp, inference_id LIMIT {{limit:UInt32}}"""
 _MESSAGES_SQL = """SELECT inference_id, direction, `index`, role, content, tool_calls, tool_call_id, name,
     finish_reason
 FROM messages FINAL WHERE inference_id IN {ids:Array(UUID)} AND project_id = {project_id:String}
-ORDER BY inference_id, multiIf(direction = 'system', 0, direction = 'input', 1, 2), `index`"""
+ORDER BY inference_id, multiIf(direction = 'system', 0, direction = 'input', 1, 2), timestamp, arrival, `index`"""
 
 
 def _tool_calls(text: str) -> list[Any]:
@@ -216,9 +216,13 @@ async def get_session(request: web.Request) -> web.Response:
     rows = rows[:MAX_SESSION_INFERENCES]
     ids = [str(r["inference_id"]) for r in rows]
     messages: dict[str, list[SessionMessage]] = {}
+    ordinals: dict[tuple[str, str], int] = {}
     for m in await reader.sql(_MESSAGES_SQL, {"ids": ids, "project_id": key["project_id"]}, FINAL_SETTINGS):
+        # Numbered as read: a log record's message is stored under a key of its own.
+        at = (str(m["inference_id"]), m["direction"])
+        ordinals[at] = ordinals.get(at, -1) + 1
         messages.setdefault(str(m["inference_id"]), []).append(SessionMessage(
-            direction=m["direction"], index=m["index"], role=m["role"], content=m["content"],
+            direction=m["direction"], index=ordinals[at], role=m["role"], content=m["content"],
             tool_calls=_tool_calls(m["tool_calls"]), tool_call_id=m["tool_call_id"], name=m["name"],
             finish_reason=m["finish_reason"]))
     s = summary_rows[0]

@@ -474,27 +474,30 @@ class Mapper:
     def add_messages(self, batch: RowBatch, inference_id: str, project: str, at_ns: int, inputs: list[Message],
                      outputs: list[Message], source: str) -> None:
         stamp = ts(at_ns)
-        limit = self.options.max_message_chars
-        canonical = self.conventions.values
         if len(inputs) > 1:
             inputs = without_repeated_results(inputs)
         for direction, items in (("input", inputs), ("output", outputs)):
             for index, msg in enumerate(items):
-                batch.messages.append(MessageRow(
-                    inference_id=inference_id,
-                    project_id=project,
-                    timestamp=stamp,
-                    direction=direction,
-                    index=index,
-                    # Gemini answers as "model": stored as every other provider's answers are.
-                    role=msg.role if msg.role != "model" else "assistant",
-                    content=clip(msg.content, limit),
-                    tool_calls=tool_calls_json(msg.tool_calls),
-                    tool_call_id=msg.tool_call_id,
-                    name=msg.name,
-                    finish_reason=canonical.finish_reason(msg.finish_reason),
-                    source=source,
-                ))
+                batch.messages.append(self.message_row(inference_id, project, stamp, direction, index, msg, source))
+
+    def message_row(self, inference_id: str, project: str, stamp: str, direction: str, index: int, msg: Message,
+                    source: str, arrival: int = 0) -> MessageRow:
+        return MessageRow(
+            inference_id=inference_id,
+            project_id=project,
+            timestamp=stamp,
+            direction=direction,
+            index=index,
+            arrival=arrival,
+            # Gemini answers as "model": stored as every other provider's answers are.
+            role=msg.role if msg.role != "model" else "assistant",
+            content=clip(msg.content, self.options.max_message_chars),
+            tool_calls=tool_calls_json(msg.tool_calls),
+            tool_call_id=msg.tool_call_id,
+            name=msg.name,
+            finish_reason=self.conventions.values.finish_reason(msg.finish_reason),
+            source=source,
+        )
 
     @staticmethod
     def evaluation(attrs: dict[str, Any], inference_id: str, project: str, trace_hex: str, span_hex: str,

@@ -90,6 +90,9 @@ class MessageRow(msgspec.Struct, kw_only=True, gc=False):
     timestamp: str
     direction: str
     index: int
+    # Orders messages of equal timestamps that came as log records in several requests (their
+    # index is then a key, not a position): schema/015_message_arrival.sql.
+    arrival: int = 0
     role: str
     content: str = ""
     content_length: int = 0

@@ -199,10 +199,14 @@ def export_batch_query(f: Filter, order: str, include_messages: bool, after: tup
              f"ORDER BY timestamp {direction}, inference_id {direction}")
     if not include_messages:
         return f"SELECT {EXPORT_COLUMNS} FROM ({inner}) AS i", params
-    messages = ("SELECT inference_id, toJSONString(groupArray(tuple(direction, `index`, role, content, tool_calls))) "
-                f"AS messages FROM messages FINAL WHERE (inference_id, project_id) IN "
-                f"(SELECT inference_id, project_id FROM ({inner})) "
-                "GROUP BY inference_id")
+    # In the detail's order, numbered per direction (a log record's message is stored under a key
+    # of its own: schema/015_message_arrival.sql).
+    messages = ("SELECT inference_id, toJSONString(arrayMap((m, n) -> (m.1, n - 1, m.3, m.4, m.5), s, "
+                "arrayEnumerateUniq(arrayMap(m -> m.1, s)))) AS messages FROM ("
+                "SELECT inference_id, arraySort(m -> (m.1 = 'output', m.6, m.7, m.2), groupArray(tuple(direction, "
+                "`index`, role, content, tool_calls, timestamp, arrival))) AS s FROM messages FINAL "
+                f"WHERE (inference_id, project_id) IN (SELECT inference_id, project_id FROM ({inner})) "
+                "GROUP BY inference_id)")
     return (f"SELECT {EXPORT_COLUMNS}, ifNull(m.messages, '[]') AS messages FROM ({inner}) AS i "
             f"LEFT JOIN ({messages}) AS m ON m.inference_id = i.inference_id "
             f"ORDER BY i.timestamp {direction}, i.inference_id {direction}"), params
