@@ -12,6 +12,8 @@ import msgspec
 from otelgw.resources import semconv_dir
 
 VALUES_FILE = "values.toml"
+# Longer "model names" are not read (a hostile value must cost nothing).
+MAX_MODEL_CHARS = 256
 # Enum reprs some libraries send as the value ("FinishReason.STOP": google-genai's enum).
 _ENUM_PREFIXES = ("finishreason.", "stopreason.")
 
@@ -96,6 +98,8 @@ class CanonicalValues:
         return reported
 
     def _for_model(self, model: str) -> str:
+        if len(model) > MAX_MODEL_CHARS:
+            return ""  # no model has such a name; neither the work nor the cache is spent on it
         found = self._model_cache.get(model)
         if found is not None:
             return found
@@ -103,11 +107,10 @@ class CanonicalValues:
         found = ""
         # "provider/model"; past a prefix no table names ("openrouter/anthropic/…", a
         # deployment's own "team/model"), the rest. A Bedrock ARN is one name with slashes.
-        while "/" in name and not name.startswith("arn:"):
-            head, _, name = name.partition("/")
-            found = self._by_prefix.get(head, "")
-            if found:
-                break
+        if "/" in name and not name.startswith("arn:"):
+            parts = name.split("/")
+            found = next((self._by_prefix[p] for p in parts[:-1] if p in self._by_prefix), "")
+            name = parts[-1]
         if not found:
             found = self._exact.get(name, "") or next((v for p, v in self._patterns if name.startswith(p)), "")
         if len(self._model_cache) > 10_000:

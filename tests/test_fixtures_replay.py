@@ -42,7 +42,7 @@ def _stored(gateway, project: str, span_id: str) -> tuple[dict, list[dict], list
     row = rows[0]
     messages = gateway.query(
         "SELECT direction, `index`, role, content, tool_calls, tool_call_id FROM messages FINAL "
-        "WHERE inference_id = {i:UUID} ORDER BY direction, timestamp, arrival, `index`", i=str(row["inference_id"]))
+        "WHERE inference_id = {i:UUID} ORDER BY direction, arrival, `index`", i=str(row["inference_id"]))
     for msg in messages:
         msg["tool_calls"] = json.loads(msg["tool_calls"]) if msg["tool_calls"] else []
     return (row, [m for m in messages if m["direction"] == "input"],

@@ -1282,7 +1282,8 @@ def test_langfuse_additive_usage_types_are_added_back() -> None:
     """Langfuse's JS OpenAI wrapper sends `input` without its `input_*` details (the cache's
     reads) and `output` without `output_*` ones (reasoning): the conventions count them in."""
     usage = {"input": 18, "input_cached_tokens": 5, "input_audio_tokens": 0, "output": 3,
-             "output_reasoning_tokens": 4, "total": 30, "input_note": "not a number"}
+             "output_reasoning_tokens": 4, "total": 30, "input_note": "not a number", "input_x": -20,
+             "output_y": 1e30, "input_flag": True}
     (row,) = map_span("gen", {"langfuse.observation.type": "generation", "langfuse.observation.model.name": "gpt-4o",
                               "langfuse.observation.usage_details": json.dumps(usage)}).inferences
     assert (row.input_tokens, row.cached_input_tokens, row.output_tokens, row.reasoning_tokens,

@@ -370,7 +370,8 @@ def test_finish_reason_filter_takes_any_spelling_and_finds_rows_stored_as_sent(g
 def test_message_events_sent_one_record_a_request_keep_every_message_in_order(gateway) -> None:
     """An SDK's SimpleLogRecordProcessor sends each GenAI event in a request of its own (the OTel
     JS OpenAI instrumentation does, with one timestamp for every input event): each message is
-    kept, in the order the events came, and a retried request replaces, never repeats."""
+    kept, in the order the events came; a retried export replaces its messages; a hostile choice
+    index or thousands of events in one request cost no message."""
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
     trace, span = "ef" * 16, "00000000000000a1"
@@ -407,8 +408,35 @@ def test_message_events_sent_one_record_a_request_keep_every_message_in_order(ga
     assert detail["overview"]["finish_reason"] == "stop"
     page = lst(gateway, project_id="one-a-request")
     assert (page["items"][0]["prompt_preview"], page["items"][0]["response_preview"]) == ("Weather in Paris?", "Sunny.")
+    # Its finish reason is only in its messages: the filter finds it there, whatever the window.
+    for to_date in (None, "9999-12-31T00:00:00Z", "2262-04-11T00:00:00Z"):
+        window = {"to_date": to_date} if to_date else {}
+        found = lst(gateway, project_id="one-a-request", finish_reason="end_turn", **window)["items"]
+        assert [i["inference_id"] for i in found] == [derived_inference_id(trace, span)], to_date
     status, _, data = _export(gateway, project_id="one-a-request", format="json", include_messages=True)
     exported = json.loads(json.loads(data)["items"][0]["messages"])
     assert [(m[0], m[1], m[2]) for m in exported] == [("input", 0, "system"), ("input", 1, "user"),
                                                       ("input", 2, "assistant"), ("input", 3, "tool"),
                                                       ("output", 0, "assistant")]
+
+    # One request: 5,000 input events of one call with one timestamp (two of them alike to the
+    # byte: both kept), and choices with hostile indexes.
+    trace = "fe" * 16
+    request = ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    for i in [*range(5000), 4999]:
+        record = records.add(time_unix_nano=at, trace_id=bytes.fromhex(trace), span_id=bytes.fromhex(span))
+        record.attributes.add(key="event.name").value.string_value = "gen_ai.user.message"
+        record.body.string_value = json.dumps({"content": f"m{i}"})
+    for index in (-2**62, 2**62):
+        record = records.add(time_unix_nano=at, trace_id=bytes.fromhex(trace), span_id=bytes.fromhex(span))
+        record.attributes.add(key="event.name").value.string_value = "gen_ai.choice"
+        record.body.string_value = json.dumps({"index": index, "message": {"role": "assistant", "content": str(index)}})
+    assert post_otlp(gateway.http_url, "logs", request.SerializeToString(), project="one-a-request").status == 200
+    gateway.settle()
+    stored = gateway.query("SELECT direction, content FROM messages FINAL WHERE inference_id = {i:UUID} "
+                           "ORDER BY direction, arrival, `index`", i=derived_inference_id(trace, span))
+    inputs = [m["content"] for m in stored if m["direction"] == "input"]
+    assert inputs[:4095] == [f"m{i}" for i in range(4095)]
+    assert sorted(inputs) == sorted([*(f"m{i}" for i in range(5000)), "m4999"])
+    assert [m["content"] for m in stored if m["direction"] == "output"] == [str(-2**62), str(2**62)]

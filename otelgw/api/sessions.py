@@ -169,7 +169,7 @@ ORDER BY timestamp, inference_id LIMIT {{limit:UInt32}}"""
 _MESSAGES_SQL = """SELECT inference_id, direction, `index`, role, content, tool_calls, tool_call_id, name,
     finish_reason
 FROM messages FINAL WHERE inference_id IN {ids:Array(UUID)} AND project_id = {project_id:String}
-ORDER BY inference_id, multiIf(direction = 'system', 0, direction = 'input', 1, 2), timestamp, arrival, `index`"""
+ORDER BY inference_id, multiIf(direction = 'system', 0, direction = 'input', 1, 2), arrival, `index`"""
 
 
 def _tool_calls(text: str) -> list[Any]:

@@ -180,7 +180,9 @@ class _Reader:
                 parent = _walk(self.json(src.key), src.path[:-1])
                 if isinstance(parent, dict):
                     prefix = src.path[-1] + "_"
-                    value += sum(v for k, v in parent.items() if k.startswith(prefix) and _is_number(v))
+                    # A sibling that is no plausible count (negative, huge) is not added.
+                    value += sum(v for k, v in parent.items()
+                                 if k.startswith(prefix) and _is_number(v) and 0 <= v < 2**53)
         elif kind == "event":
             event = self.first_event(src.event)
             value = (event.time_ns - view.start_ns) / 1e6 if event and event.time_ns >= view.start_ns else None

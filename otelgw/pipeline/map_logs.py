@@ -23,6 +23,10 @@ from otelgw.pipeline.rows import LogRow, RowBatch, ts
 DETAILS_EVENT = "gen_ai.client.inference.operation.details"
 
 
+# Places of one call's events in one request that `arrival` tells apart (past them, the key).
+ARRIVAL_PLACES = 4096
+
+
 class _Event(NamedTuple):
     """One message of a legacy event: its record's time, where it came (`arrival`) and a key of
     its own (`index`; see schema/015_message_arrival.sql)."""
@@ -40,15 +44,28 @@ class _Legacy:
         self.project = project
         self.inputs: list[_Event] = []
         self.outputs: list[_Event] = []
+        self._keys: set[tuple[str, int]] = set()
+
+    def add(self, direction: str, at_ns: int, received_us: int, order: int | None, key: int, msg: Message) -> None:
+        """`order`: a choice index, or None for the next place; `arrival` is the request's receive
+        time (µs) and the place, which orders a call's events when they came in several requests."""
+        events = self.inputs if direction == "input" else self.outputs
+        place = min(max(order if order is not None else len(events), 0), ARRIVAL_PLACES - 1)
+        while (direction, key) in self._keys:
+            key = (key + 1) & 0xFFFFFFFF
+        self._keys.add((direction, key))
+        events.append(_Event(at_ns, received_us * ARRIVAL_PLACES + place, key, msg))
 
 
-def _event_key(record: Any, position: int, part: int) -> int:
-    """The same record at the same place of a request (a retried export) gives the same key, so
-    its message replaces itself; any other event of the call gets another (a 32-bit key: two of
-    a call's n events collide with a chance of about n^2 / 2^33)."""
-    digest = hashlib.blake2b(record.SerializeToString(deterministic=True), digest_size=8,
-                             salt=position.to_bytes(8, "little"), person=part.to_bytes(8, "little")).digest()
-    return int.from_bytes(digest[:4], "little")
+def _event_key(record: Any, part: int) -> int:
+    """A key of the event's own, from its record: the same record sent again (an export retried,
+    re-batched, or replayed from the log) replaces its message, as every other row replaces
+    itself. Two records alike to the byte in one request are two messages (`_Legacy.add` moves a
+    colliding key on); in two requests, one. (A 32-bit key: two of a call's n events in different
+    requests collide with a chance of about n^2 / 2^33.)"""
+    digest = hashlib.blake2b(record.SerializeToString(deterministic=True), digest_size=4,
+                             person=part.to_bytes(8, "little")).digest()
+    return int.from_bytes(digest, "little")
 
 
 def _inference_id(attrs: dict[str, Any], trace_hex: str, span_hex: str) -> str:
@@ -60,7 +77,6 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
     legacy: dict[str, _Legacy] = {}
     conv = mapper.conventions
     received_us = received_ns // 1000
-    position = 0  # of the record in the request, across resources and scopes
     otel_family = next((f for f in conv.families if f.name == "otel_genai"), None)
     for resource_logs in request.resource_logs:
         resource = resource_context(resource_logs.resource, project_header, mapper.options)
@@ -68,7 +84,6 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
         for scope_logs in resource_logs.scope_logs:
             scope_name = scope_logs.scope.name
             for index, record in enumerate(scope_logs.log_records):
-                position += 1
                 attrs = attrs_to_dict(record.attributes, mapper.options.max_attributes)
                 event_name = record.event_name or to_str(attrs.get("event.name", ""))
                 at_ns = record.time_unix_nano or record.observed_time_unix_nano or received_ns
@@ -83,11 +98,10 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                         inference_id = _inference_id(attrs, trace_hex, span_hex)
                         group = legacy.setdefault(inference_id, _Legacy(project))
                         direction, found_messages, choice = found
-                        # A choice index says where an output goes; otherwise arrival order does.
-                        order = min(choice if direction == "output" and choice is not None else position, 999)
-                        events = [_Event(at_ns, received_us * 1000 + order, _event_key(record, position, part), msg)
-                                  for part, msg in enumerate(found_messages)]
-                        (group.inputs if direction == "input" else group.outputs).extend(events)
+                        for part, msg in enumerate(found_messages):
+                            # A choice index says where an output goes; otherwise arrival order does.
+                            group.add(direction, at_ns, received_us, choice if direction == "output" else None,
+                                      _event_key(record, part), msg)
                         continue
                 if linked and event_name == DETAILS_EVENT:
                     view = SpanView("", scope_name, at_ns, attrs)

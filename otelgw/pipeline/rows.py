@@ -90,8 +90,8 @@ class MessageRow(msgspec.Struct, kw_only=True, gc=False):
     timestamp: str
     direction: str
     index: int
-    # Orders messages of equal timestamps that came as log records in several requests (their
-    # index is then a key, not a position): schema/015_message_arrival.sql.
+    # Orders messages that came as log records, maybe in several requests (their index is then
+    # a key, not a position): schema/015_message_arrival.sql.
     arrival: int = 0
     role: str
     content: str = ""

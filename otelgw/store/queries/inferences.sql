@@ -21,12 +21,12 @@ LIMIT 1;
 
 -- name: messages_by_inference
 -- In order (schema/015_message_arrival.sql): a span's messages by index; messages sent as log
--- records by their time, then as they came. `index` is renumbered by the API.
+-- records as they came. `index` is renumbered by the API.
 SELECT direction, `index`, role, content, tool_calls, tool_call_id, name, finish_reason, source,
        toUnixTimestamp64Nano(timestamp) AS timestamp_ns
 FROM messages FINAL
 WHERE inference_id = {inference_id:UUID} AND project_id = {project_id:String}
-ORDER BY direction = 'output', timestamp, arrival, `index`;
+ORDER BY direction = 'output', arrival, `index`;
 
 -- name: feedback_by_inference
 SELECT feedback_id, kind, name, value, label, comment, source, created_by, response_id, trace_id, span_id,
@@ -63,13 +63,13 @@ WHERE project_id = {project_id:String}
 -- Clipped here: a page of agent calls must not carry their whole histories back.
 SELECT project_id, inference_id,
        leftUTF8(if(countIf(direction = 'input' AND role = 'user') > 0,
-                   argMaxIf(content, (timestamp, arrival, `index`), direction = 'input' AND role = 'user'),
-                   argMaxIf(content, (timestamp, arrival, `index`), direction = 'input')), {limit:UInt32} + 1)
+                   argMaxIf(content, (arrival, `index`), direction = 'input' AND role = 'user'),
+                   argMaxIf(content, (arrival, `index`), direction = 'input')), {limit:UInt32} + 1)
            AS input_text,
-       leftUTF8(argMinIf(content, (timestamp, arrival, `index`), direction = 'output'), {limit:UInt32} + 1)
+       leftUTF8(argMinIf(content, (arrival, `index`), direction = 'output'), {limit:UInt32} + 1)
            AS first_output,
-       argMinIf(tool_calls, (timestamp, arrival, `index`), direction = 'output') AS first_output_calls,
-       argMinIf(finish_reason, (timestamp, arrival, `index`), direction = 'output' AND finish_reason != '')
+       argMinIf(tool_calls, (arrival, `index`), direction = 'output') AS first_output_calls,
+       argMinIf(finish_reason, (arrival, `index`), direction = 'output' AND finish_reason != '')
            AS finish_reason
 FROM messages FINAL
 WHERE inference_id IN {ids:Array(UUID)} AND project_id IN {projects:Array(String)}

@@ -110,12 +110,13 @@ def where(f: Filter) -> tuple[str, dict[str, Any]]:
         params["search"] = f.search
     if f.finish_reasons is not None:
         # A call whose reason came only in its output messages (log-record events) has none of
-        # its own: the listing reads it from them, and so does the filter.
+        # its own: the listing reads it from them, and so does the filter — from the messages of
+        # the window's calls without one (messages are keyed by inference id).
+        scope = " AND ".join(clauses)
         clauses.append("(finish_reason IN {finish_reasons:Array(String)} OR (finish_reason = '' AND inference_id IN "
-                       "(SELECT inference_id FROM messages WHERE direction = 'output' "
-                       "AND finish_reason IN {finish_reasons:Array(String)} "
-                       "AND timestamp >= fromUnixTimestamp64Nano({from_ns:Int64}, 'UTC') - INTERVAL 1 DAY "
-                       "AND timestamp < fromUnixTimestamp64Nano({to_ns:Int64}, 'UTC') + INTERVAL 1 DAY)))")
+                       "(SELECT inference_id FROM messages WHERE inference_id IN (SELECT inference_id FROM inferences "
+                       f"WHERE {scope} AND finish_reason = '') AND direction = 'output' "
+                       "AND finish_reason IN {finish_reasons:Array(String)})))")
         params["finish_reasons"] = f.finish_reasons
     if f.has_feedback is not None:
         op = "IN" if f.has_feedback else "NOT IN"
@@ -203,8 +204,8 @@ def export_batch_query(f: Filter, order: str, include_messages: bool, after: tup
     # of its own: schema/015_message_arrival.sql).
     messages = ("SELECT inference_id, toJSONString(arrayMap((m, n) -> (m.1, n - 1, m.3, m.4, m.5), s, "
                 "arrayEnumerateUniq(arrayMap(m -> m.1, s)))) AS messages FROM ("
-                "SELECT inference_id, arraySort(m -> (m.1 = 'output', m.6, m.7, m.2), groupArray(tuple(direction, "
-                "`index`, role, content, tool_calls, timestamp, arrival))) AS s FROM messages FINAL "
+                "SELECT inference_id, arraySort(m -> (m.1 = 'output', m.6, m.2), groupArray(tuple(direction, "
+                "`index`, role, content, tool_calls, arrival))) AS s FROM messages FINAL "
                 f"WHERE (inference_id, project_id) IN (SELECT inference_id, project_id FROM ({inner})) "
                 "GROUP BY inference_id)")
     return (f"SELECT {EXPORT_COLUMNS}, ifNull(m.messages, '[]') AS messages FROM ({inner}) AS i "
