@@ -19,6 +19,7 @@ _ENUM_PREFIXES = ("finishreason.", "stopreason.")
 
 
 class _Providers(msgspec.Struct, forbid_unknown_fields=True):
+    aliases: dict[str, str] = {}
     routers: list[str] = []
     model_prefixes: dict[str, str] = {}
     models: dict[str, str] = {}
@@ -27,6 +28,7 @@ class _Providers(msgspec.Struct, forbid_unknown_fields=True):
 class _ValuesFile(msgspec.Struct, forbid_unknown_fields=True):
     finish_reasons: dict[str, list[str]] = {}
     providers: _Providers = msgspec.field(default_factory=_Providers)
+    roles: dict[str, str] = {}
 
 
 class CanonicalValues:
@@ -42,6 +44,8 @@ class CanonicalValues:
                 if known != canonical:
                     raise ValueError(f"finish reason {raw!r} is listed under both {known!r} and {canonical!r}")
         self._routers = frozenset(r.lower() for r in table.providers.routers)
+        self._aliases = {k.lower(): v for k, v in table.providers.aliases.items()}
+        self._roles = {k.lower(): v for k, v in table.roles.items()}
         self._by_prefix = {k.lower(): v for k, v in table.providers.model_prefixes.items()}
         self._exact = {k.lower(): v for k, v in table.providers.models.items() if not k.endswith("*")}
         # Longest first, so "mistral.*" (Bedrock) is tried before a shorter pattern could claim it.
@@ -86,9 +90,13 @@ class CanonicalValues:
     def is_router(self, provider: str) -> bool:
         return provider.lower() in self._routers
 
+    def role(self, raw: str) -> str:
+        return self._roles.get(raw.lower(), raw) if raw else raw
+
     def provider(self, reported: str, *models: str) -> str:
-        """The reported provider, unless it is empty or a router's name: then the first model
-        whose name says who serves it (the reported name when none does)."""
+        """The reported provider in the conventions' name, unless it is empty or a router's name:
+        then the first model whose name says who serves it (the reported name when none does)."""
+        reported = self._aliases.get(reported.lower(), reported) if reported else reported
         if reported and not self.is_router(reported):
             return reported
         for model in models:

@@ -1302,3 +1302,48 @@ def test_plus_details_needs_a_json_source_with_a_path(tmp_path: Path) -> None:
                                      'plus_details = true }]\n')
     with pytest.raises(ValueError, match="plus_details"):
         Conventions(load_tables(tmp_path))
+
+
+def test_provider_aliases_and_roles_are_canonical() -> None:
+    values = build_mapper(Config()).conventions.values
+    assert [values.provider(p) for p in ("MistralAI", "openai.chat", "google.generative-ai", "anthropic")] == [
+        "mistral_ai", "openai", "gcp.gemini", "anthropic"]
+    assert [values.role(r) for r in ("model", "tool-call", "tool-response", "user", "")] == [
+        "assistant", "assistant", "user", "user", ""]
+
+
+def test_a_steps_answer_and_a_failed_call_inside_a_step_that_answered_nothing() -> None:
+    """Mastra's shape, as synthetic spans: a model step (input messages, the answer with its tool
+    call) around the model span (usage, an answer recorded as empty text): one call, the model
+    span's, with the step's messages; and when the model span says only by its finish reason
+    that it failed, the call failed, with no empty answer."""
+    step = {"mastra.span.type": "model_step", "gen_ai.operation.name": "agent_step",
+            "mastra.metadata.modelMetadata": json.dumps({"modelId": "gpt-4o-mini", "modelProvider": "openai.chat"}),
+            "mastra.model_step.input": json.dumps([{"role": "user", "content": "Weather?"}]),
+            "mastra.model_step.output": json.dumps({"text": "", "toolCalls": [
+                {"toolCallId": "c1", "toolName": "weather", "args": {"city": "Paris"}}]})}
+    model = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+             "gen_ai.provider.name": "openai.chat", "gen_ai.usage.input_tokens": 23, "gen_ai.usage.output_tokens": 12,
+             "gen_ai.response.finish_reasons": json.dumps(["tool-calls"]),
+             "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": ""}]}])}
+    mapper = build_mapper(Config())
+    batch = mapper.map_traces(_nested_request([(2, 1, "chat gpt-4o-mini", model), (1, 0, "agent_step", step)]),
+                              "", time.time_ns())
+    (row,) = batch.inferences
+    assert (row.span_name, row.provider, row.finish_reason, row.is_success) == ("chat gpt-4o-mini", "openai",
+                                                                                "tool_call", True)
+    assert messages(batch, "input") == [("user", "Weather?")]
+    (out,) = [m for m in batch.messages if m.direction == "output"]
+    assert json.loads(out.tool_calls)[0]["name"] == "weather"
+    failed = {**model, "gen_ai.response.finish_reasons": json.dumps(["error"]), "gen_ai.usage.input_tokens": 0,
+              "gen_ai.usage.output_tokens": 0}
+    answered_nothing = {**step, "mastra.model_step.output": json.dumps({"text": "", "toolCalls": []})}
+    batch = mapper.map_traces(_nested_request([(2, 1, "chat gpt-4o-mini", failed),
+                                               (1, 0, "agent_step", answered_nothing)]), "", time.time_ns())
+    (row,) = batch.inferences
+    assert (row.span_name, row.is_success, row.error_type) == ("chat gpt-4o-mini", False, "error")
+    assert messages(batch, "input") == [("user", "Weather?")] and messages(batch, "output") == []
+    # A step that answered is a call that succeeded: a failed attempt inside it is one of its own.
+    batch = mapper.map_traces(_nested_request([(2, 1, "chat gpt-4o-mini", failed), (1, 0, "agent_step", step)]),
+                              "", time.time_ns())
+    assert sorted(r.is_success for r in batch.inferences) == [False, True]

@@ -422,6 +422,13 @@ class Mapper:
         if not finish_reason:
             finish_reason = next((m.finish_reason for m in outputs if m.finish_reason), "")
         canonical = self.conventions.values
+        finish_reason = canonical.finish_reason(finish_reason)
+        if finish_reason == "error" and not failed:
+            # The call says it failed only by its finish reason (Mastra's model span, status OK).
+            failed, error_type = True, error_type or "error"
+        if failed:
+            # A failed call's empty "answer" is none.
+            outputs = [m for m in outputs if m.content or m.tool_calls]
 
         ttft = _plausible(values.get("ttft_ms"), MAX_WAIT_MS)
         queue_ms = _plausible(values.get("queue_ms"), MAX_WAIT_MS)
@@ -460,7 +467,7 @@ class Mapper:
             is_success=not failed,
             error_type=error_type,
             error_message=error_message,
-            finish_reason=canonical.finish_reason(finish_reason),
+            finish_reason=finish_reason,
             response_id=values.get("response_id", ""),
             session_id=values.get("session_id", ""),
             user_id=values.get("user_id", ""),
@@ -489,8 +496,9 @@ class Mapper:
             direction=direction,
             index=index,
             arrival=arrival,
-            # Gemini answers as "model": stored as every other provider's answers are.
-            role=msg.role if msg.role != "model" else "assistant",
+            # Gemini answers as "model", smolagents' tool turns are "tool-call": stored as every
+            # other provider's and library's are (semconv/values.toml).
+            role=self.conventions.values.role(msg.role),
             content=clip(msg.content, self.options.max_message_chars),
             tool_calls=tool_calls_json(msg.tool_calls),
             tool_call_id=msg.tool_call_id,
@@ -545,7 +553,12 @@ def _same_call(outer: InferenceRow, inner: InferenceRow, prompts: _Prompts | Non
         return outer.response_id == inner.response_id
     # A failed attempt inside a call that succeeded (a retry) is a call of its own; so is a call
     # that reported nothing inside one that measured itself (a judge's call inside the call).
-    if not _one_operation(outer.operation, inner.operation) or outer.is_success != inner.is_success:
+    if not _one_operation(outer.operation, inner.operation):
+        return False
+    # (An outer "success" that measured and answered nothing — a framework's step around a call
+    # that failed, Mastra's — is that call.)
+    if outer.is_success != inner.is_success and not (outer.is_success and not _measured(outer)
+                                                     and not outer.output_preview):
         return False
     # ... unless it sent the very same input messages, every one (the OpenAI instrumentation on
     # the Agents SDK's streams records no usage and no id); a judge sends its own prompt.
@@ -616,6 +629,10 @@ class _Prompts:
                     self._answers.setdefault(m.inference_id, []).append((m.index, m.role, m.content, m.tool_calls))
         mine, theirs = self._answers.get(a.inference_id), self._answers.get(b.inference_id)
         return not mine or not theirs or sorted(mine) == sorted(theirs)
+
+
+def _said(m: MessageRow) -> bool:
+    return bool(m.content or m.tool_calls or m.tool_call_id)
 
 
 def _measured(row: InferenceRow) -> bool:
@@ -690,7 +707,8 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
         if (inner.scope_name == outer.scope_name and outer_of.get(inner_id) is outer
                 and outer.inference_id not in outer_of
                 and ((_measured(inner) and not _measured(outer))
-                     or (_names_itself(outer) and not _names_itself(inner)))):
+                     or (_names_itself(outer) and not _names_itself(inner))
+                     or (outer.is_success and not inner.is_success))):
             del outer_of[inner_id]
             outer_of[outer.inference_id] = inner
     # Chains (three spans of one call) end at the outermost, each resolved once (a hostile chain
@@ -785,6 +803,7 @@ def _fold_rows(batch: RowBatch, final: dict[str, InferenceRow], full_maps: dict[
     for m in batch.messages:
         by_inference.setdefault(m.inference_id, []).append(m)
     merged: dict[str, InferenceRow] = {}
+    dropped: set[int] = set()
     for row in batch.inferences:
         outer = final.get(row.inference_id)
         if outer is None:
@@ -801,11 +820,22 @@ def _fold_rows(batch: RowBatch, final: dict[str, InferenceRow], full_maps: dict[
                 setattr(outer, name, getattr(row, name))
                 setattr(outer, source, getattr(row, source))
         outer.is_streaming = outer.is_streaming or row.is_streaming
-        # The inner span's messages of a direction the outer has none of (its output, say).
+        # A step that answered nothing around a call that failed (`_same_call`): the call failed.
+        outer.is_success = outer.is_success and row.is_success
+        # The inner span's messages of a direction the outer has none of (its output, say), or
+        # only empty ones of (Mastra's model span records a tool-call answer as empty text).
         outer_messages = by_inference.setdefault(outer.inference_id, [])
-        have = {m.direction for m in outer_messages}
-        for m in by_inference.get(row.inference_id, []):
-            if m.direction not in have:
+        have = {m.direction for m in outer_messages if _said(m)}
+        given = [m for m in by_inference.get(row.inference_id, []) if m.direction not in have]
+        giving = {m.direction for m in given if _said(m)}
+        for m in outer_messages:
+            if m.direction in giving:
+                dropped.add(id(m))
+        outer_messages[:] = [m for m in outer_messages if id(m) not in dropped]
+        standing = {m.direction for m in outer_messages}
+        for m in given:
+            # (A failed call's empty "answer" is none: `_inference`.)
+            if m.direction in giving or (m.direction not in standing and (outer.is_success or _said(m))):
                 m.inference_id = outer.inference_id
                 outer_messages.append(m)
     # Tokens taken from the inner row: the total and a priced cost follow them.
@@ -817,7 +847,7 @@ def _fold_rows(batch: RowBatch, final: dict[str, InferenceRow], full_maps: dict[
             if priced is not None:
                 outer.cost_usd = priced
     batch.inferences = [r for r in batch.inferences if r.inference_id not in final]
-    batch.messages = [m for m in batch.messages if m.inference_id not in final]
+    batch.messages = [m for m in batch.messages if m.inference_id not in final and id(m) not in dropped]
     for fb in batch.feedback:
         if fb.inference_id in final:
             fb.inference_id = final[fb.inference_id].inference_id

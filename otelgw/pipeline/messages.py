@@ -340,6 +340,11 @@ def _from_json_general(value: Any, default_role: str) -> list[Message]:
                     msg.finish_reason = msg.finish_reason or _text(choice.get("finish_reason"))
                     out.append(msg)
             return out
+        elif isinstance(doc.get("toolCalls"), list) and "text" in doc and not ("role" in doc or "content" in doc):
+            # An AI SDK step's result ({text, toolCalls}: Mastra's model steps): one answer.
+            msg = Message(role=default_role or "assistant", content=_text(doc.get("text")))
+            msg.tool_calls.extend(c for c in (_tool_call(x) for x in doc["toolCalls"]) if c)
+            return [msg]
         elif not ("role" in doc or "content" in doc or "parts" in doc):
             return [Message(role=default_role or "user", content=to_json(doc))]
         else:
