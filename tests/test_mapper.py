@@ -1343,7 +1343,14 @@ def test_a_steps_answer_and_a_failed_call_inside_a_step_that_answered_nothing() 
     (row,) = batch.inferences
     assert (row.span_name, row.is_success, row.error_type) == ("chat gpt-4o-mini", False, "error")
     assert messages(batch, "input") == [("user", "Weather?")] and messages(batch, "output") == []
-    # A step that answered is a call that succeeded: a failed attempt inside it is one of its own.
-    batch = mapper.map_traces(_nested_request([(2, 1, "chat gpt-4o-mini", failed), (1, 0, "agent_step", step)]),
-                              "", time.time_ns())
-    assert sorted(r.is_success for r in batch.inferences) == [False, True]
+    # The fold compares what statuses say: inside a span that measured and answered nothing, an
+    # attempt whose status failed and a retry that succeeded are two calls, the outer span the
+    # second (it was three rows in a first version of this rule: a review's find).
+    outer = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"}
+    attempt = {**outer, "gen_ai.usage.input_tokens": 5}
+    retry = {**outer, "gen_ai.response.id": "r2", "gen_ai.usage.input_tokens": 5, "gen_ai.usage.output_tokens": 3}
+    request = _nested_request([(2, 1, "chat gpt-4o", attempt), (3, 1, "chat gpt-4o", retry),
+                               (1, 0, "chat gpt-4o", outer)])
+    request.resource_spans[0].scope_spans[0].spans[0].status.code = 2
+    rows = build_mapper(Config()).map_traces(request, "", time.time_ns()).inferences
+    assert sorted((r.is_success, r.response_id) for r in rows) == [(False, ""), (True, "r2")]

@@ -200,10 +200,21 @@ class Mapper:
                     row.provider = ""
         crossed = self._fold(mapped)
         for batch, _ in mapped:
+            failed: set[str] = set()
             for row in batch.inferences:
                 router = routers.get(id(row))
                 row.provider = canonical.provider(row.provider or (router[1] if router else ""), row.request_model,
                                                   row.response_model)
+                # A call that says it failed only by its finish reason failed (read after the
+                # fold, which compares what the spans' statuses say).
+                if row.is_success and row.finish_reason == "error":
+                    row.is_success, row.error_type = False, row.error_type or "error"
+                if not row.is_success:
+                    failed.add(row.inference_id)
+            if failed:
+                # A failed call's empty "answer" is none.
+                batch.messages = [m for m in batch.messages if m.inference_id not in failed or m.direction != "output"
+                                  or _said(m)]
         return crossed
 
     def _fold(self, mapped: list[tuple[RowBatch, FoldContext]]) -> bool:
@@ -423,12 +434,6 @@ class Mapper:
             finish_reason = next((m.finish_reason for m in outputs if m.finish_reason), "")
         canonical = self.conventions.values
         finish_reason = canonical.finish_reason(finish_reason)
-        if finish_reason == "error" and not failed:
-            # The call says it failed only by its finish reason (Mastra's model span, status OK).
-            failed, error_type = True, error_type or "error"
-        if failed:
-            # A failed call's empty "answer" is none.
-            outputs = [m for m in outputs if m.content or m.tool_calls]
 
         ttft = _plausible(values.get("ttft_ms"), MAX_WAIT_MS)
         queue_ms = _plausible(values.get("queue_ms"), MAX_WAIT_MS)
@@ -553,12 +558,7 @@ def _same_call(outer: InferenceRow, inner: InferenceRow, prompts: _Prompts | Non
         return outer.response_id == inner.response_id
     # A failed attempt inside a call that succeeded (a retry) is a call of its own; so is a call
     # that reported nothing inside one that measured itself (a judge's call inside the call).
-    if not _one_operation(outer.operation, inner.operation):
-        return False
-    # (An outer "success" that measured and answered nothing — a framework's step around a call
-    # that failed, Mastra's — is that call.)
-    if outer.is_success != inner.is_success and not (outer.is_success and not _measured(outer)
-                                                     and not outer.output_preview):
+    if not _one_operation(outer.operation, inner.operation) or outer.is_success != inner.is_success:
         return False
     # ... unless it sent the very same input messages, every one (the OpenAI instrumentation on
     # the Agents SDK's streams records no usage and no id); a judge sends its own prompt.
@@ -629,6 +629,11 @@ class _Prompts:
                     self._answers.setdefault(m.inference_id, []).append((m.index, m.role, m.content, m.tool_calls))
         mine, theirs = self._answers.get(a.inference_id), self._answers.get(b.inference_id)
         return not mine or not theirs or sorted(mine) == sorted(theirs)
+
+
+def _said_failed(row: InferenceRow) -> bool:
+    """Failed, by its status or (Mastra's model span, status OK) by its finish reason alone."""
+    return not row.is_success or row.finish_reason == "error"
 
 
 def _said(m: MessageRow) -> bool:
@@ -708,7 +713,7 @@ def _drop_nested_duplicates(batch: RowBatch, native_parents: dict[tuple[str, str
                 and outer.inference_id not in outer_of
                 and ((_measured(inner) and not _measured(outer))
                      or (_names_itself(outer) and not _names_itself(inner))
-                     or (outer.is_success and not inner.is_success))):
+                     or (_said_failed(inner) and not _said_failed(outer)))):
             del outer_of[inner_id]
             outer_of[outer.inference_id] = inner
     # Chains (three spans of one call) end at the outermost, each resolved once (a hostile chain
@@ -820,8 +825,6 @@ def _fold_rows(batch: RowBatch, final: dict[str, InferenceRow], full_maps: dict[
                 setattr(outer, name, getattr(row, name))
                 setattr(outer, source, getattr(row, source))
         outer.is_streaming = outer.is_streaming or row.is_streaming
-        # A step that answered nothing around a call that failed (`_same_call`): the call failed.
-        outer.is_success = outer.is_success and row.is_success
         # The inner span's messages of a direction the outer has none of (its output, say), or
         # only empty ones of (Mastra's model span records a tool-call answer as empty text).
         outer_messages = by_inference.setdefault(outer.inference_id, [])
