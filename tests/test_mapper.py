@@ -1354,3 +1354,15 @@ def test_a_steps_answer_and_a_failed_call_inside_a_step_that_answered_nothing() 
     request.resource_spans[0].scope_spans[0].spans[0].status.code = 2
     rows = build_mapper(Config()).map_traces(request, "", time.time_ns()).inferences
     assert sorted((r.is_success, r.response_id) for r in rows) == [(False, ""), (True, "r2")]
+
+
+def test_a_tool_definition_in_the_input_is_no_message() -> None:
+    """Langfuse's LangChain handler appends each bound tool to a generation's input as
+    {"role": "tool", "content": {"type": "function", "function": {...}}}: not a turn."""
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    batch = map_span("ChatOpenAI", {
+        "langfuse.observation.type": "generation", "langfuse.observation.model.name": "gpt-4o-mini",
+        "langfuse.observation.input": json.dumps([{"role": "user", "content": "Weather?"},
+                                                  {"role": "tool", "content": tool},
+                                                  {"role": "tool", "content": "sunny", "tool_call_id": "c1"}])})
+    assert messages(batch, "input") == [("user", "Weather?"), ("tool", "sunny")]

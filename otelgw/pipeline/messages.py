@@ -224,6 +224,11 @@ def normalize(raw: Any, default_role: str) -> list[Message]:
     if not isinstance(raw, dict):
         return []
     content = raw.get("parts", raw.get("content"))
+    if (raw.get("role") == "tool" and isinstance(content, dict) and content.get("type") == "function"
+            and isinstance(content.get("function"), dict) and "tool_call_id" not in raw):
+        # A tool's definition, not a message: Langfuse's LangChain handler appends each bound
+        # tool to the generation's input this way (the model received them as `tools`).
+        return []
     if isinstance(content, dict) and isinstance(content.get("parts"), list):
         # A Gemini Content under `content` (Google ADK's legacy events, which send every turn of
         # the history as a user message event): its own role says who spoke, unless the event
