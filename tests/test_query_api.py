@@ -440,3 +440,28 @@ def test_message_events_sent_one_record_a_request_keep_every_message_in_order(ga
     assert inputs[:4095] == [f"m{i}" for i in range(4095)]
     assert sorted(inputs) == sorted([*(f"m{i}" for i in range(5000)), "m4999"])
     assert [m["content"] for m in stored if m["direction"] == "output"] == [str(-2**62), str(2**62)]
+
+
+def test_a_listed_call_with_previews_takes_its_finish_reason_from_its_messages(gateway) -> None:
+    """The span carries the prompt (so the row has previews) and the finish reason comes only with
+    a later gen_ai.choice log record: the page shows it, as the detail and the filter do."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    trace, span = "d1" * 16, "00000000000000b1"
+    chat = _span(trace, span, "", "chat gpt-4o", 3, 0, 1000, {
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+        "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": "Hi?"}]}])})
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [chat]}]}]})
+    assert post_otlp(gateway.http_url, "traces", body.encode(), "json", project="late-reason").status == 200
+    request = ExportLogsServiceRequest()
+    record = request.resource_logs.add().scope_logs.add().log_records.add(
+        time_unix_nano=1_764_150_000_000_000_000, trace_id=bytes.fromhex(trace), span_id=bytes.fromhex(span))
+    record.attributes.add(key="event.name").value.string_value = "gen_ai.choice"
+    record.body.string_value = json.dumps({"index": 0, "finish_reason": "length",
+                                           "message": {"role": "assistant", "content": "Hel"}})
+    assert post_otlp(gateway.http_url, "logs", request.SerializeToString(), project="late-reason").status == 200
+    gateway.settle()
+    (item,) = lst(gateway, project_id="late-reason")["items"]
+    assert (item["prompt_preview"], item["finish_reason"]) == ("Hi?", "length")
+    assert [i["inference_id"] for i in lst(gateway, project_id="late-reason", finish_reason="max_tokens")["items"]] \
+        == [item["inference_id"]]

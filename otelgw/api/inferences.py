@@ -86,8 +86,9 @@ async def fill_previews(reader: Reader, rows: list[dict[str, Any]], limit: int) 
     """Previews (and the finish reason) of rows whose messages arrived after their span, as log
     records (the official OpenAI instrumentation's default mode): the row was written without
     them, so the page reads them from `messages`, as the mapper would have chosen them (the last
-    user message, the first output message)."""
-    missing = [r for r in rows if not r["input_preview"] and not r["output_preview"]]
+    user message, the first output message). A row with previews but no finish reason takes the
+    reason its output messages name, as the detail and the finish_reason filter do."""
+    missing = [r for r in rows if not (r["input_preview"] or r["output_preview"]) or r.get("finish_reason") == ""]
     if not missing:
         return
     found = await reader.rows("inferences", "previews_from_messages",
@@ -98,14 +99,16 @@ async def fill_previews(reader: Reader, rows: list[dict[str, Any]], limit: int) 
         got = by_id.get((row["project_id"], str(row["inference_id"])))
         if got is None:
             continue
+        if "finish_reason" in row and not row["finish_reason"]:
+            row["finish_reason"] = got["finish_reason"]
+        if row["input_preview"] or row["output_preview"]:
+            continue
         row["input_preview"] = clip(got["input_text"], limit)
         output = got["first_output"]
         if not output and got["first_output_calls"]:
             calls = _decoder.decode(got["first_output_calls"])
             output = "; ".join(f"{c.get('name', '')}({c.get('arguments', '')})" for c in calls if isinstance(c, dict))
         row["output_preview"] = clip(output, limit)
-        if "finish_reason" in row and not row["finish_reason"]:
-            row["finish_reason"] = got["finish_reason"]
 
 
 def _item(row: dict[str, Any], feedback: int) -> InferenceItem:
