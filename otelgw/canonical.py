@@ -20,6 +20,7 @@ _ENUM_PREFIXES = ("finishreason.", "stopreason.")
 
 class _Providers(msgspec.Struct, forbid_unknown_fields=True):
     aliases: dict[str, str] = {}
+    hosts: dict[str, str] = {}
     routers: list[str] = []
     model_prefixes: dict[str, str] = {}
     models: dict[str, str] = {}
@@ -45,6 +46,9 @@ class CanonicalValues:
                     raise ValueError(f"finish reason {raw!r} is listed under both {known!r} and {canonical!r}")
         self._routers = frozenset(r.lower() for r in table.providers.routers)
         self._aliases = {k.lower(): v for k, v in table.providers.aliases.items()}
+        # "api.groq.com" names a host, ".openai.azure.com" every host ending so.
+        self._hosts = {k.lower(): v for k, v in table.providers.hosts.items() if not k.startswith(".")}
+        self._host_suffixes = tuple((k.lower(), v) for k, v in table.providers.hosts.items() if k.startswith("."))
         self._roles = {k.lower(): v for k, v in table.roles.items()}
         self._by_prefix = {k.lower(): v for k, v in table.providers.model_prefixes.items()}
         self._exact = {k.lower(): v for k, v in table.providers.models.items() if not k.endswith("*")}
@@ -93,10 +97,16 @@ class CanonicalValues:
     def role(self, raw: str) -> str:
         return self._roles.get(raw.lower(), raw) if raw else raw
 
-    def provider(self, reported: str, *models: str) -> str:
-        """The reported provider in the conventions' name, unless it is empty or a router's name:
-        then the first model whose name says who serves it (the reported name when none does)."""
+    def provider(self, reported: str, *models: str, host: str = "") -> str:
+        """The reported provider in the conventions' name, unless it is empty, a router's name or
+        the OpenAI client's "openai" said of another host (`server.address`: Azure OpenAI, an
+        OpenAI-compatible API); then the host, or the first model whose name says who serves it
+        (the reported name when none does)."""
         reported = self._aliases.get(reported.lower(), reported) if reported else reported
+        if host and (not reported or reported == "openai" or self.is_router(reported)):
+            served = self._for_host(host)
+            if served:
+                return served
         if reported and not self.is_router(reported):
             return reported
         for model in models:
@@ -104,6 +114,10 @@ class CanonicalValues:
             if found:
                 return found
         return reported
+
+    def _for_host(self, host: str) -> str:
+        name = host[:MAX_MODEL_CHARS].strip().lower().rsplit(":", 1)[0] if ":" in host else host.strip().lower()
+        return self._hosts.get(name) or next((v for suffix, v in self._host_suffixes if name.endswith(suffix)), "")
 
     def _for_model(self, model: str) -> str:
         if len(model) > MAX_MODEL_CHARS:

@@ -1249,6 +1249,12 @@ def test_a_router_or_no_provider_is_read_from_the_model_name() -> None:
             ("litellm", "my-own-model", "litellm"), ("", "my-own-model", ""), ("", "", "")):
         assert values.provider(reported, model) == provider, (reported, model)
     assert values.provider("", "", "gpt-4o-2024-08-06") == "openai"  # the response's model when the request named none
+    # The OpenAI client's "openai" of another host: the host says who served it.
+    for reported, host, provider in (("openai", "fx-res.openai.azure.com", "azure.ai.openai"),
+                                     ("openai", "api.groq.com:443", "groq"), ("openai", "api.openai.com", "openai"),
+                                     ("anthropic", "x.openai.azure.com", "anthropic"), ("", "api.x.ai", "x_ai"),
+                                     ("openai", "localhost", "openai"), ("openai", "a" * 10_000, "openai")):
+        assert values.provider(reported, "gpt-4o", host=host) == provider, (reported, host)
 
 
 def test_a_routers_row_folded_with_the_sdk_span_inside_takes_the_sdks_provider() -> None:

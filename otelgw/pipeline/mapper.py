@@ -204,7 +204,7 @@ class Mapper:
             for row in batch.inferences:
                 router = routers.get(id(row))
                 row.provider = canonical.provider(row.provider or (router[1] if router else ""), row.request_model,
-                                                  row.response_model)
+                                                  row.response_model, host=row.attributes.get("server.address", ""))
                 # A call that says it failed only by its finish reason failed (read after the
                 # fold, which compares what the spans' statuses say).
                 if row.is_success and row.finish_reason == "error":
