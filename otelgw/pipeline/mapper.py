@@ -837,8 +837,8 @@ def _fold_rows(batch: RowBatch, final: dict[str, InferenceRow], full_maps: dict[
         outer_messages[:] = [m for m in outer_messages if id(m) not in dropped]
         standing = {m.direction for m in outer_messages}
         for m in given:
-            # (A failed call's empty "answer" is none: `_inference`.)
-            if m.direction in giving or (m.direction not in standing and (outer.is_success or _said(m))):
+            # (A failed call's empty "answer" goes after the fold: `Mapper.fold`.)
+            if m.direction in giving or m.direction not in standing:
                 m.inference_id = outer.inference_id
                 outer_messages.append(m)
     # Tokens taken from the inner row: the total and a priced cost follow them.
