@@ -4,6 +4,7 @@ or one kind of ending into several."""
 
 from __future__ import annotations
 
+import fnmatch
 import tomllib
 from pathlib import Path
 
@@ -22,6 +23,8 @@ class _Providers(msgspec.Struct, forbid_unknown_fields=True):
     aliases: dict[str, str] = {}
     hosts: dict[str, str] = {}
     routers: list[str] = []
+    vendors: list[str] = []
+    clouds: list[str] = []
     model_prefixes: dict[str, str] = {}
     models: dict[str, str] = {}
 
@@ -46,15 +49,25 @@ class CanonicalValues:
                     raise ValueError(f"finish reason {raw!r} is listed under both {known!r} and {canonical!r}")
         self._routers = frozenset(r.lower() for r in table.providers.routers)
         self._aliases = {k.lower(): v for k, v in table.providers.aliases.items()}
-        # "api.groq.com" names a host, ".openai.azure.com" every host ending so.
-        self._hosts = {k.lower(): v for k, v in table.providers.hosts.items() if not k.startswith(".")}
-        self._host_suffixes = tuple((k.lower(), v) for k, v in table.providers.hosts.items() if k.startswith("."))
+        # "api.groq.com" names a host, ".openai.azure.com" every host ending so, and a key with a
+        # "*" inside ("bedrock-runtime.*.amazonaws.com") the hosts it matches.
+        hosts = {k.lower(): v for k, v in table.providers.hosts.items()}
+        self._hosts = {k: v for k, v in hosts.items() if not k.startswith(".") and "*" not in k}
+        self._host_suffixes = tuple((k, v) for k, v in hosts.items() if k.startswith(".") and "*" not in k)
+        self._host_globs = tuple((k, v) for k, v in hosts.items() if "*" in k)
+        self._vendors = frozenset(v.lower() for v in table.providers.vendors)
+        self._clouds = frozenset(c.lower() for c in table.providers.clouds)
         self._roles = {k.lower(): v for k, v in table.roles.items()}
         self._by_prefix = {k.lower(): v for k, v in table.providers.model_prefixes.items()}
-        self._exact = {k.lower(): v for k, v in table.providers.models.items() if not k.endswith("*")}
-        # Longest first, so "mistral.*" (Bedrock) is tried before a shorter pattern could claim it.
-        self._patterns = sorted(((k[:-1].lower(), v) for k, v in table.providers.models.items() if k.endswith("*")),
+        models = {k.lower(): v for k, v in table.providers.models.items()}
+        self._exact = {k: v for k, v in models.items() if "*" not in k}
+        # Longest first, so "mistral.*" (Bedrock) is tried before a shorter pattern could claim it;
+        # a "*" elsewhere than at the end makes a glob ("claude-*@*": Vertex's model ids), tried
+        # first, over the whole name (a Vertex resource path has slashes).
+        self._patterns = sorted(((k[:-1], v) for k, v in models.items() if k.endswith("*") and "*" not in k[:-1]),
                                 key=lambda kv: -len(kv[0]))
+        self._model_globs = tuple(sorted(((k, v) for k, v in models.items() if "*" in k[:-1]),
+                                         key=lambda kv: -len(kv[0])))
         self._model_cache: dict[str, str] = {}
 
     @classmethod
@@ -98,16 +111,26 @@ class CanonicalValues:
         return self._roles.get(raw.lower(), raw) if raw else raw
 
     def provider(self, reported: str, *models: str, host: str = "") -> str:
-        """The reported provider in the conventions' name, unless it is empty, a router's name or
-        the OpenAI client's "openai" said of another host (`server.address`: Azure OpenAI, an
-        OpenAI-compatible API); then the host, or the first model whose name says who serves it
-        (the reported name when none does)."""
+        """The reported provider in the conventions' name — unless it is empty, a router's name,
+        or a model maker's (`vendors`: "openai", "anthropic") said of a call a cloud served: then
+        the host the client called (`server.address`: Azure OpenAI, Bedrock, Vertex, an
+        OpenAI-compatible API) or the cloud's form of the model id (Bedrock's
+        `us.anthropic.…-v1:0`, Vertex's `claude-…@2025…`); an empty or router's provider also
+        takes the model's maker from its name (the reported name when nothing says more)."""
         reported = self._aliases.get(reported.lower(), reported) if reported else reported
-        if host and (not reported or reported == "openai" or self.is_router(reported)):
-            served = self._for_host(host)
+        vendor = reported.lower() in self._vendors if reported else False
+        open_ = not reported or self.is_router(reported)
+        if vendor or open_:
+            served = self._for_host(host) if host else ""
             if served:
                 return served
-        if reported and not self.is_router(reported):
+        if vendor:
+            for model in models:
+                found = self._for_model(model) if model else ""
+                if found in self._clouds:
+                    return found
+            return reported
+        if not open_:
             return reported
         for model in models:
             found = self._for_model(model) if model else ""
@@ -116,8 +139,12 @@ class CanonicalValues:
         return reported
 
     def _for_host(self, host: str) -> str:
-        name = host[:MAX_MODEL_CHARS].strip().lower().rsplit(":", 1)[0] if ":" in host else host.strip().lower()
-        return self._hosts.get(name) or next((v for suffix, v in self._host_suffixes if name.endswith(suffix)), "")
+        if len(host) > MAX_MODEL_CHARS:
+            return ""
+        name = host.strip().lower()
+        name = name.rsplit(":", 1)[0] if ":" in name else name
+        return (self._hosts.get(name) or next((v for suffix, v in self._host_suffixes if name.endswith(suffix)), "")
+                or next((v for pattern, v in self._host_globs if fnmatch.fnmatchcase(name, pattern)), ""))
 
     def _for_model(self, model: str) -> str:
         if len(model) > MAX_MODEL_CHARS:
@@ -126,10 +153,10 @@ class CanonicalValues:
         if found is not None:
             return found
         name = model.strip().lower()
-        found = ""
+        found = next((v for pattern, v in self._model_globs if fnmatch.fnmatchcase(name, pattern)), "")
         # "provider/model"; past a prefix no table names ("openrouter/anthropic/…", a
         # deployment's own "team/model"), the rest. A Bedrock ARN is one name with slashes.
-        if "/" in name and not name.startswith("arn:"):
+        if not found and "/" in name and not name.startswith("arn:"):
             parts = name.split("/")
             found = next((self._by_prefix[p] for p in parts[:-1] if p in self._by_prefix), "")
             name = parts[-1]

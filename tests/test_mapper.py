@@ -1252,7 +1252,9 @@ def test_a_router_or_no_provider_is_read_from_the_model_name() -> None:
     # The OpenAI client's "openai" of another host: the host says who served it.
     for reported, host, provider in (("openai", "fx-res.openai.azure.com", "azure.ai.openai"),
                                      ("openai", "api.groq.com:443", "groq"), ("openai", "api.openai.com", "openai"),
-                                     ("anthropic", "x.openai.azure.com", "anthropic"), ("", "api.x.ai", "x_ai"),
+                                     ("aws.bedrock", "x.openai.azure.com", "aws.bedrock"), ("", "api.x.ai", "x_ai"),
+                                     ("anthropic", "bedrock-runtime.us-east-1.amazonaws.com", "aws.bedrock"),
+                                     ("anthropic", "us-east5-aiplatform.googleapis.com", "gcp.vertex_ai"),
                                      ("openai", "localhost", "openai"), ("openai", "a" * 10_000, "openai")):
         assert values.provider(reported, "gpt-4o", host=host) == provider, (reported, host)
 

@@ -205,6 +205,9 @@ class Mapper:
                 router = routers.get(id(row))
                 row.provider = canonical.provider(row.provider or (router[1] if router else ""), row.request_model,
                                                   row.response_model, host=row.attributes.get("server.address", ""))
+                # A Vertex AI resource path names the model by its last part (read after the
+                # provider, which the path tells).
+                row.request_model, row.response_model = _model_name(row.request_model), _model_name(row.response_model)
                 # A call that says it failed only by its finish reason failed (read after the
                 # fold, which compares what the spans' statuses say).
                 if row.is_success and row.finish_reason == "error":
@@ -629,6 +632,11 @@ class _Prompts:
                     self._answers.setdefault(m.inference_id, []).append((m.index, m.role, m.content, m.tool_calls))
         mine, theirs = self._answers.get(a.inference_id), self._answers.get(b.inference_id)
         return not mine or not theirs or sorted(mine) == sorted(theirs)
+
+
+def _model_name(model: str) -> str:
+    """`projects/p/locations/l/publishers/google/models/gemini-2.0-flash` is gemini-2.0-flash."""
+    return model.rsplit("/", 1)[1] if model.startswith("projects/") and "/models/" in model else model
 
 
 def _said_failed(row: InferenceRow) -> bool:

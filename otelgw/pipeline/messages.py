@@ -503,7 +503,10 @@ def legacy_event(name: str, body: Any, attrs: dict[str, Any],
                 body = {**body, key: blocks}
     role = LEGACY_INPUT_EVENTS.get(name)
     if role is not None:
-        found = normalize({"role": role, **body}, role) if isinstance(body, dict) else [
+        # A system event is the system's, whatever its body says (the official Vertex AI
+        # instrumentation gives Gemini's system instruction its role "user").
+        forced = {"role": role} if role == "system" else {}
+        found = normalize({"role": role, **body, **forced}, role) if isinstance(body, dict) else [
             Message(role=role, content=_text(body))]
         if not found:
             return None
