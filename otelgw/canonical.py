@@ -36,7 +36,7 @@ class _ValuesFile(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class CanonicalValues:
-    """Lookups built once from the table; immutable but for a bounded cache of model names."""
+    """Lookups built once from the table; immutable but for bounded caches of model and host names."""
 
     def __init__(self, table: _ValuesFile) -> None:
         self._reasons: dict[str, str] = {}
@@ -69,6 +69,7 @@ class CanonicalValues:
         self._model_globs = tuple(sorted(((k, v) for k, v in models.items() if "*" in k[:-1]),
                                          key=lambda kv: -len(kv[0])))
         self._model_cache: dict[str, str] = {}
+        self._host_cache: dict[str, str] = {}
 
     @classmethod
     def empty(cls) -> CanonicalValues:
@@ -141,10 +142,17 @@ class CanonicalValues:
     def _for_host(self, host: str) -> str:
         if len(host) > MAX_MODEL_CHARS:
             return ""
+        found = self._host_cache.get(host)
+        if found is not None:
+            return found
         name = host.strip().lower()
         name = name.rsplit(":", 1)[0] if ":" in name else name
-        return (self._hosts.get(name) or next((v for suffix, v in self._host_suffixes if name.endswith(suffix)), "")
-                or next((v for pattern, v in self._host_globs if fnmatch.fnmatchcase(name, pattern)), ""))
+        found = (self._hosts.get(name) or next((v for suffix, v in self._host_suffixes if name.endswith(suffix)), "")
+                 or next((v for pattern, v in self._host_globs if fnmatch.fnmatchcase(name, pattern)), ""))
+        if len(self._host_cache) > 10_000:
+            self._host_cache.clear()
+        self._host_cache[host] = found
+        return found
 
     def _for_model(self, model: str) -> str:
         if len(model) > MAX_MODEL_CHARS:
