@@ -1257,6 +1257,10 @@ def test_a_router_or_no_provider_is_read_from_the_model_name() -> None:
                                      ("anthropic", "us-east5-aiplatform.googleapis.com", "gcp.vertex_ai"),
                                      ("openai", "localhost", "openai"), ("openai", "a" * 10_000, "openai")):
         assert values.provider(reported, "gpt-4o", host=host) == provider, (reported, host)
+    # A hostile "model name" costs nothing (one full of slashes took minutes before a review).
+    started = time.perf_counter()
+    assert values.provider("", "/" * 1_000_000, "a/" * 500_000) == ""
+    assert time.perf_counter() - started < 1
 
 
 def test_a_routers_row_folded_with_the_sdk_span_inside_takes_the_sdks_provider() -> None:
