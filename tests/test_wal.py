@@ -492,7 +492,7 @@ def test_dead_lettered_records_of_a_new_log_do_not_overwrite_an_older_logs(chdb_
             assert gateway.stop()
         shutil.rmtree(gateway.gateway.wal.dir)  # the log is lost; the next start begins a new one
     assert ids[0] != ids[1]
-    dead = {p.name: p.read_bytes() for p in (tmp_path / "dead-letter").glob("record-*")}
+    dead = {p.name: p.read_bytes() for p in (tmp_path / "dead-letter").glob("record-*.pb")}
     assert set(dead) == {f"record-{ids[0]}-1-logs.pb", f"record-{ids[1]}-1-logs.pb"}
     from otelgw.pipeline.request import Signal
     from otelgw.receiver.decode import Encoding, decode

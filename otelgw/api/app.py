@@ -11,6 +11,7 @@ from aiohttp import web
 from otelgw.api import (
     analytics,
     audit_log,
+    dead_letter,
     erasure,
     export,
     feedback,
@@ -33,6 +34,7 @@ from otelgw.api.common import (
     BASELINE_CACHE_KEY,
     CANONICAL_KEY,
     FLUSH_INTERVAL_KEY,
+    PIPELINE_KEY,
     PRINCIPAL,
     READER_KEY,
     ApiError,
@@ -91,6 +93,8 @@ ROUTES: list[tuple[str, str, Handler, str | None]] = [
     ("GET", routes.PATH_KEYS, keys.list_keys, routes.ADMIN),
     ("POST", routes.PATH_KEYS, keys.create_key, routes.ADMIN),
     ("DELETE", routes.PATH_KEY, keys.revoke_key, routes.ADMIN),
+    ("GET", routes.PATH_DEAD_LETTER, dead_letter.list_dead_letters, routes.ADMIN),
+    ("POST", routes.PATH_DEAD_LETTER_REPLAY, dead_letter.replay, routes.ADMIN),
 ]
 
 
@@ -147,7 +151,7 @@ def build_api_app(reader: Reader, auth: Authenticator, flush_interval_s: float,
     app[health.READY_CHECKS_KEY] = ready_checks
     app[status.STATUS_KEY] = status_snapshot
     app[status.TELEMETRY_KEY] = telemetry
-    app[observability_add.PIPELINE_KEY] = pipeline
+    app[PIPELINE_KEY] = pipeline
     app[AUDIT_KEY] = auditor or Auditor()
     # GET routes answer HEAD too (probes and link checkers send it), as aiohttp's add_get does.
     for method, path, handler, role in ROUTES:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from otelgw.auth import Authenticator, Principal
 from otelgw.canonical import CanonicalValues
+from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.rows import MAX_NS
 from otelgw.store.reader import Reader
 
@@ -22,6 +23,8 @@ AUTH_KEY: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
 # Settings the API passes on: how long a flushed row may take to show, for feedback waits.
 FLUSH_INTERVAL_KEY: web.AppKey[float] = web.AppKey("flush_interval_s", float)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+# The gateway's pipeline, for routes that take data in (/observability/add, dead-letter replay).
+PIPELINE_KEY: web.AppKey[Pipeline] = web.AppKey("pipeline", Pipeline)
 
 
 class TTLCache:

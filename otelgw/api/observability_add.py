@@ -17,16 +17,14 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from otelgw.api.common import AUTH_KEY, READER_KEY, ApiError, json_response
+from otelgw.api.common import AUTH_KEY, PIPELINE_KEY, READER_KEY, ApiError, json_response
 from otelgw.auth import bearer_token
 from otelgw.pipeline.admission import Overloaded, RateLimited
-from otelgw.pipeline.pipeline import Pipeline
 from otelgw.pipeline.request import Decoded, Signal
 from otelgw.receiver.bud_records import MAX_ENTRIES, BudRecord, BulkEnvelope, to_request
 from otelgw.receiver.ingest import BadProject, admission_project, clean_project, http_connection
 from otelgw.receiver.otlp_http import PROJECT_HEADER
 
-PIPELINE_KEY: web.AppKey[Pipeline] = web.AppKey("pipeline", Pipeline)
 _SHOWN = 10  # ids and errors listed in the answer, as Bud does
 
 

@@ -36,6 +36,8 @@ PATH_DATA_DELETE_JOB = "/api/v1/data/delete/{job_id}"
 PATH_AUDIT = "/api/v1/audit"
 PATH_KEYS = "/api/v1/keys"
 PATH_KEY = "/api/v1/keys/{key_id}"
+PATH_DEAD_LETTER = "/api/v1/dead-letter"
+PATH_DEAD_LETTER_REPLAY = "/api/v1/dead-letter/replay"
 
 VIEWER, EDITOR, ADMIN = "viewer", "editor", "admin"
 

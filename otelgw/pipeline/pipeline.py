@@ -23,6 +23,7 @@ import msgspec
 
 from otelgw.governance.masking import MaskingCounts
 from otelgw.pipeline.admission import Admission, Exhausted, Overloaded, RateLimited, ShuttingDown
+from otelgw.pipeline.dead_letter import DeadLetters
 from otelgw.pipeline.fastpath import NativeSource, NativeSpans
 from otelgw.pipeline.mapper import Mapper
 from otelgw.pipeline.request import Decoded, Signal
@@ -106,7 +107,7 @@ class Pipeline:
         self._writer = writer
         self.wal = wal
         self.admission = admission
-        self._dead_letter_dir = Path(dead_letter_dir)
+        self.dead_letters = DeadLetters(Path(dead_letter_dir))
         # Mapping runs in the pool (a thread, or worker processes); its results are applied in
         # log order on one thread: sampler, metrics, writer.
         self.mapping = pool or MappingPool(RecordMapper(mapper, masker, sampler.keys if sampler else None,
@@ -240,9 +241,10 @@ class Pipeline:
             raise
 
     async def accept(self, decoded: Decoded, payload: bytes, project: str, admission_project: str,
-                     connection: str) -> None:
+                     connection: str, received_ns: int | None = None) -> None:
         """Make one decoded request durable; returns once it is in the log (fsynced, unless
-        fsync is off). Raises Overloaded / RateLimited / ShuttingDown."""
+        fsync is off). Raises Overloaded / RateLimited / ShuttingDown. `received_ns`: when it
+        first arrived (a dead-lettered record taken in again), else now."""
         signal = decoded.signal
         self.stats.requests[signal] += 1
         try:
@@ -250,7 +252,7 @@ class Pipeline:
                 raise ShuttingDown("gateway is shutting down", retry_after_s=5.0)
             self.admission.admit(self.wal, admission_project, connection, decoded.accepted, len(payload))
             try:
-                seq, durable = self.wal.append(signal, project, time.time_ns(), payload)
+                seq, durable = self.wal.append(signal, project, received_ns or time.time_ns(), payload)
             except WalFull as exc:
                 raise Exhausted(str(exc), retry_after_s=5.0) from exc
         except RateLimited as exc:
@@ -365,7 +367,7 @@ class Pipeline:
                 self.stats.map_errors += 1
                 log.error("mapping failed; record written to dead-letter",
                           extra={"seq": record.seq, "signal": record.signal, "error": mapped.error})
-                self._dead_letter(record)
+                self.dead_letters.write_record(record, self.wal.id, mapped.error)
             else:
                 if self._inference_series is not None and mapped.inferences:
                     self._inference_series.observe(mapped.inferences)
@@ -393,12 +395,22 @@ class Pipeline:
             inserts = {}
         self.tick()
 
-    def _dead_letter(self, record: WalRecord) -> None:
-        self._dead_letter_dir.mkdir(parents=True, exist_ok=True)
-        # Named by the log's id too: a new log (its directory lost or moved) numbers records
-        # from 1 again, and must not overwrite what an earlier log dead-lettered.
-        path = self._dead_letter_dir / f"record-{self.wal.id}-{record.seq}-{record.signal}.pb"
-        path.write_bytes(record.request)
+    def _still_dead_lettered(self, records: list[WalRecord]) -> list[WalRecord]:
+        """Replayed records an earlier run dead-lettered map to nothing again, whether or not
+        they would map now: the blocks they were in are rebuilt under the same tokens (ClickHouse
+        drops a repeated token's rows, so new rows there would be lost or, if the block never
+        landed, stored beside the dead-letter file that a later replay lands too). They are taken
+        in by replaying the dead-letter file (POST /api/v1/dead-letter/replay)."""
+        if not records or records[0].seq > self._replay_end:
+            return records
+        out = []
+        for record in records:
+            if record.seq <= self._replay_end and self.dead_letters.has_record(self.wal.id, record.seq, record.signal):
+                log.warning("replayed record was dead-lettered before the restart; it stays in the dead-letter "
+                            "directory until replayed from there", extra={"seq": record.seq, "signal": record.signal})
+                record = WalRecord(record.seq, record.signal, record.project, record.received_ns, b"")
+            out.append(record)
+        return out
 
     async def _consume(self) -> None:
         """Read the log in order into mapping tasks (several in flight, so every worker is
@@ -414,6 +426,7 @@ class Pipeline:
                     records, token_range = self._next_chunk()
                     if records and token_range is None and self._fold_wait_s > 0:
                         records += await self._more_for_folding(records)
+                    records = self._still_dead_lettered(records)
                     if records:
                         if token_range is None and self._inserts_by_worker(records):
                             token_range = (records[0].seq, records[-1].seq)
