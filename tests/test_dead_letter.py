@@ -65,6 +65,13 @@ def test_a_dead_lettered_record_stays_so_across_a_crash_and_lands_once_when_repl
             assert post_otlp(first.http_url, "logs", _logs_body(tag, 5), "json", project="proj-a").status == 200
         wait_until(lambda: first.gateway.pipeline.stats.map_errors == 1, timeout=30)
         wal_id = first.gateway.wal.id
+        # Not while the log still holds it: after a restart, the log's copy would be mapped too.
+        status, answer = call_api(first.api_url, "POST", "/api/v1/dead-letter/replay", body={})
+        assert status == 200 and answer == {"replayed": [], "failed": [], "pending": 1}
+        status, answer = call_api(first.api_url, "POST", "/api/v1/dead-letter/replay",
+                                  body={"files": [f"record-{wal_id}-2-logs.pb"]})
+        assert answer["replayed"] == [] and "still holds it" in answer["failed"][0]["reason"]
+        assert call_api(first.api_url, "GET", "/api/v1/dead-letter")[1]["files"][0]["pending"] is True
     finally:
         assert not first.stop()  # the store is down: the records stay in the log
     dead = tmp_path / "dead-letter" / f"record-{wal_id}-2-logs.pb"
@@ -84,6 +91,7 @@ def test_a_dead_lettered_record_stays_so_across_a_crash_and_lands_once_when_repl
         assert status == 200
         (entry,) = listed["files"]
         assert entry["file"] == dead.name and entry["kind"] == "record" and entry["replayable"]
+        assert "pending" not in entry and listed["total"] == 1 and listed["directory"].endswith("dead-letter")
         assert (entry["project"], entry["signal"]) == ("proj-a", "logs")
         assert entry["received"].endswith("Z") and "simulated" in entry["error"]
 
@@ -115,6 +123,7 @@ def test_replay_refusals_and_project_scoped_admins(chdb_path: Path, tmp_path: Pa
         assert post_otlp(gateway.http_url, "logs", _logs_body("alpha", 2), "json", project="alpha").status == 200
         assert post_otlp(gateway.http_url, "logs", _logs_body("beta", 2), "json", project="beta").status == 200
         wait_until(lambda: gateway.gateway.pipeline.stats.map_errors == 2, timeout=30)
+        gateway.settle()  # the checkpoint passes them: they can be replayed
         wal_id = gateway.gateway.wal.id
         letters = tmp_path / "dead-letter"
         # One written by an older version: the request alone, no project on file.
@@ -136,13 +145,16 @@ def test_replay_refusals_and_project_scoped_admins(chdb_path: Path, tmp_path: Pa
         assert {(e["file"], e["kind"], e.get("project")) for e in listed["files"]} == {
             (legacy.name, "record", None), (f"record-{wal_id}-2-logs.pb", "record", "beta"),
             ("spans-x-1.jsonl", "rows", None)}
-        # A project's admin sees that project's records only.
+        # A project's admin sees that project's records only (and not where the directory is).
         status, listed = call_api(gateway.api_url, "GET", "/api/v1/dead-letter", scoped)
-        assert [e["file"] for e in listed["files"]] == [f"record-{wal_id}-2-logs.pb"]
+        assert [e["file"] for e in listed["files"]] == [f"record-{wal_id}-2-logs.pb"] and "directory" not in listed
+        status, listed = call_api(gateway.api_url, "GET", "/api/v1/dead-letter?limit=1", admin)
+        assert status == 200 and len(listed["files"]) == 1 and listed["total"] == 3
+        assert call_api(gateway.api_url, "GET", "/api/v1/dead-letter?limit=0", admin)[0] == 400
 
-        for body, code in (({"files": "x"}, "invalid_request"), ({"nope": 1}, "invalid_request")):
+        for body in ({"files": "x"}, {"nope": 1}, {"project": "bad\nname"}, {"files": ["x"] * 10_001}):
             status, answer = call_api(gateway.api_url, "POST", "/api/v1/dead-letter/replay", admin, body)
-            assert (status, answer["error"]["code"]) == (400, code)
+            assert (status, answer["error"]["code"]) == (400, "invalid_request")
         assert call_api(gateway.api_url, "POST", "/api/v1/dead-letter/replay", scoped,
                         {"project": "beta"})[0] == 403
         # A gateway that cannot take it now (here: shutting down) leaves it where it was.
@@ -160,6 +172,11 @@ def test_replay_refusals_and_project_scoped_admins(chdb_path: Path, tmp_path: Pa
         assert status == 200
         assert [r["file"] for r in answer["replayed"]] == [f"record-{wal_id}-2-logs.pb"]
         assert [f["file"] for f in answer["failed"]] == [legacy.name, "spans-x-1.jsonl", "../etc/passwd"]
+        # Names no record has: each is reported, none answers 500.
+        (letters / "record-x-1-logs.pb").mkdir()
+        odd = ["record-\u0000.pb", "record-" + "9" * 300 + "-1-logs.pb", "record-x-1-logs.pb", "record-x-1-spans.pb"]
+        status, answer = call_api(gateway.api_url, "POST", "/api/v1/dead-letter/replay", admin, {"files": odd})
+        assert status == 200 and answer["replayed"] == [] and [f["file"] for f in answer["failed"]] == odd
         # Without its project on file, a record waits for an admin of every project to name one.
         status, answer = call_api(gateway.api_url, "POST", "/api/v1/dead-letter/replay", admin, {})
         assert answer["replayed"] == [] and "name it with 'project'" in answer["failed"][0]["reason"]
@@ -170,3 +187,22 @@ def test_replay_refusals_and_project_scoped_admins(chdb_path: Path, tmp_path: Pa
             ("alpha", "alpha 0"), ("alpha", "alpha 1"), ("beta", "beta 0"), ("beta", "beta 1")}
     finally:
         assert gateway.stop()
+
+
+def test_a_replayed_record_is_still_known_as_dead_lettered(tmp_path: Path) -> None:
+    """The log's own copy of a replayed record must not land beside its replay (a restart before
+    the checkpoint passed it); a number handed out again after a power loss is another record."""
+    from otelgw.pipeline.dead_letter import DeadLetters
+    from otelgw.pipeline.request import Signal
+    from otelgw.pipeline.wal import WalRecord
+
+    letters = DeadLetters(tmp_path)
+    record = WalRecord(7, Signal.TRACES, "p", 123, b"request")
+    letters.write_record(record, "w1", "boom")
+    assert letters.was_dead_lettered("w1", record)
+    letters.move(letters.record_path("w1", 7, Signal.TRACES).name, replayed=True)
+    assert letters.was_dead_lettered("w1", record) and not letters.record_path("w1", 7, Signal.TRACES).exists()
+    assert not letters.was_dead_lettered("w1", WalRecord(7, Signal.TRACES, "p", 456, b"another"))
+    assert not letters.was_dead_lettered("w2", record) and not letters.was_dead_lettered(
+        "w1", WalRecord(8, Signal.TRACES, "p", 123, b"request"))
+    assert letters.entries() == []  # replayed/ is not listed

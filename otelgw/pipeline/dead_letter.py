@@ -5,14 +5,16 @@ Three kinds of file land there: a record the mapper failed on (`record-<log>-<se
 request as received, with a `.json` beside it naming its project, arrival time and error), rows
 ClickHouse refused as bad data (`<token>-<pid>.jsonl`) and fast-path requests ClickHouse refused
 (`<token>-<pid>.pb` with `.positions.json`). A record can be taken in again once its cause is fixed
-(an upgrade, a masking file): `replay` hands it back to the write-ahead log under its own project
-and arrival time, and moves its files to `replayed/`."""
+(an upgrade, a masking file): its files move to `replayed/` and it goes back into the write-ahead
+log under its own project and arrival time (otelgw/api/dead_letter.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,9 +25,11 @@ from otelgw.pipeline.wal import WalRecord
 
 RECORD_PREFIX = "record-"
 REPLAYED = "replayed"
+# What write_record names files: anything else is no record's (and never reaches the disk).
+_RECORD_NAME = re.compile(r"record-[A-Za-z0-9_.]{1,64}-[0-9]{1,20}-(traces|logs|metrics)\.pb")
 
 
-class DeadRecordMeta(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+class DeadRecordMeta(msgspec.Struct, kw_only=True):
     """Written beside a dead-lettered record's request bytes."""
 
     signal: Signal
@@ -47,6 +51,8 @@ class DeadLetterEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     project: str | None = None
     received: str | None = None
     error: str | None = None
+    # The log still holds it (the gateway has not caught up with it since a restart): replay later.
+    pending: bool = False
 
 
 class DeadRecord(msgspec.Struct, kw_only=True):
@@ -73,6 +79,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(part, path)
 
 
+def signal_of(name: str) -> Signal:
+    """The signal a record's file name says (records from before their metadata was kept)."""
+    return Signal(name.rsplit("-", 1)[-1].removesuffix(".pb"))
+
+
 class DeadLetters:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
@@ -84,8 +95,17 @@ class DeadLetters:
         # 1 again, and must not overwrite what an earlier log dead-lettered.
         return self.dir / f"{RECORD_PREFIX}{wal_id}-{seq}-{signal}.pb"
 
-    def has_record(self, wal_id: str, seq: int, signal: Signal | str) -> bool:
-        return self.record_path(wal_id, seq, signal).exists()
+    def was_dead_lettered(self, wal_id: str, record: WalRecord) -> bool:
+        """This very record was dead-lettered, whether its files still wait or were replayed (its
+        replay is a new record: this one must not land too). The metadata must agree where there is
+        some: with fsync off, a power loss can hand a number out again."""
+        name = self.record_path(wal_id, record.seq, record.signal).name
+        for folder in (self.dir, self.dir / REPLAYED):
+            path = folder / name
+            if path.exists():
+                meta = self._meta(path)
+                return meta is None or (meta.received_ns, meta.project) == (record.received_ns, record.project)
+        return False
 
     def write_record(self, record: WalRecord, wal_id: str, error: str) -> Path:
         """The request as received, and (first, so a request file always has it) its metadata."""
@@ -98,30 +118,41 @@ class DeadLetters:
         return path
 
     def _meta(self, path: Path) -> DeadRecordMeta | None:
-        try:
-            return msgspec.json.decode(_meta_path(path).read_bytes(), type=DeadRecordMeta)
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
-            return None
+        # (Looked for in the other folder too: a move stopped between the two files.)
+        other = self.dir / REPLAYED if path.parent == self.dir else self.dir
+        for candidate in (_meta_path(path), _meta_path(other / path.name)):
+            try:
+                return msgspec.json.decode(candidate.read_bytes(), type=DeadRecordMeta)
+            except FileNotFoundError:
+                continue
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                return None
+        return None
 
-    def entries(self) -> list[DeadLetterEntry]:
-        """Every file still waiting, oldest first (the `.json` beside a request is part of it)."""
+    def entries(self, *, is_pending: Callable[[DeadRecordMeta], bool] | None = None) -> list[DeadLetterEntry]:
+        """Every file still waiting, oldest first (the `.json` beside a request is part of it).
+        Blocking (a directory scan): call it off the event loop."""
         if not self.dir.is_dir():
             return []
         out: list[tuple[int, DeadLetterEntry]] = []
         for path in self.dir.iterdir():
             name = path.name
-            if not path.is_file() or name.endswith((".json", ".part")):
-                continue
-            stat = path.stat()
+            try:
+                if not path.is_file() or name.endswith((".json", ".part")):
+                    continue
+                stat = path.stat()
+            except OSError:
+                continue  # gone meanwhile
             entry = DeadLetterEntry(file=name, kind="rows", bytes=stat.st_size, modified=_iso(stat.st_mtime_ns))
-            if name.startswith(RECORD_PREFIX) and name.endswith(".pb"):
+            if _RECORD_NAME.fullmatch(name):
                 entry.kind, entry.replayable = "record", True
                 meta = self._meta(path)
                 if meta is not None:
                     entry.signal, entry.project = str(meta.signal), meta.project
                     entry.received, entry.error = _iso(meta.received_ns), meta.error
+                    entry.pending = is_pending(meta) if is_pending is not None else False
                 else:
-                    entry.signal = name.rsplit("-", 1)[-1].removesuffix(".pb")
+                    entry.signal = str(signal_of(name))
             elif name.endswith(".pb"):
                 entry.kind = "native"
             out.append((stat.st_mtime_ns, entry))
@@ -130,22 +161,23 @@ class DeadLetters:
 
     def load_record(self, name: str) -> DeadRecord:
         """A record by its file name. Raises NotFound (also for a name that is not a record's)."""
-        if "/" in name or os.sep in name or not (name.startswith(RECORD_PREFIX) and name.endswith(".pb")):
-            raise NotFound(f"{name!r} is not a dead-lettered record")
+        if not _RECORD_NAME.fullmatch(name):
+            raise NotFound(f"{name[:200]!r} is not a dead-lettered record's name")
         path = self.dir / name
         try:
             request = path.read_bytes()
-        except FileNotFoundError as exc:
+        except OSError as exc:
             raise NotFound(f"no dead-lettered record {name!r}") from exc
         return DeadRecord(name=name, request=request, meta=self._meta(path))
 
     def move(self, name: str, *, replayed: bool) -> None:
         """To `replayed/` before the record is taken in (so no second replay takes it twice; not
-        deleted: the operator removes them once the data is seen), or back if it was not."""
+        deleted: the operator removes them once the log has passed the new record), or back if it
+        was not. The request first: it is what a replay looks for."""
         done = self.dir / REPLAYED
         done.mkdir(exist_ok=True)
         source, target = (self.dir, done) if replayed else (done, self.dir)
+        os.replace(source / name, target / name)
         meta = _meta_path(source / name)
         if meta.exists():
             os.replace(meta, target / meta.name)
-        os.replace(source / name, target / name)

@@ -400,12 +400,13 @@ class Pipeline:
         they would map now: the blocks they were in are rebuilt under the same tokens (ClickHouse
         drops a repeated token's rows, so new rows there would be lost or, if the block never
         landed, stored beside the dead-letter file that a later replay lands too). They are taken
-        in by replaying the dead-letter file (POST /api/v1/dead-letter/replay)."""
+        in by replaying the dead-letter file (POST /api/v1/dead-letter/replay), a new record; one
+        replayed already is never taken twice."""
         if not records or records[0].seq > self._replay_end:
             return records
         out = []
         for record in records:
-            if record.seq <= self._replay_end and self.dead_letters.has_record(self.wal.id, record.seq, record.signal):
+            if record.seq <= self._replay_end and self.dead_letters.was_dead_lettered(self.wal.id, record):
                 log.warning("replayed record was dead-lettered before the restart; it stays in the dead-letter "
                             "directory until replayed from there", extra={"seq": record.seq, "signal": record.signal})
                 record = WalRecord(record.seq, record.signal, record.project, record.received_ns, b"")

@@ -60,13 +60,14 @@ def _payload(body: bytes, encoding: Encoding, decoded: Decoded) -> bytes:
 
 
 async def ingest(pipeline: Pipeline, executor: Executor | None, signal: Signal, body: bytes, encoding: Encoding,
-                 project: str, connection: str) -> Any:
+                 project: str, connection: str, received_ns: int | None = None) -> Any:
     """Returns the Export*ServiceResponse once the request is durable. Raises DecodeError (a
-    client error) or Overloaded / RateLimited / ShuttingDown (retryable)."""
+    client error) or Overloaded / RateLimited / ShuttingDown (retryable). `received_ns`: when it
+    first arrived, for a request taken in again (a dead letter)."""
     if len(body) < INLINE_DECODE_BYTES:
         decoded = decode(signal, body, encoding)
     else:
         decoded = await asyncio.get_running_loop().run_in_executor(executor, decode, signal, body, encoding)
     await pipeline.accept(decoded, _payload(body, encoding, decoded), project,
-                          admission_project(project, decoded), connection)
+                          admission_project(project, decoded), connection, received_ns=received_ns)
     return partial_success(decoded)
