@@ -339,7 +339,9 @@ def test_a_cut_log_the_disk_refuses_is_retried(chdb_path: Path, tmp_path: Path) 
         assert post_otlp(running.http_url, "logs", _logs_body(0, 50), "json").status == 200
         wait_until(lambda: running.scalar("SELECT count() FROM logs") == 50, timeout=30)
         assert len(refusals) == 2
-        assert running.gateway.writer._thread.is_alive() and running.gateway.writer.stats.healthy
+        # (Healthy again once its insert returned: the rows show a moment before that.)
+        wait_until(lambda: running.gateway.writer.stats.healthy, timeout=10)
+        assert running.gateway.writer._thread.is_alive()
         assert post_otlp(running.http_url, "logs", _logs_body(50, 10), "json").status == 200
         running.settle()
         assert running.scalar("SELECT count() FROM logs") == 60
