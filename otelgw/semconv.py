@@ -42,6 +42,10 @@ FIELD_TYPES: dict[str, type] = {
     "session_id": str,
     "user_id": str,
     "inference_id": str,
+    # Log-record families (a record that says a whole call): how long it took (its record marks
+    # its end) and the HTTP status it ended with (>= 400: failed).
+    "duration_ms": float,
+    "http_status": int,
 }
 
 # Attribute prefixes that look like GenAI data: such a key no table knows is reported.
@@ -78,6 +82,9 @@ class DetectRule(msgspec.Struct, forbid_unknown_fields=True):
     requires_any: list[str] = []
     scope_prefix: str = ""
     span_name: str = ""
+    # Log-record families: the record's event name (its `event_name`, else its `event.name`
+    # attribute) is one of these.
+    event_name: list[str] = []
 
 
 class MessageSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -142,6 +149,12 @@ class FamilyTable(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     priority: int
     description: str = ""
+    # "logs": the family's calls are log records, one record a call (a coding agent's
+    # `api_request` event), not spans.
+    signal: Literal["traces", "logs"] = "traces"
+    # Logs: a record that carries trace context is no inference (its trace's spans say the call:
+    # Claude Code with its traces on).
+    unlinked_only: bool = False
     detect: list[DetectRule] = []
     defaults: dict[str, Any] = {}
     fields: dict[str, list[str | SourceSpec]] = {}
@@ -211,6 +224,7 @@ class Rule(msgspec.Struct, frozen=True):
     requires_any: tuple[str, ...]
     scope_prefix: str
     span_name: re.Pattern[str] | None
+    event_names: frozenset[str] = frozenset()
 
 
 class Family(msgspec.Struct):
@@ -221,6 +235,7 @@ class Family(msgspec.Struct):
     sources: dict[str, list[Source]]
     messages: list[MessageSpec]
     usage_excludes: list[UsageExcludes] = []
+    unlinked_only: bool = False
 
 
 class Plan(msgspec.Struct):
@@ -282,6 +297,9 @@ class Conventions:
         if len(names) != len(set(names)):
             raise ValueError(f"two convention tables share a name: {names}")
         self.families: list[Family] = []
+        # Families whose calls are log records: detected on records only, read with their own
+        # sources only (a record's attributes are no span's).
+        self.log_families: list[Family] = []
         vetoes: list[tuple[str, frozenset[str]]] = []
         name_vetoes: list[re.Pattern[str]] = []
         scope_vetoes: list[str] = []
@@ -318,16 +336,24 @@ class Conventions:
                                      "indexed shape")
             known.update(table.known)
             prefixes.update(table.known_prefixes)
+            logs = table.signal == "logs"
+            if table.unlinked_only and not logs:
+                raise ValueError(f"{table.name}: `unlinked_only` goes with signal = \"logs\"")
             rules: list[Rule] = []
             for i, r in enumerate(table.detect):
-                if not r.attribute and not (r.scope_prefix and r.span_name):
+                if logs and (not r.event_name or r.span_name):
+                    raise ValueError(f"{table.name}.detect[{i}]: a log-record family detects by `event_name` "
+                                     "(with an attribute or scope_prefix if need be)")
+                if not logs and r.event_name:
+                    raise ValueError(f"{table.name}.detect[{i}]: `event_name` goes with signal = \"logs\"")
+                if not logs and not r.attribute and not (r.scope_prefix and r.span_name):
                     raise ValueError(f"{table.name}.detect[{i}]: needs an attribute, or scope_prefix with span_name")
                 try:
                     name_re = re.compile(r.span_name) if r.span_name else None
                 except re.error as exc:
                     raise ValueError(f"{table.name}.detect[{i}]: bad span_name regex: {exc}") from exc
                 rules.append(Rule(r.attribute, frozenset(v.lower() for v in r.in_), tuple(r.requires_any),
-                                  r.scope_prefix, name_re))
+                                  r.scope_prefix, name_re, frozenset(r.event_name)))
             for i, r in enumerate(table.not_inference):
                 if [bool(r.attribute and r.in_), bool(r.span_name), bool(r.scope_prefix)].count(True) != 1 \
                         or r.requires_any or (r.scope_prefix and (r.attribute or r.in_)):
@@ -353,8 +379,14 @@ class Conventions:
                     raise ValueError(f"{table.name}.usage_excludes[{i}]: a `rest_of_total` rule must be the only "
                                      f"rule for {usage.field}")
                 known.update(usage.add)
-            self.families.append(Family(table.name, table.priority, rules, table.defaults, sources, table.messages,
-                                        table.usage_excludes))
+            family = Family(table.name, table.priority, rules, table.defaults, sources, table.messages,
+                            table.usage_excludes, table.unlinked_only)
+            if logs:
+                if table.not_inference:
+                    raise ValueError(f"{table.name}: `not_inference` is for span families")
+                self.log_families.append(family)
+            else:
+                self.families.append(family)
         self._vetoes = tuple(vetoes)
         self._name_vetoes = tuple(name_vetoes)
         self._scope_vetoes = tuple(scope_vetoes)
@@ -366,6 +398,10 @@ class Conventions:
         for first in [None, *self.families]:
             order = ([first] if first else []) + [f for f in self.families if f is not first]
             self._plans[first.name if first else None] = _plan(order)
+        for fam in self.log_families:
+            self._plans[fam.name] = _plan([fam])
+        self._log_event_names = frozenset(name for fam in self.log_families for rule in fam.detect
+                                          for name in rule.event_names)
         # Detection: which attributes can trigger a rule, so most plain spans cost one set test.
         self._detect_keys = frozenset(rule.attribute for fam in self.families for rule in fam.detect)
         self._scope_rules = tuple(rule.scope_prefix for fam in self.families for rule in fam.detect
@@ -391,6 +427,25 @@ class Conventions:
                 return None if self._vetoed(attrs, span_name, scope_name) else fam
         return None
 
+    def detect_record(self, event_name: str, attrs: dict[str, Any], scope_name: str) -> Family | None:
+        """The log-record family whose calls a record with this event name is, if any."""
+        if event_name not in self._log_event_names:
+            return None
+        for fam in self.log_families:
+            for rule in fam.detect:
+                if event_name not in rule.event_names:
+                    continue
+                if rule.attribute:
+                    value = attrs.get(rule.attribute)
+                    if value is None or (rule.values and not (isinstance(value, str) and value.lower() in rule.values)):
+                        continue
+                if rule.scope_prefix and not scope_name.startswith(rule.scope_prefix):
+                    continue
+                if rule.requires_any and not any(k in attrs for k in rule.requires_any):
+                    continue
+                return fam
+        return None
+
     def _vetoed(self, attrs: dict[str, Any], span_name: str, scope_name: str) -> bool:
         if self._scope_vetoes and scope_name.startswith(self._scope_vetoes):
             return True
@@ -405,8 +460,9 @@ class Conventions:
     def content_attributes(self) -> tuple[list[str], list[str]]:
         """(keys, prefixes) of the attributes any table reads messages from: what a "no content"
         capture policy drops."""
-        keys = sorted({a for fam in self.families for spec in fam.messages for a in spec.attributes()})
-        prefixes = sorted({spec.prefix for fam in self.families for spec in fam.messages if spec.prefix})
+        families = [*self.families, *self.log_families]
+        keys = sorted({a for fam in families for spec in fam.messages for a in spec.attributes()})
+        prefixes = sorted({spec.prefix for fam in families for spec in fam.messages if spec.prefix})
         return keys, prefixes
 
     def plan(self, family: Family | None) -> Plan:

@@ -35,11 +35,19 @@ def _send(gateway, fixture: Fixture, transport: str, project: str) -> None:
             grpc_export(gateway.grpc_target, signal, _protobuf_body(signal, encoding, body), project=project)
 
 
-def _stored(gateway, project: str, span_id: str) -> tuple[dict, list[dict], list[dict]]:
-    rows = gateway.query("SELECT * FROM inferences FINAL WHERE project_id = {p:String} AND span_id = {s:String}",
-                         p=project, s=span_id)
-    assert len(rows) == 1, f"expected one inference for span {span_id}, found {len(rows)}"
-    row = rows[0]
+def _stored(gateway, project: str, exp: dict, nth: int) -> tuple[dict, list[dict], list[dict]]:
+    """The row of one expected call: by its span, or (a call a log record says: coding agents'
+    events) the nth of its event's rows in time order."""
+    if exp.get("event"):
+        rows = gateway.query("SELECT * FROM inferences FINAL WHERE project_id = {p:String} AND span_name = {e:String} "
+                             "ORDER BY timestamp", p=project, e=exp["event"])
+        assert len(rows) > nth, f"expected a {nth + 1}. inference said by {exp['event']}, found {len(rows)}"
+        row = rows[nth]
+    else:
+        rows = gateway.query("SELECT * FROM inferences FINAL WHERE project_id = {p:String} AND span_id = {s:String}",
+                             p=project, s=exp["span_id"])
+        assert len(rows) == 1, f"expected one inference for span {exp['span_id']}, found {len(rows)}"
+        row = rows[0]
     messages = gateway.query(
         "SELECT direction, `index`, role, content, tool_calls, tool_call_id FROM messages FINAL "
         "WHERE inference_id = {i:UUID} ORDER BY direction, arrival, `index`", i=str(row["inference_id"]))
@@ -73,9 +81,12 @@ def test_fixture_replay(gateway, fixture: Fixture, transport: str) -> None:
     count = gateway.scalar("SELECT count() FROM inferences FINAL WHERE project_id = {p:String}", p=project)
     assert count == len(expected), f"{fixture.name}: {count} inferences stored, expected {len(expected)}"
     problems: list[str] = []
+    seen: dict[str, int] = {}
     for exp in expected:
-        row, inputs, outputs = _stored(gateway, project, exp["span_id"])
-        problems += [f"{exp['span_name']}: {p}" for p in compare_inference(exp, row, inputs, outputs)]
+        nth = seen[exp.get("event") or ""] = seen.get(exp.get("event") or "", -1) + 1
+        row, inputs, outputs = _stored(gateway, project, exp, nth)
+        name = exp.get("span_name") or exp.get("event")
+        problems += [f"{name}: {p}" for p in compare_inference(exp, row, inputs, outputs)]
     assert not problems, "\n".join(problems)
 
 

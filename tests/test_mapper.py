@@ -1378,3 +1378,82 @@ def test_a_tool_definition_in_the_input_is_no_message() -> None:
                                                   {"role": "tool", "content": tool},
                                                   {"role": "tool", "content": "sunny", "tool_call_id": "c1"}])})
     assert messages(batch, "input") == [("user", "Weather?"), ("tool", "sunny")]
+
+
+def _map_records(records: list[dict[str, Any]], scope: str = "com.anthropic.claude_code.events") -> RowBatch:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    from otelgw.pipeline.map_logs import map_logs
+
+    request = ExportLogsServiceRequest()
+    scope_logs = request.resource_logs.add().scope_logs.add()
+    scope_logs.scope.name = scope
+    for spec in records:
+        record = scope_logs.log_records.add(time_unix_nano=spec.get("time", 0), trace_id=spec.get("trace", b""),
+                                            span_id=spec.get("span", b""))
+        if "body" in spec:
+            record.body.string_value = spec["body"]
+        record.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in spec["attrs"].items())
+    return map_logs(build_mapper(Config()), request, "", START)
+
+
+def test_a_coding_agents_call_event_is_an_inference_and_stays_a_log_row() -> None:
+    """A log-record family: Claude Code's api_request event says one whole call (it ends at the
+    record's time); the record stays in `logs` too. The same record sent again is the same row;
+    two calls under one trace are two; with its traces on (the record carries their context) the
+    span says the call, not the record. A record with no time has its event.timestamp read."""
+    call = {"event.name": "api_request", "model": "claude-sonnet-4-5-20250929", "input_tokens": "10",
+            "output_tokens": "20", "cache_read_tokens": "100", "cache_creation_tokens": "5", "cost_usd": 0.25,
+            "duration_ms": "1500", "ttft_ms": "300", "request_id": "req_1", "session.id": "s1", "user.id": "u1"}
+    at = START + 5_000_000_000
+    batch = _map_records([{"time": at, "body": "claude_code.api_request", "attrs": call}])
+    (row,) = batch.inferences
+    assert (row.span_name, row.family, row.provider, row.operation, row.request_model) == (
+        "claude_code.api_request", "claude_code", "anthropic", "chat", "claude-sonnet-4-5-20250929")
+    assert (row.input_tokens, row.output_tokens, row.cached_input_tokens, row.cache_write_input_tokens) == (
+        115, 20, 100, 5)
+    assert (row.cost_usd, row.cost_source, row.ttft_ms, row.latency_ms, row.response_id) == (
+        0.25, "attribute:cost_usd", 300.0, 1500.0, "req_1")
+    assert (row.session_id, row.user_id, row.is_success, row.is_streaming, row.trace_id) == ("s1", "u1", True, True, "")
+    assert row.timestamp == ts_of(at - 1_500_000_000) and row.end_timestamp == ts_of(at)
+    assert len(batch.logs) == 1 and batch.logs[0].event_name == "api_request"
+    again = _map_records([{"time": at, "body": "claude_code.api_request", "attrs": call}]).inferences[0]
+    assert again.inference_id == row.inference_id
+    linked = {"time": at, "attrs": call, "trace": b"\x01" * 16, "span": b"\x02" * 8}
+    two = _map_records([linked, {"time": at + 1, "attrs": call}, {"time": at + 2, "attrs": call}])
+    # The linked one: its span says it. The other two are two calls.
+    assert len(two.inferences) == 2 and not any(r.trace_id for r in two.inferences)
+    assert len({r.inference_id for r in two.inferences}) == 2
+    failed = _map_records([{"attrs": {"event.name": "api_error", "model": "claude-x", "error": "overloaded",
+                                      "status_code": "529", "event.timestamp": "2025-11-26T10:00:00.250Z"}}])
+    (row,) = failed.inferences
+    assert (row.is_success, row.error_message, row.error_type) == (False, "overloaded", "http_529")
+    assert row.end_timestamp == ts_of(1_764_151_200_250_000_000)
+    # Another library's event of the same name is not Claude Code's.
+    assert _map_records([{"time": at, "attrs": call}], scope="another.library").inferences == []
+
+
+def ts_of(ns: int) -> str:
+    from otelgw.pipeline.rows import ts
+
+    return ts(ns)
+
+
+def test_log_record_family_tables_are_checked(tmp_path: Path) -> None:
+    for table, error in (
+            ('signal = "logs"\n[[detect]]\nattribute = "a"', "detects by `event_name`"),
+            ('[[detect]]\nevent_name = ["e"]', "`event_name` goes with signal"),
+            ('unlinked_only = true\n[[detect]]\nattribute = "a"', "`unlinked_only` goes with signal"),
+            ('signal = "logs"\n[[detect]]\nevent_name = ["e"]\n[[not_inference]]\nattribute = "a"\nin = ["b"]',
+             "`not_inference` is for span families"),
+            ('signal = "spans"', "10-x.toml")):
+        (tmp_path / "10-x.toml").write_text(f'name = "x"\npriority = 1\n{table}\n')
+        with pytest.raises(ValueError, match=error):
+            Conventions(load_tables(tmp_path))
+    (tmp_path / "10-x.toml").write_text('name = "x"\npriority = 1\nsignal = "logs"\n[[detect]]\nevent_name = ["e"]\n'
+                                         'attribute = "kind"\nin = ["done"]\nrequires_any = ["n"]\n')
+    conv = Conventions(load_tables(tmp_path))
+    assert conv.families == [] and [f.name for f in conv.log_families] == ["x"]
+    assert conv.detect_record("e", {"kind": "DONE", "n": 1}, "s") is conv.log_families[0]
+    assert conv.detect_record("e", {"kind": "done"}, "s") is None and conv.detect_record("f", {"kind": "done", "n": 1},
+                                                                                          "s") is None

@@ -359,5 +359,22 @@ def test_login_and_a_viewer_key_sees_only_its_project(browser: Any, secured: Run
         tab.close()
 
 
+def test_a_call_a_log_record_said_has_no_trace_link(tab: Page, fed: dict[str, Any], gateway: RunningGateway) -> None:
+    """Claude Code's events (captured): the call has no trace, so the page offers none."""
+    from fixtures_lib import all_fixtures
+    from otlp_client import post_otlp
+
+    fixture = next(f for f in all_fixtures() if f.name == "claudecode-chat")
+    for signal, encoding, body in fixture.payloads():
+        assert post_otlp(gateway.http_url, signal, body, encoding, project="agents-ui").status == 200
+    gateway.settle()
+    (row,) = gateway.query("SELECT toString(inference_id) AS id FROM inferences FINAL WHERE project_id = 'agents-ui'")
+    page = tab.goto(f"/inferences/{row['id']}")
+    page.get_by_text("said by a log record").wait_for()
+    assert page.get_by_text("Full trace").count() == 0 and "claude-opus-5-5" in page.locator("h1").inner_text()
+    page.locator('[data-testid="tab-raw"]').click()
+    page.get_by_text("A log record said this call").wait_for()
+
+
 def test_new_ids_never_collide_with_fixtures() -> None:
     assert str(uuid.UUID(derived_inference_id("0" * 31 + "1", "0" * 15 + "1")))

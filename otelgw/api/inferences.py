@@ -202,7 +202,8 @@ async def get_inference(request: web.Request) -> web.Response:
     messages, spans, baseline, feedback = await asyncio.gather(
         reader.rows("inferences", "messages_by_inference", inference_id=inference_id, project_id=row["project_id"]),
         # The inference's own project only: a trace may cross projects the caller cannot see.
-        reader.rows("inferences", "spans_of_trace", trace_id=row["trace_id"], project_id=row["project_id"]),
+        reader.rows("inferences", "spans_of_trace", trace_id=row["trace_id"], project_id=row["project_id"])
+        if row["trace_id"] else no_rows(),
         baseline_rows(),
         feedback_list(reader, inference_id, row["response_id"], row["project_id"]),
     )

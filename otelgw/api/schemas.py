@@ -209,7 +209,7 @@ class Overview(msgspec.Struct, kw_only=True):
     response_id: str
     session_id: str
     user_id: str
-    trace_url: str
+    trace_url: str  # empty for a call a log record said (no trace)
     trace_kept: bool
 
 

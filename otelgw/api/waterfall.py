@@ -155,7 +155,7 @@ def detail(row: dict[str, Any], messages: list[dict[str, Any]], spans: list[dict
         cost_source=row["cost_source"], latency_ms=row["latency_ms"], ttft_ms=row["ttft_ms"],
         ttft_source=row["ttft_source"], is_streaming=bool(row["is_streaming"]), finish_reason=row["finish_reason"],
         response_id=row["response_id"], session_id=row["session_id"], user_id=row["user_id"],
-        trace_url=f"/api/v2/traces/{row['trace_id']}", trace_kept=bool(own),
+        trace_url=f"/api/v2/traces/{row['trace_id']}" if row["trace_id"] else "", trace_kept=bool(own),
     )
     return InferenceDetail(
         inference_id=inference_id,

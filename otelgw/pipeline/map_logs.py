@@ -1,5 +1,7 @@
 """Map an OTLP logs request: GenAI events become message and feedback rows of the inference
-their trace/span ids point to; every other record goes to `logs`."""
+their trace/span ids point to; a record a log-record family claims (a coding agent's
+`api_request` event: one record, one call) is an inference of its own and kept in `logs` too;
+every other record goes to `logs`."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any, NamedTuple
 
 from otelgw.pipeline import genai, messages
 from otelgw.pipeline.anyvalue import any_to_py, attrs_to_dict, clip, str_map, to_json, to_str
-from otelgw.pipeline.genai import SpanView
+from otelgw.pipeline.genai import SpanView, parse_timestamp_ns
 from otelgw.pipeline.mapper import (
     EVALUATION_EVENT,
     NIL_UUID,
@@ -18,7 +20,7 @@ from otelgw.pipeline.mapper import (
     resource_context,
 )
 from otelgw.pipeline.messages import Message, without_repeated_results
-from otelgw.pipeline.rows import LogRow, RowBatch, ts
+from otelgw.pipeline.rows import MAX_NS, LogRow, RowBatch, ts
 
 DETAILS_EVENT = "gen_ai.client.inference.operation.details"
 
@@ -72,8 +74,26 @@ def _inference_id(attrs: dict[str, Any], trace_hex: str, span_hex: str) -> str:
     return explicit_uuid(attrs.get("otelgw.inference_id")) or derived_inference_id(trace_hex, span_hex)
 
 
+def _record_inference_id(record: Any, trace_hex: str, span_hex: str) -> str:
+    """The id of the call a record says: from the record itself, so the same record sent again
+    (a retried export) is the same row, and two calls under one span (every call of a Claude Code
+    interaction) are two."""
+    digest = hashlib.blake2b(record.SerializeToString(deterministic=True), digest_size=12).hexdigest()
+    return derived_inference_id(trace_hex, f"{span_hex}:log:{digest}")
+
+
+def _record_time_ns(record: Any, attrs: dict[str, Any]) -> int:
+    """When the record was written: its time, else its `event.timestamp` attribute (Codex CLI
+    sends records with no time but that), else when it was observed."""
+    if record.time_unix_nano:
+        return record.time_unix_nano
+    stamp = attrs.get("event.timestamp")
+    parsed = parse_timestamp_ns(stamp) if stamp is not None else None
+    return parsed if parsed is not None and 0 < parsed < MAX_NS else record.observed_time_unix_nano
+
+
 def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int) -> RowBatch:
-    batch = RowBatch(messages=[], feedback=[], logs=[])
+    batch = RowBatch(inferences=[], messages=[], feedback=[], logs=[])
     legacy: dict[str, _Legacy] = {}
     conv = mapper.conventions
     received_us = received_ns // 1000
@@ -86,10 +106,24 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
             for index, record in enumerate(scope_logs.log_records):
                 attrs = attrs_to_dict(record.attributes, mapper.options.max_attributes)
                 event_name = record.event_name or to_str(attrs.get("event.name", ""))
-                at_ns = record.time_unix_nano or record.observed_time_unix_nano or received_ns
+                at_ns = _record_time_ns(record, attrs) or received_ns
                 trace_hex = record.trace_id.hex()
                 span_hex = record.span_id.hex()
                 linked = bool(trace_hex and span_hex)
+                family = conv.detect_record(event_name, attrs, scope_name) if conv.log_families else None
+                if family is None and record.event_name and "event.name" in attrs:
+                    # Codex CLI's event_name is a source line; its event is named in the attribute.
+                    event_name = to_str(attrs["event.name"])
+                    family = conv.detect_record(event_name, attrs, scope_name) if conv.log_families else None
+                if family is not None and not (family.unlinked_only and linked):
+                    # Named as its body names it where that is the event's full name (Claude Code:
+                    # body "claude_code.api_request", event.name "api_request").
+                    body = record.body.string_value if record.body.HasField("string_value") else ""
+                    name = body if body.endswith(event_name) and len(body) <= 128 else event_name
+                    mapper.record_inference(batch, family, name, scope_name, min(at_ns, MAX_NS), attrs,
+                                            project, service, trace_hex, span_hex,
+                                            _record_inference_id(record, trace_hex, span_hex),
+                                            str_map(attrs, mapper.options.max_attribute_chars))
                 legacy_event = event_name in messages.LEGACY_INPUT_EVENTS or event_name == messages.LEGACY_OUTPUT_EVENT
                 if linked and legacy_event:
                     body = any_to_py(record.body) if record.HasField("body") else None
@@ -133,6 +167,8 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                     scope_name=scope_name,
                     flags=record.flags,
                 ))
+    if batch.inferences:
+        mapper.settle_values(batch)
     for inference_id, group in legacy.items():
         inputs = group.inputs
         if len(inputs) > 1:

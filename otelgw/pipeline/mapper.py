@@ -157,6 +157,16 @@ class UnmappedCounter:
         ]
 
 
+class CallFacts(msgspec.Struct, gc=False):
+    """What an inference row takes from the span, or the log record, that says the call."""
+
+    name: str
+    kind: str
+    parent_span_id: str
+    failed: bool
+    status_message: str
+
+
 class FoldContext(msgspec.Struct):
     """What folding a call traced twice needs besides a batch's rows: the parents of spans left to
     ClickHouse (the others' are in their rows), and span rows' attributes before their message
@@ -200,25 +210,32 @@ class Mapper:
                     row.provider = ""
         crossed = self._fold(mapped)
         for batch, _ in mapped:
-            failed: set[str] = set()
-            for row in batch.inferences:
-                router = routers.get(id(row))
-                row.provider = canonical.provider(row.provider or (router[1] if router else ""), row.request_model,
-                                                  row.response_model, host=row.attributes.get("server.address", ""))
-                # A Vertex AI resource path names the model by its last part (read after the
-                # provider, which the path tells).
-                row.request_model, row.response_model = _model_name(row.request_model), _model_name(row.response_model)
-                # A call that says it failed only by its finish reason failed (read after the
-                # fold, which compares what the spans' statuses say).
-                if row.is_success and row.finish_reason == "error":
-                    row.is_success, row.error_type = False, row.error_type or "error"
-                if not row.is_success:
-                    failed.add(row.inference_id)
-            if failed:
-                # A failed call's empty "answer" is none.
-                batch.messages = [m for m in batch.messages if m.inference_id not in failed or m.direction != "output"
-                                  or _said(m)]
+            self.settle_values(batch, routers)
         return crossed
+
+    def settle_values(self, batch: RowBatch, routers: dict[int, tuple[InferenceRow, str]] | None = None) -> None:
+        """What is read of a row once it is final (after the fold, for spans): its provider in
+        the conventions' spelling (`routers`: rows whose router name was set aside for the
+        fold), its model's name, failure said by a finish reason."""
+        canonical = self.conventions.values
+        failed: set[str] = set()
+        for row in batch.inferences:
+            router = routers.get(id(row)) if routers else None
+            row.provider = canonical.provider(row.provider or (router[1] if router else ""), row.request_model,
+                                              row.response_model, host=row.attributes.get("server.address", ""))
+            # A Vertex AI resource path names the model by its last part (read after the
+            # provider, which the path tells).
+            row.request_model, row.response_model = _model_name(row.request_model), _model_name(row.response_model)
+            # A call that says it failed only by its finish reason failed (read after the
+            # fold, which compares what the spans' statuses say).
+            if row.is_success and row.finish_reason == "error":
+                row.is_success, row.error_type = False, row.error_type or "error"
+            if not row.is_success:
+                failed.add(row.inference_id)
+        if failed:
+            # A failed call's empty "answer" is none.
+            batch.messages = [m for m in batch.messages if m.inference_id not in failed or m.direction != "output"
+                              or _said(m)]
 
     def _fold(self, mapped: list[tuple[RowBatch, FoldContext]]) -> bool:
         if len(mapped) > 1:
@@ -320,7 +337,10 @@ class Mapper:
                         if consumed:
                             full_maps[(trace_hex, span_hex)] = full
                             attr_map = {k: v for k, v in attr_map.items() if k not in consumed}
-                        inference_id = self._inference(batch, view, family, span, project, service, trace_hex,
+                        call = CallFacts(span.name, SPAN_KINDS[span.kind] if 0 <= span.kind < len(SPAN_KINDS)
+                                         else str(span.kind), span.parent_span_id.hex(), span.status.code == 2,
+                                         span.status.message)
+                        inference_id = self._inference(batch, view, family, call, project, service, trace_hex,
                                                        span_hex, end_ns, attr_map)
                         if consumed and batch.inferences and batch.inferences[-1].operation == "embeddings":
                             # Its response (vectors) is no message: the span row keeps it as sent.
@@ -361,8 +381,10 @@ class Mapper:
         batch.unmapped_attributes = unmapped.rows()
         return batch, FoldContext(native_parents, full_maps)
 
-    def _inference(self, batch: RowBatch, view: SpanView, family: Any, span: Any, project: str, service: str,
-                   trace_hex: str, span_hex: str, end_ns: int, attr_map: dict[str, str]) -> str:
+    def _inference(self, batch: RowBatch, view: SpanView, family: Any, call: CallFacts, project: str, service: str,
+                   trace_hex: str, span_hex: str, end_ns: int, attr_map: dict[str, str],
+                   record_id: str = "") -> str:
+        """`record_id`: the id of a call a log record says (a span's is derived from its ids)."""
         conv = self.conventions
         ext = genai.extract_fields(conv, family, view)
         values = ext.values
@@ -374,18 +396,26 @@ class Mapper:
             # token" (OpenLIT sends one) is no TTFT.
             outputs = []
             values.pop("ttft_ms", None)
-        inference_id = explicit_uuid(values.get("inference_id")) or derived_inference_id(trace_hex, span_hex)
+        inference_id = (explicit_uuid(values.get("inference_id")) or record_id
+                        or derived_inference_id(trace_hex, span_hex))
+        start_ns = view.start_ns
+        duration = _plausible(values.get("duration_ms"), MAX_WAIT_MS)
+        if duration is not None:
+            # A log record saying a whole call is written at its end.
+            start_ns = max(end_ns - int(duration * 1e6), 0)
 
-        failed = span.status.code == 2 or str(values.get("level", "")).upper() == "ERROR"
+        http_status = values.get("http_status", 0)
+        failed = (call.failed or str(values.get("level", "")).upper() == "ERROR" or http_status >= 400
+                  or (bool(record_id) and bool(values.get("error_type") or values.get("error_message"))))
         error_type = values.get("error_type", "")
-        error_message = span.status.message or values.get("error_message", "")
+        error_message = call.status_message or values.get("error_message", "")
         for event in view.events:
             if event.name == "exception":
                 error_type = error_type or to_str(event.attrs.get("exception.type", ""))
                 error_message = error_message or to_str(event.attrs.get("exception.message", ""))
                 break
         if failed and not error_type:
-            error_type = "error"
+            error_type = f"http_{http_status}" if http_status >= 400 else "error"
 
         input_tokens = values.get("input_tokens", 0)
         output_tokens = values.get("output_tokens", 0)
@@ -447,12 +477,12 @@ class Mapper:
             project_id=project,
             trace_id=trace_hex,
             span_id=span_hex,
-            parent_span_id=span.parent_span_id.hex(),
-            timestamp=ts(view.start_ns),
+            parent_span_id=call.parent_span_id,
+            timestamp=ts(start_ns),
             end_timestamp=ts(end_ns),
             service_name=service,
-            span_name=span.name,
-            span_kind=SPAN_KINDS[span.kind] if 0 <= span.kind < len(SPAN_KINDS) else str(span.kind),
+            span_name=call.name,
+            span_kind=call.kind,
             scope_name=view.scope_name,
             family=family.name,
             operation=values.get("operation", ""),
@@ -467,7 +497,7 @@ class Mapper:
             total_tokens=input_tokens + output_tokens if total_tokens is None else total_tokens,
             cost_usd=cost or 0.0,
             cost_source=cost_source if cost is not None else "",
-            latency_ms=(end_ns - view.start_ns) / 1e6,
+            latency_ms=(end_ns - start_ns) / 1e6,
             ttft_ms=ttft,
             ttft_source=ext.sources.get("ttft_ms", "") if ttft is not None else "",
             queue_ms=queue_ms,
@@ -483,8 +513,18 @@ class Mapper:
             output_preview=_preview(outputs, self.options.preview_chars, None),
             attributes=attributes,
         ))
-        self.add_messages(batch, inference_id, project, view.start_ns, inputs, outputs, "span")
+        self.add_messages(batch, inference_id, project, start_ns, inputs, outputs, "log" if record_id else "span")
         return inference_id
+
+    def record_inference(self, batch: RowBatch, family: Any, event_name: str, scope_name: str, at_ns: int,
+                         attrs: dict[str, Any], project: str, service: str, trace_hex: str, span_hex: str,
+                         record_id: str, attr_map: dict[str, str]) -> str:
+        """The call a log record says (a log-record family's: a coding agent's `api_request`
+        event); `at_ns` is the record's time, the call's end."""
+        view = SpanView(event_name, scope_name, at_ns, attrs)
+        call = CallFacts(event_name, "", "", False, "")
+        return self._inference(batch, view, family, call, project, service, trace_hex, span_hex, at_ns, attr_map,
+                               record_id=record_id)
 
     def add_messages(self, batch: RowBatch, inference_id: str, project: str, at_ns: int, inputs: list[Message],
                      outputs: list[Message], source: str) -> None:

@@ -28,8 +28,8 @@ function Overview({ o, perf }) {
     <${Field} label="Time">${time(o.timestamp)}<//>
     <${Field} label="Service">${o.service_name} <span class="muted">${o.span_name}</span><//>
     <${Field} label="Inference id" copy=${o.inference_id}><code>${o.inference_id}</code><//>
-    <${Field} label="Trace id" copy=${o.trace_id}><${Link} href=${`/traces/${o.trace_id}`}><code>${o.trace_id}</code><//><//>
-    <${Field} label="Span id" copy=${o.span_id}><code>${o.span_id}</code><//>
+    ${o.trace_id ? html`<${Field} label="Trace id" copy=${o.trace_id}><${Link} href=${`/traces/${o.trace_id}`}><code>${o.trace_id}</code><//><//>
+    <${Field} label="Span id" copy=${o.span_id}><code>${o.span_id}</code><//>` : html`<${Field} label="Trace">– <span class="muted">(said by a log record)</span><//>`}
     ${o.response_id && html`<${Field} label="Response id" copy=${o.response_id}><code>${o.response_id}</code><//>`}
     <${Field} label="Project">${o.project_id}<//>
   </dl>`;
@@ -150,7 +150,7 @@ export function InferencePage({ params }) {
   return html`<section class="page inference">
     <div class="titlebar"><${Link} href="/">← Inferences<//><h1>${o.response_model || o.request_model || o.span_name}</h1>
       <span class=${o.is_success ? "ok" : "bad"}>${o.is_success ? "success" : "error"}</span>
-      <div class="spacer"></div><${Link} href=${`/traces/${o.trace_id}`} class="button">Full trace →<//></div>
+      <div class="spacer"></div>${o.trace_id && html`<${Link} href=${`/traces/${o.trace_id}`} class="button">Full trace →<//>`}</div>
     <${Overview} o=${o} perf=${data.performance} />
     ${o.error_message && html`<pre class="error" data-testid="error-message">${o.error_message}</pre>`}
     <h2>Where the time went</h2>
@@ -163,7 +163,8 @@ export function InferencePage({ params }) {
       ${tab === "conversation" && html`<${Conversation} messages=${data.messages} />`}
       ${tab === "raw" && html`<div>${data.raw.spans.map((s, i) => html`<${JsonView} value=${s} open=${i === 0} label=${`span ${s.name || ""} ${s.spanId || ""}`} />`)}
         ${data.raw.log_events.length ? html`<${JsonView} value=${data.raw.log_events} label="log-record events" />` : ""}
-        ${!o.trace_kept && html`<p class="muted">The trace's other spans were sampled out; the inference row keeps everything shown here.</p>`}</div>`}
+        ${!o.trace_kept && html`<p class="muted">${o.trace_id ? "The trace's other spans were sampled out; the inference row keeps everything shown here."
+          : "A log record said this call (no span): the inference row keeps everything shown here, the record is in the logs table."}</p>`}</div>`}
       ${tab === "feedback" && html`<div class="two-col"><${FeedbackList} feedback=${data.feedback} /><${FeedbackForm} id=${id} onSaved=${reload} /></div>`}
     </div>
   </section>`;
