@@ -155,6 +155,9 @@ class FamilyTable(msgspec.Struct, forbid_unknown_fields=True):
     # Logs: a record that carries trace context is no inference (its trace's spans say the call:
     # Claude Code with its traces on).
     unlinked_only: bool = False
+    # Attributes holding message content that no `messages` spec reads (a coding agent's logged
+    # prompt, response or request body): dropped with the messages under capture = "metadata".
+    content: list[str] = []
     detect: list[DetectRule] = []
     defaults: dict[str, Any] = {}
     fields: dict[str, list[str | SourceSpec]] = {}
@@ -236,6 +239,7 @@ class Family(msgspec.Struct):
     messages: list[MessageSpec]
     usage_excludes: list[UsageExcludes] = []
     unlinked_only: bool = False
+    content: list[str] = []
 
 
 class Plan(msgspec.Struct):
@@ -380,7 +384,8 @@ class Conventions:
                                      f"rule for {usage.field}")
                 known.update(usage.add)
             family = Family(table.name, table.priority, rules, table.defaults, sources, table.messages,
-                            table.usage_excludes, table.unlinked_only)
+                            table.usage_excludes, table.unlinked_only, table.content)
+            known.update(table.content)
             if logs:
                 if table.not_inference:
                     raise ValueError(f"{table.name}: `not_inference` is for span families")
@@ -461,7 +466,8 @@ class Conventions:
         """(keys, prefixes) of the attributes any table reads messages from: what a "no content"
         capture policy drops."""
         families = [*self.families, *self.log_families]
-        keys = sorted({a for fam in families for spec in fam.messages for a in spec.attributes()})
+        keys = sorted({a for fam in families for spec in fam.messages for a in spec.attributes()}
+                      | {a for fam in families for a in fam.content})
         prefixes = sorted({spec.prefix for fam in families for spec in fam.messages if spec.prefix})
         return keys, prefixes
 

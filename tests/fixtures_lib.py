@@ -129,6 +129,7 @@ def compare_inference(exp: dict[str, Any], row: dict[str, Any], inputs: list[dic
     check("output_tokens", exp.get("output_tokens"), row["output_tokens"])
     check("cached_input_tokens", exp.get("cached_input_tokens"), row["cached_input_tokens"])
     check("cache_write_input_tokens", exp.get("cache_write_input_tokens"), row["cache_write_input_tokens"])
+    check("total_tokens", exp.get("total_tokens"), row["total_tokens"])
     check("stream", exp.get("stream"), bool(row["is_streaming"]))
     if exp.get("status") is not None:
         check("status", exp["status"], "ok" if row["is_success"] else "error")

@@ -4,6 +4,7 @@ into sessions and counts, with no trace behind them; the records stay in `logs`.
 
 from __future__ import annotations
 
+from conftest import wait_until
 from fixtures_lib import all_fixtures
 from otlp_client import call_api, post_otlp
 
@@ -45,6 +46,17 @@ def test_claude_code_calls_are_listed_detailed_and_grouped_by_session(gateway) -
     assert status == 200, series
     counts = [m for bucket in series["items"] for m in bucket["items"]]
     assert sum(m["data"]["request_count"]["count"] for m in counts) == 2
+    # No trace to show: a 404, not a trace made of every trace-less call.
+    status, answer = call_api(gateway.api_url, "GET", f"/api/v1/metrics/inferences/{first['inference_id']}/trace")
+    assert (status, answer["error"]["code"]) == (404, "no_trace")
+    # Erasing the session takes the calls and the records they were read from.
+    status, job = call_api(gateway.api_url, "POST", "/api/v1/data/delete",
+                           body={"project_id": "agents", "session_id": session})
+    assert status == 202, job
+    wait_until(lambda: call_api(gateway.api_url, "GET", f"/api/v1/data/delete/{job['job_id']}")[1]["status"] == "done",
+               timeout=60)
+    assert gateway.scalar("SELECT count() FROM inferences FINAL WHERE project_id = 'agents'") == 0
+    assert gateway.scalar("SELECT countIf(event_name = 'api_request') FROM logs WHERE project_id = 'agents'") == 0
 
 
 def test_a_failed_gemini_cli_call_and_a_codex_retry_are_errors(gateway) -> None:

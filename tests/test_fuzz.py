@@ -920,7 +920,9 @@ def test_random_json_documents(signal: Signal, body: bytes) -> None:
 
 def test_every_prefix_of_every_fixture() -> None:
     started = time.monotonic()
-    for payload in fixtures() + protobuf_fixtures()[-1:]:
+    # Quadratic in a payload's size: the few captures past 64 KiB (a coding agent's hundreds of
+    # spans and metrics) are cut elsewhere (every_fixture_as_every_signal halves them).
+    for payload in [p for p in fixtures() if len(p.body) <= 64 * 1024] + protobuf_fixtures()[-1:]:
         full, _ = check_body(payload.signal, payload.body, payload.encoding)
         assert full is not None, payload.name
         for end in range(len(payload.body)):

@@ -1390,7 +1390,7 @@ def _map_records(records: list[dict[str, Any]], scope: str = "com.anthropic.clau
     scope_logs.scope.name = scope
     for spec in records:
         record = scope_logs.log_records.add(time_unix_nano=spec.get("time", 0), trace_id=spec.get("trace", b""),
-                                            span_id=spec.get("span", b""))
+                                            span_id=spec.get("span", b""), flags=spec.get("flags", 1))
         if "body" in spec:
             record.body.string_value = spec["body"]
         record.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in spec["attrs"].items())
@@ -1431,6 +1431,13 @@ def test_a_coding_agents_call_event_is_an_inference_and_stays_a_log_row() -> Non
     assert row.end_timestamp == ts_of(1_764_151_200_250_000_000)
     # Another library's event of the same name is not Claude Code's.
     assert _map_records([{"time": at, "attrs": call}], scope="another.library").inferences == []
+    # A trace that was not sampled sends no span: the record says the call. A record with no time
+    # of any kind says none (keyed by when it came, each delivery would be another row).
+    unsampled = _map_records([{**linked, "flags": 0}, {"attrs": call}])
+    assert len(unsampled.inferences) == 1 and unsampled.inferences[0].trace_id == "01" * 16
+    # The call's record names it (erasing the call erases it).
+    assert unsampled.logs[0].attributes["otelgw.inference_id"] == unsampled.inferences[0].inference_id
+    assert "otelgw.inference_id" not in unsampled.logs[1].attributes
 
 
 def ts_of(ns: int) -> str:
@@ -1457,3 +1464,22 @@ def test_log_record_family_tables_are_checked(tmp_path: Path) -> None:
     assert conv.detect_record("e", {"kind": "DONE", "n": 1}, "s") is conv.log_families[0]
     assert conv.detect_record("e", {"kind": "done"}, "s") is None and conv.detect_record("f", {"kind": "done", "n": 1},
                                                                                           "s") is None
+
+
+def test_a_log_record_familys_content_attributes_go_with_metadata_capture() -> None:
+    """What a table lists as `content` (Gemini CLI's logged answer) is content: dropped from the
+    rows under capture = "metadata", as message attributes are."""
+    from otelgw.governance.masking import Masker, MaskingFile, ProjectPolicy
+
+    conventions = build_mapper(Config()).conventions
+    keys, _ = conventions.content_attributes()
+    assert {"response_text", "request_text", "prompt"} <= set(keys)
+    batch = _map_records([{"time": START, "attrs": {
+        "event.name": "gemini_cli.api_response", "model": "gemini-2.5-flash", "input_token_count": 10,
+        "output_token_count": 2, "thoughts_token_count": 3, "total_token_count": 15,
+        "response_text": '[{"responseId": "r1", "candidates": []}]'}}], scope="gemini-cli")
+    (row,) = batch.inferences
+    assert (row.output_tokens, row.reasoning_tokens, row.total_tokens, row.response_id) == (5, 3, 15, "r1")
+    masker = Masker(MaskingFile(defaults=ProjectPolicy(capture="metadata")), content_keys=keys)
+    masker.apply(batch)
+    assert "response_text" not in batch.inferences[0].attributes and "response_text" not in batch.logs[0].attributes

@@ -184,6 +184,8 @@ async def inference_trace(request: web.Request) -> web.Response:
     named in `inference_span_id` (and marked with the otelgw.inference_id attribute)."""
     inference_id = parse_inference_id(request)
     row = await load_inference(request, inference_id)
+    if not row["trace_id"]:
+        raise ApiError(404, "no_trace", f"inference {inference_id} was said by a log record: it has no trace")
     rows, status = await _load(request, row["trace_id"])
     trace = build_trace(row["trace_id"], rows)
     answer = {"trace": _proto_json(trace), "status": "PARTIAL" if status == "PARTIAL" else "COMPLETE",

@@ -73,6 +73,8 @@ _SPANS = _TARGET.format(col="trace_id, span_id", kind="inference") + " AND trace
 _SPAN_IDS = _TARGET.format(col=derived_inference_id_sql("trace_id", "span_id"), kind="inference") + \
     " AND trace_id != ''"
 _PROJECT = "project_id = {project:String}"
+# A call a log record said: its record names it (pipeline/map_logs.py).
+_RECORD_CALLS = _TARGET.format(col="toString(inference_id)", kind="inference")
 # Rows of each table that belong to the job's matched inferences.
 PREDICATES = {
     "inferences": f"{_PROJECT} AND inference_id IN ({_INFERENCES})",
@@ -82,7 +84,8 @@ PREDICATES = {
     "feedback": f"{_PROJECT} AND (inference_id IN ({_INFERENCES}) OR response_id IN ({_RESPONSES}) "
                 f"OR inference_id IN ({_SPAN_IDS}))",
     "spans": f"{_PROJECT} AND (trace_id IN ({_TRACES}) OR (trace_id, span_id) IN ({_SPANS}))",
-    "logs": f"{_PROJECT} AND (trace_id IN ({_TRACES}) OR (trace_id, span_id) IN ({_SPANS}))",
+    "logs": f"{_PROJECT} AND (trace_id IN ({_TRACES}) OR (trace_id, span_id) IN ({_SPANS}) "
+            f"OR attributes['otelgw.inference_id'] IN ({_RECORD_CALLS}))",
 }
 LIGHTWEIGHT_SETTINGS = {"lightweight_deletes_sync": 2, "mutations_sync": 2}
 MUTATION_SETTINGS = {"mutations_sync": 2}

@@ -23,6 +23,7 @@ from otelgw.pipeline.messages import Message, without_repeated_results
 from otelgw.pipeline.rows import MAX_NS, LogRow, RowBatch, ts
 
 DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+INFERENCE_ID_ATTRIBUTE = "otelgw.inference_id"
 
 
 # Places of one call's events in one request that `arrival` tells apart (past them, the key).
@@ -84,7 +85,7 @@ def _record_inference_id(record: Any, trace_hex: str, span_hex: str) -> str:
 
 def _record_time_ns(record: Any, attrs: dict[str, Any]) -> int:
     """When the record was written: its time, else its `event.timestamp` attribute (Codex CLI
-    sends records with no time but that), else when it was observed."""
+    sends records with no time but that), else when it was observed; 0 when nothing says."""
     if record.time_unix_nano:
         return record.time_unix_nano
     stamp = attrs.get("event.timestamp")
@@ -106,23 +107,30 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
             for index, record in enumerate(scope_logs.log_records):
                 attrs = attrs_to_dict(record.attributes, mapper.options.max_attributes)
                 event_name = record.event_name or to_str(attrs.get("event.name", ""))
-                at_ns = _record_time_ns(record, attrs) or received_ns
+                record_ns = _record_time_ns(record, attrs)
+                at_ns = record_ns or received_ns
                 trace_hex = record.trace_id.hex()
                 span_hex = record.span_id.hex()
                 linked = bool(trace_hex and span_hex)
+                call_name = event_name
                 family = conv.detect_record(event_name, attrs, scope_name) if conv.log_families else None
-                if family is None and record.event_name and "event.name" in attrs:
+                if family is None and record.event_name and "event.name" in attrs and conv.log_families:
                     # Codex CLI's event_name is a source line; its event is named in the attribute.
-                    event_name = to_str(attrs["event.name"])
-                    family = conv.detect_record(event_name, attrs, scope_name) if conv.log_families else None
-                if family is not None and not (family.unlinked_only and linked):
+                    call_name = to_str(attrs["event.name"])
+                    family = conv.detect_record(call_name, attrs, scope_name)
+                # A call needs a time of its own (a row keyed by when it was received would be
+                # a second row each time the record is sent again), and a record in a sampled
+                # trace is no call of an `unlinked_only` family (the trace's spans say it).
+                said_by_span = family is not None and family.unlinked_only and linked and bool(record.flags & 1)
+                call_id = ""
+                if family is not None and record_ns and not said_by_span:
                     # Named as its body names it where that is the event's full name (Claude Code:
                     # body "claude_code.api_request", event.name "api_request").
                     body = record.body.string_value if record.body.HasField("string_value") else ""
-                    name = body if body.endswith(event_name) and len(body) <= 128 else event_name
+                    name = body if body.endswith(call_name) and len(body) <= 128 else call_name
+                    call_id = _record_inference_id(record, trace_hex, span_hex)
                     mapper.record_inference(batch, family, name, scope_name, min(at_ns, MAX_NS), attrs,
-                                            project, service, trace_hex, span_hex,
-                                            _record_inference_id(record, trace_hex, span_hex),
+                                            project, service, trace_hex, span_hex, call_id,
                                             str_map(attrs, mapper.options.max_attribute_chars))
                 legacy_event = event_name in messages.LEGACY_INPUT_EVENTS or event_name == messages.LEGACY_OUTPUT_EVENT
                 if linked and legacy_event:
@@ -162,7 +170,9 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                     event_name=event_name,
                     body=clip(body if isinstance(body, str) else ("" if body is None else to_json(body)),
                               mapper.options.max_message_chars),
-                    attributes=str_map(attrs, mapper.options.max_attribute_chars),
+                    # The call's record names its inference: erasing the call erases the record.
+                    attributes=str_map({**attrs, INFERENCE_ID_ATTRIBUTE: call_id} if call_id else attrs,
+                                       mapper.options.max_attribute_chars),
                     resource_attributes=resource_map,
                     scope_name=scope_name,
                     flags=record.flags,
