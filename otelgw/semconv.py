@@ -145,6 +145,16 @@ class UsageExcludes(msgspec.Struct, forbid_unknown_fields=True):
     rest_of_total: bool = False
 
 
+class CompanionSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """A record that says more of a log-record family's call (its content), found in the same
+    export request by an attribute both hold. Its attributes are read as `<event_name>.<key>`."""
+
+    event_name: str
+    key: str
+    # Values that mean "not logged" (Claude Code's "<REDACTED>" when a content switch is off).
+    absent: list[str] = []
+
+
 class FamilyTable(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     priority: int
@@ -158,6 +168,9 @@ class FamilyTable(msgspec.Struct, forbid_unknown_fields=True):
     # Attributes holding message content that no `messages` spec reads (a coding agent's logged
     # prompt, response or request body): dropped with the messages under capture = "metadata".
     content: list[str] = []
+    # Logs: records that carry a call's content beside its record (Claude Code's prompts and
+    # answers).
+    companions: list[CompanionSpec] = []
     detect: list[DetectRule] = []
     defaults: dict[str, Any] = {}
     fields: dict[str, list[str | SourceSpec]] = {}
@@ -240,6 +253,7 @@ class Family(msgspec.Struct):
     usage_excludes: list[UsageExcludes] = []
     unlinked_only: bool = False
     content: list[str] = []
+    companions: list[CompanionSpec] = []
 
 
 class Plan(msgspec.Struct):
@@ -383,8 +397,10 @@ class Conventions:
                     raise ValueError(f"{table.name}.usage_excludes[{i}]: a `rest_of_total` rule must be the only "
                                      f"rule for {usage.field}")
                 known.update(usage.add)
+            if table.companions and not logs:
+                raise ValueError(f"{table.name}: `companions` go with signal = \"logs\"")
             family = Family(table.name, table.priority, rules, table.defaults, sources, table.messages,
-                            table.usage_excludes, table.unlinked_only, table.content)
+                            table.usage_excludes, table.unlinked_only, table.content, table.companions)
             known.update(table.content)
             if logs:
                 if table.not_inference:
@@ -407,6 +423,10 @@ class Conventions:
             self._plans[fam.name] = _plan([fam])
         self._log_event_names = frozenset(name for fam in self.log_families for rule in fam.detect
                                           for name in rule.event_names)
+        # Companion records are looked for in the scopes their families detect in ("" = any).
+        self.companion_events = frozenset(c.event_name for fam in self.log_families for c in fam.companions)
+        self.companion_scopes = tuple(sorted({rule.scope_prefix for fam in self.log_families if fam.companions
+                                              for rule in fam.detect}))
         # Detection: which attributes can trigger a rule, so most plain spans cost one set test.
         self._detect_keys = frozenset(rule.attribute for fam in self.families for rule in fam.detect)
         self._scope_rules = tuple(rule.scope_prefix for fam in self.families for rule in fam.detect

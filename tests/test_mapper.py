@@ -1483,3 +1483,32 @@ def test_a_log_record_familys_content_attributes_go_with_metadata_capture() -> N
     masker = Masker(MaskingFile(defaults=ProjectPolicy(capture="metadata")), content_keys=keys)
     masker.apply(batch)
     assert "response_text" not in batch.inferences[0].attributes and "response_text" not in batch.logs[0].attributes
+
+
+def test_a_calls_content_on_companion_records_of_its_request() -> None:
+    """Claude Code's content switches put a call's prompt and answer on other records: joined
+    to the call within the request by prompt.id / request_id ("<REDACTED>" is not logged), and
+    those records name the call (erasing it erases them)."""
+    call = {"event.name": "api_request", "model": "claude-x", "input_tokens": "1", "output_tokens": "2",
+            "request_id": "req_9", "prompt.id": "p1"}
+    prompt = {"event.name": "user_prompt", "prompt": "Fix the bug.", "prompt.id": "p1"}
+    answer = {"event.name": "assistant_response", "response": "Done.", "request_id": "req_9"}
+    other = {"event.name": "assistant_response", "response": "Not this one.", "request_id": "req_8"}
+    batch = _map_records([{"time": START, "attrs": prompt}, {"time": START + 1, "attrs": call},
+                          {"time": START + 2, "attrs": other}, {"time": START + 3, "attrs": answer}])
+    (row,) = batch.inferences
+    assert messages(batch, "input") == [("user", "Fix the bug.")]
+    assert messages(batch, "output") == [("assistant", "Done.")]
+    assert row.output_preview == "Done." and "assistant_response.response" not in row.attributes
+    named = [r.attributes.get("otelgw.inference_id") for r in batch.logs]
+    assert named == [row.inference_id, row.inference_id, None, row.inference_id]
+    redacted = _map_records([{"time": START, "attrs": {**prompt, "prompt": "<REDACTED>"}},
+                             {"time": START + 1, "attrs": call}])
+    assert redacted.messages == [] and len(redacted.inferences) == 1
+
+
+def test_companions_go_with_log_record_families(tmp_path: Path) -> None:
+    (tmp_path / "10-x.toml").write_text('name = "x"\npriority = 1\n[[detect]]\nattribute = "a"\n'
+                                         '[[companions]]\nevent_name = "e"\nkey = "k"\n')
+    with pytest.raises(ValueError, match="`companions` go with signal"):
+        Conventions(load_tables(tmp_path))

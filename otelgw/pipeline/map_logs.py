@@ -93,16 +93,42 @@ def _record_time_ns(record: Any, attrs: dict[str, Any]) -> int:
     return parsed if parsed is not None and 0 < parsed < MAX_NS else record.observed_time_unix_nano
 
 
+_Place = tuple[int, int, int]  # (resource, scope, record) of a record in its request
+_CompanionKey = tuple[str, str, str]  # (scope name, event name, key value)
+
+
+def _companions(request: Any, conv: Any, max_attributes: int) -> dict[_CompanionKey, tuple[_Place, dict[str, Any]]]:
+    """The request's records that say more of a log-record family's call (Claude Code's prompts
+    and answers), by what joins them to it; the first of each."""
+    found: dict[_CompanionKey, tuple[_Place, dict[str, Any]]] = {}
+    keys = {c.event_name: c.key for fam in conv.log_families for c in fam.companions}
+    for r, resource_logs in enumerate(request.resource_logs):
+        for s, scope_logs in enumerate(resource_logs.scope_logs):
+            scope_name = scope_logs.scope.name
+            if not scope_name.startswith(conv.companion_scopes):
+                continue
+            for i, record in enumerate(scope_logs.log_records):
+                attrs = attrs_to_dict(record.attributes, max_attributes)
+                event_name = to_str(attrs.get("event.name", "")) or record.event_name
+                if event_name in keys and attrs.get(keys[event_name]) is not None:
+                    found.setdefault((scope_name, event_name, to_str(attrs[keys[event_name]])), ((r, s, i), attrs))
+    return found
+
+
 def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int) -> RowBatch:
     batch = RowBatch(inferences=[], messages=[], feedback=[], logs=[])
     legacy: dict[str, _Legacy] = {}
     conv = mapper.conventions
+    companions = _companions(request, conv, mapper.options.max_attributes) if conv.companion_events else {}
+    # A companion record names the (first) call it said more of, as the call's record does.
+    joined: dict[_Place, str] = {}
+    log_rows: dict[_Place, LogRow] = {}
     received_us = received_ns // 1000
     otel_family = next((f for f in conv.families if f.name == "otel_genai"), None)
-    for resource_logs in request.resource_logs:
+    for r_index, resource_logs in enumerate(request.resource_logs):
         resource = resource_context(resource_logs.resource, project_header, mapper.options)
         resource_map, project, service = resource.attributes, resource.project, resource.service
-        for scope_logs in resource_logs.scope_logs:
+        for s_index, scope_logs in enumerate(resource_logs.scope_logs):
             scope_name = scope_logs.scope.name
             for index, record in enumerate(scope_logs.log_records):
                 attrs = attrs_to_dict(record.attributes, mapper.options.max_attributes)
@@ -129,7 +155,19 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                     body = record.body.string_value if record.body.HasField("string_value") else ""
                     name = body if body.endswith(call_name) and len(body) <= 128 else call_name
                     call_id = _record_inference_id(record, trace_hex, span_hex)
-                    mapper.record_inference(batch, family, name, scope_name, min(at_ns, MAX_NS), attrs,
+                    view_attrs = attrs
+                    for companion in family.companions:
+                        value = attrs.get(companion.key)
+                        found = companions.get((scope_name, companion.event_name, to_str(value))) \
+                            if value is not None else None
+                        if found is not None:
+                            # Read by the table as "<event>.<attribute>"; the row's attributes stay
+                            # the call record's own.
+                            place, extra = found
+                            joined.setdefault(place, call_id)
+                            view_attrs = {**view_attrs, **{f"{companion.event_name}.{k}": v for k, v in extra.items()
+                                                           if v not in companion.absent}}
+                    mapper.record_inference(batch, family, name, scope_name, min(at_ns, MAX_NS), view_attrs,
                                             project, service, trace_hex, span_hex, call_id,
                                             str_map(attrs, mapper.options.max_attribute_chars))
                 legacy_event = event_name in messages.LEGACY_INPUT_EVENTS or event_name == messages.LEGACY_OUTPUT_EVENT
@@ -158,7 +196,7 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                                                             index, service))
                     continue
                 body = any_to_py(record.body) if record.HasField("body") else None
-                batch.logs.append(LogRow(
+                log_rows[(r_index, s_index, index)] = row = LogRow(
                     project_id=project,
                     service_name=service,
                     timestamp=ts(at_ns),
@@ -176,7 +214,12 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                     resource_attributes=resource_map,
                     scope_name=scope_name,
                     flags=record.flags,
-                ))
+                )
+                batch.logs.append(row)
+    for place, call_id in joined.items():
+        row = log_rows.get(place)
+        if row is not None and INFERENCE_ID_ATTRIBUTE not in row.attributes:
+            row.attributes = {**row.attributes, INFERENCE_ID_ATTRIBUTE: call_id}
     if batch.inferences:
         mapper.settle_values(batch)
     for inference_id, group in legacy.items():
