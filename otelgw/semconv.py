@@ -423,6 +423,12 @@ class Conventions:
             self._plans[fam.name] = _plan([fam])
         self._log_event_names = frozenset(name for fam in self.log_families for rule in fam.detect
                                           for name in rule.event_names)
+        seen: dict[str, str] = {}
+        for fam in self.log_families:
+            for companion in fam.companions:
+                if seen.setdefault(companion.event_name, companion.key) != companion.key:
+                    raise ValueError(f"{fam.name}: companion {companion.event_name!r} is joined by "
+                                     f"{seen[companion.event_name]!r} in another table")
         # Companion records are looked for in the scopes their families detect in ("" = any).
         self.companion_events = frozenset(c.event_name for fam in self.log_families for c in fam.companions)
         self.companion_scopes = tuple(sorted({rule.scope_prefix for fam in self.log_families if fam.companions

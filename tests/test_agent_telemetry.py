@@ -40,6 +40,8 @@ def test_claude_code_calls_are_listed_detailed_and_grouped_by_session(gateway) -
     assert status == 200 and [(s["session_id"], s["inference_count"]) for s in sessions["items"]] == [(session, 2)]
     # The records themselves are still there, every event of the run.
     assert gateway.scalar("SELECT countIf(event_name = 'api_request') FROM logs WHERE project_id = 'agents'") == 2
+    assert gateway.scalar("SELECT count() FROM logs WHERE project_id = 'agents' AND attributes['session.id'] = "
+                          "{s:String}", s=overview["session_id"]) > 2
     status, series = call_api(gateway.api_url, "POST", "/observability/analytics", body={
         "from_date": FROM, "frequency_unit": "day", "metrics": ["request_count", "cost"],
         "filters": {"project": "agents"}})
@@ -56,7 +58,10 @@ def test_claude_code_calls_are_listed_detailed_and_grouped_by_session(gateway) -
     wait_until(lambda: call_api(gateway.api_url, "GET", f"/api/v1/data/delete/{job['job_id']}")[1]["status"] == "done",
                timeout=60)
     assert gateway.scalar("SELECT count() FROM inferences FINAL WHERE project_id = 'agents'") == 0
-    assert gateway.scalar("SELECT countIf(event_name = 'api_request') FROM logs WHERE project_id = 'agents'") == 0
+    # Every record of the session (its tool events, its settings events) goes too, not only the
+    # records the calls were read from.
+    assert gateway.scalar("SELECT count() FROM logs WHERE project_id = 'agents' AND attributes['session.id'] = "
+                          "{s:String}", s=session) == 0
 
 
 def test_a_failed_gemini_cli_call_and_a_codex_retry_are_errors(gateway) -> None:

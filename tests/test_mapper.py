@@ -1512,3 +1512,30 @@ def test_companions_go_with_log_record_families(tmp_path: Path) -> None:
                                          '[[companions]]\nevent_name = "e"\nkey = "k"\n')
     with pytest.raises(ValueError, match="`companions` go with signal"):
         Conventions(load_tables(tmp_path))
+
+
+def test_companion_joins_are_bounded_and_stay_in_their_resource() -> None:
+    """One prompt record joined to thousands of calls would make gigabytes of message rows: the
+    content joined stays within a few times the request's size. A resource's records never give
+    content to another resource's calls (another project's, perhaps)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    from otelgw.pipeline.map_logs import JOIN_BUDGET_FACTOR, map_logs
+
+    prompt = {"event.name": "user_prompt", "prompt": "x" * 100_000, "prompt.id": "p1"}
+    calls = [{"event.name": "api_request", "model": "claude-x", "request_id": f"r{i}", "prompt.id": "p1"}
+             for i in range(500)]
+    batch = _map_records([{"time": START, "attrs": prompt}] + [{"time": START + 1 + i, "attrs": c}
+                                                                for i, c in enumerate(calls)])
+    assert len(batch.inferences) == 500
+    joined = sum(len(m.content) for m in batch.messages)
+    assert 0 < joined <= JOIN_BUDGET_FACTOR * 160_000
+
+    request = ExportLogsServiceRequest()
+    for attrs in ({"event.name": "user_prompt", "prompt": "secret of A", "prompt.id": "p1"}, calls[0]):
+        scope_logs = request.resource_logs.add().scope_logs.add()
+        scope_logs.scope.name = "com.anthropic.claude_code.events"
+        record = scope_logs.log_records.add(time_unix_nano=START)
+        record.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in attrs.items())
+    apart = map_logs(build_mapper(Config()), request, "", START)
+    assert len(apart.inferences) == 1 and apart.messages == []

@@ -75,6 +75,11 @@ _SPAN_IDS = _TARGET.format(col=derived_inference_id_sql("trace_id", "span_id"), 
 _PROJECT = "project_id = {project:String}"
 # A call a log record said: its record names it (pipeline/map_logs.py).
 _RECORD_CALLS = _TARGET.format(col="toString(inference_id)", kind="inference")
+# For a user or session selector, the sessions of the matched calls (kept in the trace_id column
+# of 'session' targets): a coding agent's other records of them (prompts, tool events, bodies)
+# name no call, only the session.
+_SESSIONS = _TARGET.format(col="trace_id", kind="session")
+_SESSION_KEYS = ("session.id", "gen_ai.conversation.id", "conversation.id")
 # Rows of each table that belong to the job's matched inferences.
 PREDICATES = {
     "inferences": f"{_PROJECT} AND inference_id IN ({_INFERENCES})",
@@ -85,7 +90,8 @@ PREDICATES = {
                 f"OR inference_id IN ({_SPAN_IDS}))",
     "spans": f"{_PROJECT} AND (trace_id IN ({_TRACES}) OR (trace_id, span_id) IN ({_SPANS}))",
     "logs": f"{_PROJECT} AND (trace_id IN ({_TRACES}) OR (trace_id, span_id) IN ({_SPANS}) "
-            f"OR attributes['otelgw.inference_id'] IN ({_RECORD_CALLS}))",
+            f"OR attributes['otelgw.inference_id'] IN ({_RECORD_CALLS}) "
+            + "".join(f"OR attributes['{key}'] IN ({_SESSIONS}) " for key in _SESSION_KEYS) + ")",
 }
 LIGHTWEIGHT_SETTINGS = {"lightweight_deletes_sync": 2, "mutations_sync": 2}
 MUTATION_SETTINGS = {"mutations_sync": 2}
@@ -348,6 +354,11 @@ class Eraser:
             f"WHERE {_PROJECT} AND trace_id IN ({_TARGET.format(col='trace_id', kind='inference')}) "
             f"AND inference_id != '' AND toUUIDOrZero(inference_id) IN ({_INFERENCES}) "
             f"AND (trace_id, span_id) NOT IN ({_SPANS})", parameters=self._params(job))
+        if "user_id" in job.selector or "session_id" in job.selector:
+            self.client.command(
+                "INSERT INTO erasure_targets (job_id, kind, trace_id) "
+                "SELECT DISTINCT {job:String}, 'session', session_id FROM inferences "
+                f"WHERE {_PROJECT} AND {clause} AND session_id != ''", parameters=params)
         # Traces every inference of which matched: deleted whole.
         self.client.command(
             "INSERT INTO erasure_targets (job_id, kind, trace_id) "

@@ -94,7 +94,10 @@ def _record_time_ns(record: Any, attrs: dict[str, Any]) -> int:
 
 
 _Place = tuple[int, int, int]  # (resource, scope, record) of a record in its request
-_CompanionKey = tuple[str, str, str]  # (scope name, event name, key value)
+_CompanionKey = tuple[int, str, str, str]  # (resource, scope name, event name, key value)
+# Content joined from companion records, at most this many times the request's own size (one
+# prompt record joined to thousands of calls would otherwise make gigabytes of message rows).
+JOIN_BUDGET_FACTOR = 4
 
 
 def _companions(request: Any, conv: Any, max_attributes: int) -> dict[_CompanionKey, tuple[_Place, dict[str, Any]]]:
@@ -109,9 +112,12 @@ def _companions(request: Any, conv: Any, max_attributes: int) -> dict[_Companion
                 continue
             for i, record in enumerate(scope_logs.log_records):
                 attrs = attrs_to_dict(record.attributes, max_attributes)
-                event_name = to_str(attrs.get("event.name", "")) or record.event_name
-                if event_name in keys and attrs.get(keys[event_name]) is not None:
-                    found.setdefault((scope_name, event_name, to_str(attrs[keys[event_name]])), ((r, s, i), attrs))
+                event_name = record.event_name or to_str(attrs.get("event.name", ""))
+                if event_name not in keys and "event.name" in attrs:
+                    event_name = to_str(attrs["event.name"])
+                value = to_str(attrs.get(keys[event_name], "")) if event_name in keys else ""
+                if value.strip():
+                    found.setdefault((r, scope_name, event_name, value), ((r, s, i), attrs))
     return found
 
 
@@ -123,6 +129,7 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
     # A companion record names the (first) call it said more of, as the call's record does.
     joined: dict[_Place, str] = {}
     log_rows: dict[_Place, LogRow] = {}
+    join_budget = JOIN_BUDGET_FACTOR * request.ByteSize() if companions else 0
     received_us = received_ns // 1000
     otel_family = next((f for f in conv.families if f.name == "otel_genai"), None)
     for r_index, resource_logs in enumerate(request.resource_logs):
@@ -157,16 +164,21 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                     call_id = _record_inference_id(record, trace_hex, span_hex)
                     view_attrs = attrs
                     for companion in family.companions:
-                        value = attrs.get(companion.key)
-                        found = companions.get((scope_name, companion.event_name, to_str(value))) \
-                            if value is not None else None
-                        if found is not None:
-                            # Read by the table as "<event>.<attribute>"; the row's attributes stay
-                            # the call record's own.
-                            place, extra = found
-                            joined.setdefault(place, call_id)
-                            view_attrs = {**view_attrs, **{f"{companion.event_name}.{k}": v for k, v in extra.items()
-                                                           if v not in companion.absent}}
+                        value = to_str(attrs.get(companion.key, ""))
+                        found = companions.get((r_index, scope_name, companion.event_name, value)) \
+                            if value.strip() else None
+                        if found is None:
+                            continue
+                        # Read by the table as "<event>.<attribute>"; the row's attributes stay
+                        # the call record's own.
+                        place, extra = found
+                        kept = {f"{companion.event_name}.{k}": v for k, v in extra.items()
+                                if not (isinstance(v, str) and (v in companion.absent or not v.strip()))}
+                        join_budget -= sum(len(v) for v in kept.values() if isinstance(v, str))
+                        if join_budget < 0:
+                            break
+                        joined.setdefault(place, call_id)
+                        view_attrs = {**view_attrs, **kept}
                     mapper.record_inference(batch, family, name, scope_name, min(at_ns, MAX_NS), view_attrs,
                                             project, service, trace_hex, span_hex, call_id,
                                             str_map(attrs, mapper.options.max_attribute_chars))
