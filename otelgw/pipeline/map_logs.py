@@ -100,9 +100,11 @@ _CompanionKey = tuple[int, str, str, str]  # (resource, scope name, event name, 
 JOIN_BUDGET_FACTOR = 4
 
 
-def _companions(request: Any, conv: Any, max_attributes: int) -> dict[_CompanionKey, tuple[_Place, dict[str, Any]]]:
+def _companions(request: Any, conv: Any, max_attributes: int,
+                decoded: dict[_Place, dict[str, Any]]) -> dict[_CompanionKey, tuple[_Place, dict[str, Any]]]:
     """The request's records that say more of a log-record family's call (Claude Code's prompts
-    and answers), by what joins them to it; the first of each."""
+    and answers), by what joins them to it; the first of each. Every record's attributes it
+    decodes go to `decoded`, for the mapping to use again."""
     found: dict[_CompanionKey, tuple[_Place, dict[str, Any]]] = {}
     keys = {c.event_name: c.key for fam in conv.log_families for c in fam.companions}
     for r, resource_logs in enumerate(request.resource_logs):
@@ -111,7 +113,7 @@ def _companions(request: Any, conv: Any, max_attributes: int) -> dict[_Companion
             if not scope_name.startswith(conv.companion_scopes):
                 continue
             for i, record in enumerate(scope_logs.log_records):
-                attrs = attrs_to_dict(record.attributes, max_attributes)
+                attrs = decoded[(r, s, i)] = attrs_to_dict(record.attributes, max_attributes)
                 event_name = record.event_name or to_str(attrs.get("event.name", ""))
                 if event_name not in keys and "event.name" in attrs:
                     event_name = to_str(attrs["event.name"])
@@ -125,7 +127,8 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
     batch = RowBatch(inferences=[], messages=[], feedback=[], logs=[])
     legacy: dict[str, _Legacy] = {}
     conv = mapper.conventions
-    companions = _companions(request, conv, mapper.options.max_attributes) if conv.companion_events else {}
+    decoded: dict[_Place, dict[str, Any]] = {}
+    companions = _companions(request, conv, mapper.options.max_attributes, decoded) if conv.companion_events else {}
     # A companion record names the (first) call it said more of, as the call's record does.
     joined: dict[_Place, str] = {}
     log_rows: dict[_Place, LogRow] = {}
@@ -138,7 +141,8 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
         for s_index, scope_logs in enumerate(resource_logs.scope_logs):
             scope_name = scope_logs.scope.name
             for index, record in enumerate(scope_logs.log_records):
-                attrs = attrs_to_dict(record.attributes, mapper.options.max_attributes)
+                attrs = decoded.get((r_index, s_index, index)) or attrs_to_dict(record.attributes,
+                                                                                 mapper.options.max_attributes)
                 event_name = record.event_name or to_str(attrs.get("event.name", ""))
                 record_ns = _record_time_ns(record, attrs)
                 at_ns = record_ns or received_ns
