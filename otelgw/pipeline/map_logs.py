@@ -100,39 +100,61 @@ _CompanionKey = tuple[int, str, str, str]  # (resource, scope name, event name, 
 JOIN_BUDGET_FACTOR = 4
 
 
-def _companions(request: Any, conv: Any, max_attributes: int,
-                decoded: dict[_Place, dict[str, Any]]) -> dict[_CompanionKey, tuple[_Place, dict[str, Any]]]:
-    """The request's records that say more of a log-record family's call (Claude Code's prompts
-    and answers), by what joins them to it; the first of each. Every record's attributes it
-    decodes go to `decoded`, for the mapping to use again."""
-    found: dict[_CompanionKey, tuple[_Place, dict[str, Any]]] = {}
-    keys = {c.event_name: c.key for fam in conv.log_families for c in fam.companions}
-    for r, resource_logs in enumerate(request.resource_logs):
-        for s, scope_logs in enumerate(resource_logs.scope_logs):
-            scope_name = scope_logs.scope.name
-            if not scope_name.startswith(conv.companion_scopes):
+class _Companions:
+    """A request's records that say more of a log-record family's call (Claude Code's prompts
+    and answers), by what joins them to it (the first of each), and which call each joined."""
+
+    def __init__(self, request: Any, conv: Any, max_attributes: int) -> None:
+        # Every record's attributes decoded here, for the mapping to use again.
+        self.decoded: dict[_Place, dict[str, Any]] = {}
+        self.joined: dict[_Place, str] = {}
+        self._found: dict[_CompanionKey, tuple[_Place, dict[str, Any]]] = {}
+        if not conv.companion_events:
+            self._budget = 0
+            return
+        self._budget = JOIN_BUDGET_FACTOR * request.ByteSize()
+        keys = {c.event_name: c.key for fam in conv.log_families for c in fam.companions}
+        for r, resource_logs in enumerate(request.resource_logs):
+            for s, scope_logs in enumerate(resource_logs.scope_logs):
+                scope_name = scope_logs.scope.name
+                if not scope_name.startswith(conv.companion_scopes):
+                    continue
+                for i, record in enumerate(scope_logs.log_records):
+                    attrs = self.decoded[(r, s, i)] = attrs_to_dict(record.attributes, max_attributes)
+                    event_name = record.event_name or to_str(attrs.get("event.name", ""))
+                    if event_name not in keys and "event.name" in attrs:
+                        event_name = to_str(attrs["event.name"])
+                    value = to_str(attrs.get(keys[event_name], "")) if event_name in keys else ""
+                    if value.strip():
+                        self._found.setdefault((r, scope_name, event_name, value), ((r, s, i), attrs))
+
+    def view(self, family: Any, attrs: dict[str, Any], resource: int, scope_name: str,
+             call_id: str) -> dict[str, Any]:
+        """The call record's attributes with its companions' as "<event>.<attribute>" (what the
+        table reads); within the request's budget of joined content."""
+        view = attrs
+        for companion in family.companions:
+            value = to_str(attrs.get(companion.key, ""))
+            found = self._found.get((resource, scope_name, companion.event_name, value)) if value.strip() else None
+            if found is None:
                 continue
-            for i, record in enumerate(scope_logs.log_records):
-                attrs = decoded[(r, s, i)] = attrs_to_dict(record.attributes, max_attributes)
-                event_name = record.event_name or to_str(attrs.get("event.name", ""))
-                if event_name not in keys and "event.name" in attrs:
-                    event_name = to_str(attrs["event.name"])
-                value = to_str(attrs.get(keys[event_name], "")) if event_name in keys else ""
-                if value.strip():
-                    found.setdefault((r, scope_name, event_name, value), ((r, s, i), attrs))
-    return found
+            place, extra = found
+            kept = {f"{companion.event_name}.{k}": v for k, v in extra.items()
+                    if not (isinstance(v, str) and (v in companion.absent or not v.strip()))}
+            self._budget -= sum(len(v) for v in kept.values() if isinstance(v, str))
+            if self._budget < 0:
+                break
+            self.joined.setdefault(place, call_id)
+            view = {**view, **kept}
+        return view
 
 
 def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int) -> RowBatch:
     batch = RowBatch(inferences=[], messages=[], feedback=[], logs=[])
     legacy: dict[str, _Legacy] = {}
     conv = mapper.conventions
-    decoded: dict[_Place, dict[str, Any]] = {}
-    companions = _companions(request, conv, mapper.options.max_attributes, decoded) if conv.companion_events else {}
-    # A companion record names the (first) call it said more of, as the call's record does.
-    joined: dict[_Place, str] = {}
+    companions = _Companions(request, conv, mapper.options.max_attributes)
     log_rows: dict[_Place, LogRow] = {}
-    join_budget = JOIN_BUDGET_FACTOR * request.ByteSize() if companions else 0
     received_us = received_ns // 1000
     otel_family = next((f for f in conv.families if f.name == "otel_genai"), None)
     for r_index, resource_logs in enumerate(request.resource_logs):
@@ -141,8 +163,8 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
         for s_index, scope_logs in enumerate(resource_logs.scope_logs):
             scope_name = scope_logs.scope.name
             for index, record in enumerate(scope_logs.log_records):
-                attrs = decoded.get((r_index, s_index, index)) or attrs_to_dict(record.attributes,
-                                                                                 mapper.options.max_attributes)
+                attrs = companions.decoded.get((r_index, s_index, index)) or attrs_to_dict(
+                    record.attributes, mapper.options.max_attributes)
                 event_name = record.event_name or to_str(attrs.get("event.name", ""))
                 record_ns = _record_time_ns(record, attrs)
                 at_ns = record_ns or received_ns
@@ -166,24 +188,9 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                     body = record.body.string_value if record.body.HasField("string_value") else ""
                     name = body if body.endswith(call_name) and len(body) <= 128 else call_name
                     call_id = _record_inference_id(record, trace_hex, span_hex)
-                    view_attrs = attrs
-                    for companion in family.companions:
-                        value = to_str(attrs.get(companion.key, ""))
-                        found = companions.get((r_index, scope_name, companion.event_name, value)) \
-                            if value.strip() else None
-                        if found is None:
-                            continue
-                        # Read by the table as "<event>.<attribute>"; the row's attributes stay
-                        # the call record's own.
-                        place, extra = found
-                        kept = {f"{companion.event_name}.{k}": v for k, v in extra.items()
-                                if not (isinstance(v, str) and (v in companion.absent or not v.strip()))}
-                        join_budget -= sum(len(v) for v in kept.values() if isinstance(v, str))
-                        if join_budget < 0:
-                            break
-                        joined.setdefault(place, call_id)
-                        view_attrs = {**view_attrs, **kept}
-                    mapper.record_inference(batch, family, name, scope_name, min(at_ns, MAX_NS), view_attrs,
+                    # The row's attributes stay the call record's own.
+                    view = companions.view(family, attrs, r_index, scope_name, call_id)
+                    mapper.record_inference(batch, family, name, scope_name, min(at_ns, MAX_NS), view,
                                             project, service, trace_hex, span_hex, call_id,
                                             str_map(attrs, mapper.options.max_attribute_chars))
                 legacy_event = event_name in messages.LEGACY_INPUT_EVENTS or event_name == messages.LEGACY_OUTPUT_EVENT
@@ -232,7 +239,8 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                     flags=record.flags,
                 )
                 batch.logs.append(row)
-    for place, call_id in joined.items():
+    # A companion record names the (first) call it said more of, as the call's record does.
+    for place, call_id in companions.joined.items():
         row = log_rows.get(place)
         if row is not None and INFERENCE_ID_ATTRIBUTE not in row.attributes:
             row.attributes = {**row.attributes, INFERENCE_ID_ATTRIBUTE: call_id}
