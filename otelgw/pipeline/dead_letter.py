@@ -95,6 +95,17 @@ class DeadLetters:
         # 1 again, and must not overwrite what an earlier log dead-lettered.
         return self.dir / f"{RECORD_PREFIX}{wal_id}-{seq}-{signal}.pb"
 
+    def names(self) -> set[str]:
+        """The names of the records here and replayed: one listing, so a replay of a large log
+        asks the disk about the few records it holds, not about every record."""
+        out: set[str] = set()
+        for folder in (self.dir, self.dir / REPLAYED):
+            try:
+                out.update(n for n in os.listdir(folder) if n.startswith(RECORD_PREFIX) and n.endswith(".pb"))
+            except OSError:
+                continue
+        return out
+
     def was_dead_lettered(self, wal_id: str, record: WalRecord) -> bool:
         """This very record was dead-lettered, whether its files still wait or were replayed (its
         replay is a new record: this one must not land too). The metadata must agree where there is

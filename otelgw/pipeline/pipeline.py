@@ -129,6 +129,7 @@ class Pipeline:
         self._pending_chunks: collections.deque[tuple[int, int]] = collections.deque()
         self._chunk_ranges: collections.deque[tuple[int, int]] = collections.deque()
         self._replay_end = 0
+        self._dead_lettered_before: set[str] = set()
         self._releasing_floor = 0
         self._inflight_appends = 0
         signals = [s.value for s in Signal]
@@ -173,6 +174,8 @@ class Pipeline:
         # did before (it rebuilds its own cuts); new chunks are only for new records.
         self._replay_end = self.wal.durable_seq
         self.stats.replay_target_seq = self.wal.durable_seq
+        # Records dead-lettered before this start (the replay maps them to nothing again).
+        self._dead_lettered_before = self.dead_letters.names() if self.wal.pending_records() else set()
         self._writer.on_commit = self._committed
         if self.wal.pending_records():
             log.info("replaying write-ahead log", extra={"from_seq": checkpoint + 1, "to_seq": self.wal.durable_seq,
@@ -406,7 +409,10 @@ class Pipeline:
             return records
         out = []
         for record in records:
-            if record.seq <= self._replay_end and self.dead_letters.was_dead_lettered(self.wal.id, record):
+            if (record.seq <= self._replay_end
+                    and self.dead_letters.record_path(self.wal.id, record.seq, record.signal).name
+                    in self._dead_lettered_before
+                    and self.dead_letters.was_dead_lettered(self.wal.id, record)):
                 log.warning("replayed record was dead-lettered before the restart; it stays in the dead-letter "
                             "directory until replayed from there", extra={"seq": record.seq, "signal": record.signal})
                 record = WalRecord(record.seq, record.signal, record.project, record.received_ns, b"")
