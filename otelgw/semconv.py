@@ -120,6 +120,9 @@ class MessageSpec(msgspec.Struct, forbid_unknown_fields=True):
     # parts and the call in OpenLLMetry's attributes. Opt-in: other fallbacks (a whole response
     # document as one message) must not replace an answer that was empty.
     fills_empty: bool = False
+    # json shape: only a value that parses as a JSON document (a cut-off one yields nothing, and
+    # the direction goes to the next source) instead of being taken as plain text.
+    json_only: bool = False
     # text shape: a tool call carried in separate attributes
     tool_calls_attribute: str = ""
     tool_name_attribute: str = ""

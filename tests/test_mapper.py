@@ -1539,3 +1539,18 @@ def test_companion_joins_are_bounded_and_stay_in_their_resource() -> None:
         record.attributes.extend(KeyValue(key=k, value=_value(v)) for k, v in attrs.items())
     apart = map_logs(build_mapper(Config()), request, "", START)
     assert len(apart.inferences) == 1 and apart.messages == []
+
+
+def test_a_cut_off_response_body_gives_way_to_the_answers_text() -> None:
+    call = {"event.name": "api_request", "model": "claude-x", "request_id": "req_1"}
+    body = {"event.name": "api_response_body", "request_id": "req_1",
+            "body": '{"id":"msg_1","role":"assistant","content":[{"type":"text","text":"Long ans'}
+    text = {"event.name": "assistant_response", "request_id": "req_1", "response": "Long answer."}
+    batch = _map_records([{"time": START, "attrs": call}, {"time": START, "attrs": body},
+                          {"time": START, "attrs": text}])
+    assert messages(batch, "output") == [("assistant", "Long answer.")]
+    whole = {**body, "body": '{"id":"msg_1","role":"assistant","content":[{"type":"text","text":"Long answer."},'
+                             '{"type":"tool_use","id":"t1","name":"Bash","input":{"command":"ls"}}]}'}
+    batch = _map_records([{"time": START, "attrs": call}, {"time": START, "attrs": whole}])
+    (msg,) = [m for m in batch.messages if m.direction == "output"]
+    assert msg.content == "Long answer." and "Bash" in msg.tool_calls

@@ -285,6 +285,10 @@ def _from_spec(spec: MessageSpec, reader: _Reader,
     if spec.mime_attribute and attrs.get(spec.mime_attribute) not in (None, "application/json"):
         return []
     if spec.shape == "json":
+        if spec.json_only and isinstance(value, (str, bytes)):
+            value = msgs.parse_json_text(value)
+            if value is None:
+                return []
         if spec.path:
             doc = msgs.parse_json_text(value) if isinstance(value, (str, bytes)) else value
             value = _walk(doc, tuple(p for p in spec.path.split(".") if p))
