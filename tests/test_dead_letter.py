@@ -199,10 +199,11 @@ def test_a_replayed_record_is_still_known_as_dead_lettered(tmp_path: Path) -> No
     letters = DeadLetters(tmp_path)
     record = WalRecord(7, Signal.TRACES, "p", 123, b"request")
     letters.write_record(record, "w1", "boom")
-    assert letters.was_dead_lettered("w1", record)
+    assert letters.was_dead_lettered("w1", record, letters.names())
     letters.move(letters.record_path("w1", 7, Signal.TRACES).name, replayed=True)
-    assert letters.was_dead_lettered("w1", record) and not letters.record_path("w1", 7, Signal.TRACES).exists()
-    assert not letters.was_dead_lettered("w1", WalRecord(7, Signal.TRACES, "p", 456, b"another"))
-    assert not letters.was_dead_lettered("w2", record) and not letters.was_dead_lettered(
-        "w1", WalRecord(8, Signal.TRACES, "p", 123, b"request"))
+    names = letters.names()
+    assert letters.was_dead_lettered("w1", record, names) and not letters.record_path("w1", 7, Signal.TRACES).exists()
+    assert not letters.was_dead_lettered("w1", WalRecord(7, Signal.TRACES, "p", 456, b"another"), names)
+    assert not letters.was_dead_lettered("w2", record, names) and not letters.was_dead_lettered(
+        "w1", WalRecord(8, Signal.TRACES, "p", 123, b"request"), names)
     assert letters.entries() == []  # replayed/ is not listed

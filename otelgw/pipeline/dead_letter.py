@@ -106,17 +106,16 @@ class DeadLetters:
                 continue
         return out
 
-    def was_dead_lettered(self, wal_id: str, record: WalRecord) -> bool:
+    def was_dead_lettered(self, wal_id: str, record: WalRecord, names: set[str]) -> bool:
         """This very record was dead-lettered, whether its files still wait or were replayed (its
-        replay is a new record: this one must not land too). The metadata must agree where there is
-        some: with fsync off, a power loss can hand a number out again."""
+        replay is a new record: this one must not land too); `names` is a listing (`names()`).
+        The metadata must agree where there is some: with fsync off, a power loss can hand a
+        number out again."""
         name = self.record_path(wal_id, record.seq, record.signal).name
-        for folder in (self.dir, self.dir / REPLAYED):
-            path = folder / name
-            if path.exists():
-                meta = self._meta(path)
-                return meta is None or (meta.received_ns, meta.project) == (record.received_ns, record.project)
-        return False
+        if name not in names:
+            return False
+        meta = self._meta(self.dir / name)
+        return meta is None or (meta.received_ns, meta.project) == (record.received_ns, record.project)
 
     def write_record(self, record: WalRecord, wal_id: str, error: str) -> Path:
         """The request as received, and (first, so a request file always has it) its metadata."""

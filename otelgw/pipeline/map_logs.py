@@ -93,6 +93,16 @@ def _record_time_ns(record: Any, attrs: dict[str, Any]) -> int:
     return parsed if parsed is not None and 0 < parsed < MAX_NS else record.observed_time_unix_nano
 
 
+def _event_names(record: Any, attrs: dict[str, Any]) -> tuple[str, str]:
+    """The record's event name (its `event_name`, else its `event.name` attribute), and the
+    attribute's when the two differ (Codex CLI's event_name is a source line, its event is named
+    in the attribute): a log-record family is looked up by either."""
+    named = to_str(attrs["event.name"]) if "event.name" in attrs else ""
+    if record.event_name:
+        return record.event_name, (named if named != record.event_name else "")
+    return named, ""
+
+
 _Place = tuple[int, int, int]  # (resource, scope, record) of a record in its request
 _CompanionKey = tuple[int, str, str, str]  # (resource, scope name, event name, key value)
 # Content joined from companion records, at most this many times the request's own size (one
@@ -121,9 +131,9 @@ class _Companions:
                     continue
                 for i, record in enumerate(scope_logs.log_records):
                     attrs = self.decoded[(r, s, i)] = attrs_to_dict(record.attributes, max_attributes)
-                    event_name = record.event_name or to_str(attrs.get("event.name", ""))
-                    if event_name not in keys and "event.name" in attrs:
-                        event_name = to_str(attrs["event.name"])
+                    event_name, other = _event_names(record, attrs)
+                    if event_name not in keys:
+                        event_name = other
                     value = to_str(attrs.get(keys[event_name], "")) if event_name in keys else ""
                     if value.strip():
                         self._found.setdefault((r, scope_name, event_name, value), ((r, s, i), attrs))
@@ -165,7 +175,7 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
             for index, record in enumerate(scope_logs.log_records):
                 attrs = companions.decoded.get((r_index, s_index, index)) or attrs_to_dict(
                     record.attributes, mapper.options.max_attributes)
-                event_name = record.event_name or to_str(attrs.get("event.name", ""))
+                event_name, other_name = _event_names(record, attrs)
                 record_ns = _record_time_ns(record, attrs)
                 at_ns = record_ns or received_ns
                 trace_hex = record.trace_id.hex()
@@ -173,9 +183,8 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                 linked = bool(trace_hex and span_hex)
                 call_name = event_name
                 family = conv.detect_record(event_name, attrs, scope_name) if conv.log_families else None
-                if family is None and record.event_name and "event.name" in attrs and conv.log_families:
-                    # Codex CLI's event_name is a source line; its event is named in the attribute.
-                    call_name = to_str(attrs["event.name"])
+                if family is None and other_name and conv.log_families:
+                    call_name = other_name
                     family = conv.detect_record(call_name, attrs, scope_name)
                 # A call needs a time of its own (a row keyed by when it was received would be
                 # a second row each time the record is sent again), and a record in a sampled
@@ -219,7 +228,7 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                                                             index, service))
                     continue
                 body = any_to_py(record.body) if record.HasField("body") else None
-                log_rows[(r_index, s_index, index)] = row = LogRow(
+                row = LogRow(
                     project_id=project,
                     service_name=service,
                     timestamp=ts(at_ns),
@@ -239,6 +248,8 @@ def map_logs(mapper: Mapper, request: Any, project_header: str, received_ns: int
                     flags=record.flags,
                 )
                 batch.logs.append(row)
+                if (r_index, s_index, index) in companions.decoded:  # (it may be a companion)
+                    log_rows[(r_index, s_index, index)] = row
     # A companion record names the (first) call it said more of, as the call's record does.
     for place, call_id in companions.joined.items():
         row = log_rows.get(place)

@@ -409,10 +409,8 @@ class Pipeline:
             return records
         out = []
         for record in records:
-            if (record.seq <= self._replay_end
-                    and self.dead_letters.record_path(self.wal.id, record.seq, record.signal).name
-                    in self._dead_lettered_before
-                    and self.dead_letters.was_dead_lettered(self.wal.id, record)):
+            if record.seq <= self._replay_end and self.dead_letters.was_dead_lettered(
+                    self.wal.id, record, self._dead_lettered_before):
                 log.warning("replayed record was dead-lettered before the restart; it stays in the dead-letter "
                             "directory until replayed from there", extra={"seq": record.seq, "signal": record.signal})
                 record = WalRecord(record.seq, record.signal, record.project, record.received_ns, b"")
